@@ -1,0 +1,96 @@
+//! madvise under the errno rules of DESIGN.md §3, shared by every chain that advises.
+//!
+//! Go downgrades the whole process for ever on *any* madvise error, even a transient EAGAIN
+//! or an EINVAL that only meant "this range is mlocked". Here each errno means what the
+//! kernel says it means:
+//!
+//! - `ENOSYS`: madvise itself is absent (kernels built without `CONFIG_ADVISE_SYSCALLS`) →
+//!   sticky downgrade of every advice.
+//! - `EPERM` / `EACCES`: policy (seccomp, an LSM) → sticky downgrade of this advice.
+//! - `EINVAL`: either the advice is unknown or the argument is bad for this range → ask the
+//!   kernel with a zero-length call; only "unknown" downgrades, otherwise this call alone falls
+//!   to the next link.
+//! - `EAGAIN` / `EINTR`: transient → retried a bounded number of times, never a downgrade.
+//! - anything else: this call falls to the next link.
+//!
+//! A downgrade is a bit in one atomic word, set with `fetch_or` so it is counted exactly once
+//! even when several threads hit the same failure at the same time.
+
+use crate::probe;
+use crate::stats::{self, Counter};
+use crate::sys::linux::{self as sys, Errno};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Retries of a transient error before the call falls to the next link.
+pub(crate) const TRANSIENT_RETRIES: usize = 4;
+
+pub(crate) const D_MADVISE: u32 = 1 << 0;
+pub(crate) const D_FREE: u32 = 1 << 1;
+pub(crate) const D_DONTNEED: u32 = 1 << 2;
+pub(crate) const D_GUARD: u32 = 1 << 3;
+pub(crate) const D_COLLAPSE: u32 = 1 << 4;
+
+static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
+
+fn bit_of(advice: i32) -> u32 {
+    match advice {
+        sys::MADV_FREE => D_FREE,
+        sys::MADV_DONTNEED => D_DONTNEED,
+        sys::MADV_GUARD_INSTALL | sys::MADV_GUARD_REMOVE => D_GUARD,
+        sys::MADV_COLLAPSE => D_COLLAPSE,
+        _ => 0,
+    }
+}
+
+/// Is this primitive still believed to work?
+#[inline]
+pub(crate) fn usable(bit: u32) -> bool {
+    DOWNGRADED.load(Ordering::Relaxed) & (bit | D_MADVISE) == 0
+}
+
+/// Mark a primitive as not working, for the rest of the process; counted once.
+pub(crate) fn downgrade(bit: u32) {
+    let old = DOWNGRADED.fetch_or(bit, Ordering::Relaxed);
+    if old & bit == 0 {
+        stats::bump(match bit {
+            D_MADVISE => Counter::DowngradeMadvise,
+            D_FREE => Counter::DowngradeFree,
+            D_DONTNEED => Counter::DowngradeDontneed,
+            D_GUARD => Counter::DowngradeGuard,
+            _ => Counter::DowngradeCollapse,
+        });
+    }
+}
+
+/// Retry `f` while it fails transiently (EAGAIN/EINTR), a bounded number of times.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut left = TRANSIENT_RETRIES;
+    loop {
+        match f() {
+            Err(Errno::EAGAIN | Errno::EINTR) if left > 0 => {
+                left -= 1;
+                stats::bump(Counter::TransientRetries);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// madvise with the rules above. `Err` means "this link failed for this call"; the caller
+/// moves to its next link. A downgraded advice is not issued at all (`Err(ENOSYS)`).
+pub(crate) fn advise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
+    let bit = bit_of(advice);
+    if !usable(bit) {
+        return Err(Errno::ENOSYS);
+    }
+    // SAFETY: callers pass ranges inside a region osmem owns, in a state the transition
+    // table allows this advice for.
+    let r = retry(|| unsafe { sys::madvise(addr, len, advice) });
+    match r {
+        Err(Errno::ENOSYS) => downgrade(D_MADVISE),
+        Err(Errno::EPERM | Errno::EACCES) if bit != 0 => downgrade(bit),
+        Err(Errno::EINVAL) if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
+        _ => {}
+    }
+    r
+}

@@ -1,0 +1,470 @@
+//! Knobs: the [`Config`] builder and the `OSMEM` environment variable.
+//!
+//! `OSMEM=unused=free,harddecommit=1,thp=never` works like Go's `GODEBUG`: read once, at the
+//! first operation (or the first [`config`] / [`configure`] call), parsed in place without
+//! allocating. Unknown keys and values are never silently taken: they are kept in the
+//! [`EnvReport`] that [`env_report`] returns (the CLI prints it) and the built-in default stays.
+//!
+//! Knobs are process-wide, like Go's: a runtime has one memory policy. [`configure`] replaces
+//! them at any time; operations already running finish under the knobs they started with.
+
+use crate::once::Once;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Which advice `unused` starts its chain with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UnusedAdvice {
+    /// `MADV_DONTNEED` (default): RSS drops at once and the range reads zero. Go's default
+    /// since 1.16, because MADV_FREE's lazily-dropped pages confused every RSS-based monitor.
+    DontNeed,
+    /// `MADV_FREE`: cheapest (pages are reclaimed only under memory pressure), but RSS does
+    /// not drop and old contents may survive, so the range is *not* known to be zero.
+    Free,
+    /// Skip madvise and replace the range with `mmap(RW, MAP_FIXED)`: the chain's last link,
+    /// selectable for comparison and for kernels built without `CONFIG_ADVISE_SYSCALLS`.
+    Remap,
+}
+
+/// How `fault` makes a range trap.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FaultStrategy {
+    /// Pick by probe: [`Guard`](Self::Guard) where the kernel has guard markers, else
+    /// [`Protect`](Self::Protect).
+    Auto,
+    /// `MADV_GUARD_INSTALL` (Linux ≥ 6.13): no VMA split, never takes mmap_lock for writing.
+    Guard,
+    /// `MADV_DONTNEED` then `mprotect(PROT_NONE)`: one TLB shootdown instead of Go's two, and
+    /// the write lock is held only for the (now cheap) protection change. Safe because the
+    /// range is dead: nothing may touch it between the two calls.
+    Protect,
+    /// Go's order (seed 1): `mprotect(PROT_NONE)` then `MADV_DONTNEED`. Kept for comparison.
+    Go,
+    /// Go before seed 1: `mmap(PROT_NONE, MAP_FIXED)`; holds mmap_lock for writing through the
+    /// whole zap, but releases the commit charge.
+    Remap,
+}
+
+/// Transparent-huge-page policy for osmem's own hints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Thp {
+    /// Hints are passed to the kernel as asked.
+    Default,
+    /// Like Go's `disablethp`: `hugepage` and `collapse` become counted no-ops and new
+    /// reservations get `MADV_NOHUGEPAGE`.
+    Never,
+}
+
+/// The process-wide memory policy. Build one, then [`configure`] it.
+///
+/// ```
+/// use osmem::{Config, UnusedAdvice};
+/// let cfg = Config::new().unused(UnusedAdvice::Free).harddecommit(false);
+/// assert_eq!(cfg.unused_advice(), UnusedAdvice::Free);
+/// osmem::configure(Config::from_env()); // back to the defaults plus whatever OSMEM says
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    unused: UnusedAdvice,
+    fault: FaultStrategy,
+    harddecommit: bool,
+    thp: Thp,
+    prefault: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl Config {
+    /// The built-in defaults: `unused=dontneed`, `fault=auto`, `harddecommit=0`,
+    /// `thp=default`, `prefault=0`.
+    ///
+    /// ```
+    /// assert_eq!(osmem::Config::new().fault_strategy(), osmem::FaultStrategy::Auto);
+    /// ```
+    pub const fn new() -> Self {
+        Config {
+            unused: UnusedAdvice::DontNeed,
+            fault: FaultStrategy::Auto,
+            harddecommit: false,
+            thp: Thp::Default,
+            prefault: false,
+        }
+    }
+
+    /// The defaults with the `OSMEM` environment variable applied (as parsed at first use).
+    ///
+    /// ```
+    /// let cfg = osmem::Config::from_env();
+    /// let _ = cfg.unused_advice();
+    /// ```
+    pub fn from_env() -> Self {
+        env_init().config
+    }
+
+    /// Set the advice `unused` starts with.
+    ///
+    /// ```
+    /// let c = osmem::Config::new().unused(osmem::UnusedAdvice::Remap);
+    /// assert_eq!(c.unused_advice(), osmem::UnusedAdvice::Remap);
+    /// ```
+    pub const fn unused(mut self, a: UnusedAdvice) -> Self {
+        self.unused = a;
+        self
+    }
+
+    /// Set the fault strategy.
+    ///
+    /// ```
+    /// let c = osmem::Config::new().fault(osmem::FaultStrategy::Go);
+    /// assert_eq!(c.fault_strategy(), osmem::FaultStrategy::Go);
+    /// ```
+    pub const fn fault(mut self, s: FaultStrategy) -> Self {
+        self.fault = s;
+        self
+    }
+
+    /// Go's `harddecommit`: `unused` also makes the range `PROT_NONE` and `used` makes it RW
+    /// again, so a use-after-unused bug traps instead of reading zeros.
+    ///
+    /// ```
+    /// assert!(osmem::Config::new().harddecommit(true).is_harddecommit());
+    /// ```
+    pub const fn harddecommit(mut self, on: bool) -> Self {
+        self.harddecommit = on;
+        self
+    }
+
+    /// Set the transparent-huge-page policy.
+    ///
+    /// ```
+    /// let c = osmem::Config::new().thp(osmem::Thp::Never);
+    /// assert_eq!(c.thp_policy(), osmem::Thp::Never);
+    /// ```
+    pub const fn thp(mut self, t: Thp) -> Self {
+        self.thp = t;
+        self
+    }
+
+    /// Make `used` prefault the range (`MADV_POPULATE_WRITE`, else touching each page), so
+    /// the first accesses do not each take a page fault.
+    ///
+    /// ```
+    /// assert!(osmem::Config::new().prefault(true).is_prefault());
+    /// ```
+    pub const fn prefault(mut self, on: bool) -> Self {
+        self.prefault = on;
+        self
+    }
+
+    /// The advice `unused` starts with.
+    ///
+    /// ```
+    /// assert_eq!(osmem::Config::new().unused_advice(), osmem::UnusedAdvice::DontNeed);
+    /// ```
+    pub const fn unused_advice(&self) -> UnusedAdvice {
+        self.unused
+    }
+
+    /// The configured fault strategy (possibly `Auto`; see [`crate::selected`] for the
+    /// resolved one).
+    ///
+    /// ```
+    /// assert_eq!(osmem::Config::new().fault_strategy(), osmem::FaultStrategy::Auto);
+    /// ```
+    pub const fn fault_strategy(&self) -> FaultStrategy {
+        self.fault
+    }
+
+    /// Whether harddecommit is on.
+    ///
+    /// ```
+    /// assert!(!osmem::Config::new().is_harddecommit());
+    /// ```
+    pub const fn is_harddecommit(&self) -> bool {
+        self.harddecommit
+    }
+
+    /// The transparent-huge-page policy.
+    ///
+    /// ```
+    /// assert_eq!(osmem::Config::new().thp_policy(), osmem::Thp::Default);
+    /// ```
+    pub const fn thp_policy(&self) -> Thp {
+        self.thp
+    }
+
+    /// Whether `used` prefaults.
+    ///
+    /// ```
+    /// assert!(!osmem::Config::new().is_prefault());
+    /// ```
+    pub const fn is_prefault(&self) -> bool {
+        self.prefault
+    }
+
+    /// Parse an `OSMEM`-style string (`key=value,key=value`) on top of the defaults, without
+    /// allocating. Problems are reported, and the offending item leaves its knob unchanged.
+    ///
+    /// ```
+    /// let (cfg, report) = osmem::Config::parse(b"unused=free,bogus=1,thp=sometimes");
+    /// assert_eq!(cfg.unused_advice(), osmem::UnusedAdvice::Free);
+    /// assert_eq!(report.problems().len(), 2);
+    /// assert_eq!(report.problems()[0].item(), "bogus=1");
+    /// ```
+    pub fn parse(s: &[u8]) -> (Config, EnvReport) {
+        let mut cfg = Config::new();
+        let mut report = EnvReport::EMPTY;
+        for item in s.split(|&b| b == b',') {
+            let item = trim(item);
+            if item.is_empty() {
+                continue;
+            }
+            let Some(eq) = item.iter().position(|&b| b == b'=') else {
+                report.push(ProblemKind::Malformed, item);
+                continue;
+            };
+            let (key, val) = (trim(&item[..eq]), trim(&item[eq + 1..]));
+            let ok = match key {
+                b"unused" => set(&mut cfg.unused, val, UNUSED_VALUES),
+                b"fault" => set(&mut cfg.fault, val, FAULT_VALUES),
+                b"harddecommit" => set(&mut cfg.harddecommit, val, BOOL_VALUES),
+                b"thp" => set(&mut cfg.thp, val, THP_VALUES),
+                b"prefault" => set(&mut cfg.prefault, val, BOOL_VALUES),
+                _ => {
+                    report.push(ProblemKind::UnknownKey, item);
+                    continue;
+                }
+            };
+            if !ok {
+                report.push(ProblemKind::BadValue, item);
+            }
+        }
+        (cfg, report)
+    }
+}
+
+/// The accepted spellings of each knob's values, in one place for parsing and for help text.
+pub const UNUSED_VALUES: &[(&str, UnusedAdvice)] = &[
+    ("dontneed", UnusedAdvice::DontNeed),
+    ("free", UnusedAdvice::Free),
+    ("remap", UnusedAdvice::Remap),
+];
+/// Values of the `fault` knob.
+pub const FAULT_VALUES: &[(&str, FaultStrategy)] = &[
+    ("auto", FaultStrategy::Auto),
+    ("guard", FaultStrategy::Guard),
+    ("protect", FaultStrategy::Protect),
+    ("go", FaultStrategy::Go),
+    ("remap", FaultStrategy::Remap),
+];
+/// Values of the `thp` knob.
+pub const THP_VALUES: &[(&str, Thp)] = &[("default", Thp::Default), ("never", Thp::Never)];
+/// Values of the boolean knobs (`harddecommit`, `prefault`).
+pub const BOOL_VALUES: &[(&str, bool)] = &[("0", false), ("1", true), ("false", false), ("true", true)];
+
+fn set<T: Copy>(slot: &mut T, val: &[u8], table: &[(&str, T)]) -> bool {
+    match table.iter().find(|(name, _)| name.as_bytes() == val) {
+        Some(&(_, v)) => {
+            *slot = v;
+            true
+        }
+        None => false,
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// What kind of problem an `OSMEM` item has.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The key is not a knob osmem knows.
+    UnknownKey,
+    /// The key is known; the value is not one it accepts.
+    BadValue,
+    /// The item has no `=`.
+    Malformed,
+}
+
+const ITEM_MAX: usize = 48;
+const PROBLEMS_MAX: usize = 8;
+
+/// One rejected `OSMEM` item (truncated to 48 bytes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    kind: ProblemKind,
+    len: u8,
+    item: [u8; ITEM_MAX],
+}
+
+impl Problem {
+    /// What is wrong.
+    ///
+    /// ```
+    /// let (_, r) = osmem::Config::parse(b"nope");
+    /// assert_eq!(r.problems()[0].kind(), osmem::ProblemKind::Malformed);
+    /// ```
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    /// The offending `key=value` item as written (lossy if it was not UTF-8).
+    ///
+    /// ```
+    /// let (_, r) = osmem::Config::parse(b"fault=sometimes");
+    /// assert_eq!(r.problems()[0].item(), "fault=sometimes");
+    /// ```
+    pub fn item(&self) -> &str {
+        let b = &self.item[..self.len as usize];
+        match core::str::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+/// The problems found in `OSMEM` (at most 8 are kept; [`EnvReport::dropped`] counts the rest).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EnvReport {
+    problems: [Problem; PROBLEMS_MAX],
+    len: usize,
+    dropped: usize,
+}
+
+impl EnvReport {
+    const EMPTY: EnvReport = EnvReport {
+        problems: [Problem {
+            kind: ProblemKind::Malformed,
+            len: 0,
+            item: [0; ITEM_MAX],
+        }; PROBLEMS_MAX],
+        len: 0,
+        dropped: 0,
+    };
+
+    fn push(&mut self, kind: ProblemKind, item: &[u8]) {
+        if self.len == PROBLEMS_MAX {
+            self.dropped += 1;
+            return;
+        }
+        let n = item.len().min(ITEM_MAX);
+        let p = &mut self.problems[self.len];
+        p.kind = kind;
+        p.len = n as u8;
+        p.item[..n].copy_from_slice(&item[..n]);
+        self.len += 1;
+    }
+
+    /// The kept problems, in the order they appear in the variable.
+    ///
+    /// ```
+    /// let (_, r) = osmem::Config::parse(b"unused=free");
+    /// assert!(r.problems().is_empty());
+    /// ```
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems[..self.len]
+    }
+
+    /// Problems beyond the first 8, not kept.
+    ///
+    /// ```
+    /// let (_, r) = osmem::Config::parse(b"a=1,b=1,c=1,d=1,e=1,f=1,g=1,h=1,i=1");
+    /// assert_eq!(r.dropped(), 1);
+    /// ```
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+}
+
+struct EnvInit {
+    config: Config,
+    report: EnvReport,
+}
+
+static ENV: Once<EnvInit> = Once::new();
+
+// The live knobs. Separate atomics rather than a lock: readers on the operation path pay one
+// relaxed load each, and no knob's meaning depends on another's being read at the same instant.
+static UNUSED: AtomicU8 = AtomicU8::new(0);
+static FAULT: AtomicU8 = AtomicU8::new(0);
+static HARDDECOMMIT: AtomicU8 = AtomicU8::new(0);
+static THP: AtomicU8 = AtomicU8::new(0);
+static PREFAULT: AtomicU8 = AtomicU8::new(0);
+
+fn env_init() -> &'static EnvInit {
+    ENV.get_or_init(|| {
+        // SAFETY: getenv returns a pointer into the environment block or NULL; it is read
+        // before the program can be expected to be calling setenv concurrently (first use).
+        let raw = unsafe { libc::getenv(c"OSMEM".as_ptr()) };
+        let (config, report) = if raw.is_null() {
+            (Config::new(), EnvReport::EMPTY)
+        } else {
+            // SAFETY: getenv returned a NUL-terminated string.
+            Config::parse(unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes())
+        };
+        store(config);
+        EnvInit { config, report }
+    })
+}
+
+fn index_of<T: PartialEq + Copy>(table: &[(&str, T)], v: T) -> u8 {
+    table.iter().position(|&(_, x)| x == v).unwrap_or(0) as u8
+}
+
+fn store(c: Config) {
+    UNUSED.store(index_of(UNUSED_VALUES, c.unused), Ordering::Relaxed);
+    FAULT.store(index_of(FAULT_VALUES, c.fault), Ordering::Relaxed);
+    HARDDECOMMIT.store(c.harddecommit as u8, Ordering::Relaxed);
+    THP.store(index_of(THP_VALUES, c.thp), Ordering::Relaxed);
+    PREFAULT.store(c.prefault as u8, Ordering::Relaxed);
+}
+
+/// Install `cfg` as the process-wide policy (after the `OSMEM` variable has been read, so an
+/// explicit `configure` always wins over the environment).
+///
+/// ```
+/// osmem::configure(osmem::Config::from_env().prefault(false));
+/// assert!(!osmem::config().is_prefault());
+/// ```
+pub fn configure(cfg: Config) {
+    env_init();
+    store(cfg);
+}
+
+/// The policy in force.
+///
+/// ```
+/// let c = osmem::config();
+/// let _ = c.fault_strategy();
+/// ```
+pub fn config() -> Config {
+    env_init();
+    Config {
+        unused: UNUSED_VALUES[UNUSED.load(Ordering::Relaxed) as usize].1,
+        fault: FAULT_VALUES[FAULT.load(Ordering::Relaxed) as usize].1,
+        harddecommit: HARDDECOMMIT.load(Ordering::Relaxed) != 0,
+        thp: THP_VALUES[THP.load(Ordering::Relaxed) as usize].1,
+        prefault: PREFAULT.load(Ordering::Relaxed) != 0,
+    }
+}
+
+/// What was wrong with the `OSMEM` variable when it was read (empty when it was fine or unset).
+///
+/// ```
+/// for p in osmem::env_report().problems() {
+///     eprintln!("OSMEM: ignored {:?} item {}", p.kind(), p.item());
+/// }
+/// ```
+pub fn env_report() -> &'static EnvReport {
+    &env_init().report
+}

@@ -1,0 +1,192 @@
+//! The one error type. Every variant names the operation; OS failures carry the syscall and
+//! errno and say whether anything changed, so a caller never has to guess whether memory was
+//! released, protected or lost.
+
+use crate::region::State;
+pub use crate::sys::linux::{Errno, Syscall};
+use core::fmt;
+
+/// The osmem operation an error is about.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// [`Reservation::alloc`](crate::Reservation::alloc): None → Ready.
+    Alloc,
+    /// [`Reservation::reserve`](crate::Reservation::reserve) and `reserve_aligned`: None → Reserved.
+    Reserve,
+    /// [`Reservation::map`](crate::Reservation::map): Reserved/Faulted → Prepared.
+    Map,
+    /// [`Reservation::used`](crate::Reservation::used): Prepared → Ready.
+    Used,
+    /// [`Reservation::unused`](crate::Reservation::unused): Ready → Prepared.
+    Unused,
+    /// [`Reservation::fault`](crate::Reservation::fault): Ready → Faulted.
+    Fault,
+    /// Dropping a [`Reservation`](crate::Reservation): → None.
+    Free,
+    /// [`Reservation::hugepage`](crate::Reservation::hugepage).
+    HugePage,
+    /// [`Reservation::nohugepage`](crate::Reservation::nohugepage).
+    NoHugePage,
+    /// [`Reservation::collapse`](crate::Reservation::collapse).
+    Collapse,
+}
+
+/// Everything that can go wrong. Input errors (`Unaligned` … `WrongState`) are detected before
+/// any syscall is issued and never change anything.
+///
+/// ```
+/// let r = osmem::Reservation::reserve(1 << 16)?;
+/// let e = r.map(1, 4096).unwrap_err();
+/// assert_eq!(e.op(), osmem::Op::Map);
+/// assert!(!e.changed());
+/// assert!(matches!(e, osmem::Error::Unaligned { .. }));
+/// # Ok::<(), osmem::Error>(())
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Offset or length is not a multiple of the page size (or `align` is not a power of two
+    /// at least the page size).
+    Unaligned {
+        /// The operation.
+        op: Op,
+        /// Offset into the region (or the requested alignment for `reserve_aligned`).
+        offset: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// Length is zero.
+    ZeroLength {
+        /// The operation.
+        op: Op,
+    },
+    /// `offset + len` (or a size rounding) overflows `usize`.
+    Overflow {
+        /// The operation.
+        op: Op,
+        /// Offset into the region.
+        offset: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// The range is not inside the region.
+    OutOfRange {
+        /// The operation.
+        op: Op,
+        /// Offset into the region.
+        offset: usize,
+        /// Length in bytes.
+        len: usize,
+        /// The region's size.
+        size: usize,
+    },
+    /// A page of the range is in a state the transition does not start from.
+    WrongState {
+        /// The operation.
+        op: Op,
+        /// Offset of the first offending page.
+        offset: usize,
+        /// The state that page is in.
+        found: State,
+    },
+    /// The kernel does not offer what the operation needs (for example MADV_COLLAPSE without
+    /// transparent huge pages). Nothing changed.
+    Unsupported {
+        /// The operation.
+        op: Op,
+    },
+    /// A syscall failed and no fallback was left.
+    Os {
+        /// The operation.
+        op: Op,
+        /// The syscall that failed last.
+        call: Syscall,
+        /// Its errno.
+        errno: Errno,
+        /// Whether anything in the range changed before the failure (protection, contents,
+        /// residency). `false` means the range is exactly as before the call.
+        changed: bool,
+    },
+}
+
+impl Error {
+    /// The operation that failed.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(4096)?;
+    /// assert_eq!(r.used(0, 0).unwrap_err().op(), osmem::Op::Used);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn op(&self) -> Op {
+        match *self {
+            Error::Unaligned { op, .. }
+            | Error::ZeroLength { op }
+            | Error::Overflow { op, .. }
+            | Error::OutOfRange { op, .. }
+            | Error::WrongState { op, .. }
+            | Error::Unsupported { op }
+            | Error::Os { op, .. } => op,
+        }
+    }
+
+    /// The errno, for OS failures.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(4096)?;
+    /// assert_eq!(r.map(0, 8192).unwrap_err().errno(), None);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn errno(&self) -> Option<i32> {
+        match *self {
+            Error::Os { errno, .. } => Some(errno.0),
+            _ => None,
+        }
+    }
+
+    /// Whether anything changed before the error. Always `false` for input errors.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(4096)?;
+    /// assert!(!r.map(4096, 4096).unwrap_err().changed());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn changed(&self) -> bool {
+        matches!(*self, Error::Os { changed: true, .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Unaligned { op, offset, len } => write!(
+                f,
+                "osmem {op:?}: offset {offset:#x} or length {len:#x} is not page-aligned; nothing changed"
+            ),
+            Error::ZeroLength { op } => write!(f, "osmem {op:?}: zero length; nothing changed"),
+            Error::Overflow { op, offset, len } => write!(
+                f,
+                "osmem {op:?}: offset {offset:#x} + length {len:#x} overflows; nothing changed"
+            ),
+            Error::OutOfRange { op, offset, len, size } => write!(
+                f,
+                "osmem {op:?}: range {offset:#x}+{len:#x} is outside the region of {size:#x} bytes; nothing changed"
+            ),
+            Error::WrongState { op, offset, found } => write!(
+                f,
+                "osmem {op:?}: page at offset {offset:#x} is {found:?}, which this transition does not start from; nothing changed"
+            ),
+            Error::Unsupported { op } => {
+                write!(f, "osmem {op:?}: not supported by this kernel; nothing changed")
+            }
+            Error::Os { op, call, errno, changed } => write!(
+                f,
+                "osmem {op:?}: {call:?} failed with errno {}; {}",
+                errno.0,
+                if changed { "the range may have changed" } else { "nothing changed" }
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

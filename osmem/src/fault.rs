@@ -1,0 +1,157 @@
+//! The fault chain (Ready → Faulted): drop the pages and make any access trap.
+//!
+//! Strategies (DESIGN.md §2 has the measurements):
+//! - `Guard`: `MADV_GUARD_INSTALL`. No VMA split, never takes mmap_lock for writing, and
+//!   66k guards cost 0 VMAs, so it cannot run into `vm.max_map_count`. EINVAL on mlocked
+//!   ranges, so a per-call failure falls to `Protect`.
+//! - `Protect`: `MADV_DONTNEED` then `mprotect(PROT_NONE)`. One TLB shootdown (the zap);
+//!   the protection change then has no PTEs to rewrite, so the write-lock hold is tiny.
+//! - `Go` (seed 1): `mprotect(PROT_NONE)` then `MADV_DONTNEED`: two shootdowns, and 427 µs
+//!   under mmap_lock(W) at 64 MiB. Kept selectable for comparison.
+//! - `Remap`: `mmap(PROT_NONE, MAP_FIXED)`: Go before seed 1; the whole zap under the write
+//!   lock, but it also returns the commit charge.
+//!
+//! Fallback rules: when the protecting step fails (ENOMEM at the VMA limit, or policy), the
+//! memory is still released with DONTNEED and the result says the range does *not* trap.
+//! When releasing fails, the range is remapped PROT_NONE. Go ignores every error here; osmem
+//! never loses the release and always says what it got.
+
+use crate::advise;
+use crate::config::FaultStrategy;
+use crate::error::{Error, Op, Syscall};
+use crate::probe;
+use crate::stats::{self, Counter};
+use crate::sys::linux::{self as sys, Errno};
+
+/// How `fault` left the range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FaultHow {
+    /// Guard markers: access raises SIGSEGV with `SEGV_MAPERR`.
+    Guard,
+    /// DONTNEED then PROT_NONE: access raises SIGSEGV with `SEGV_ACCERR`.
+    Protect,
+    /// PROT_NONE then DONTNEED (Go's order): `SEGV_ACCERR`.
+    Go,
+    /// Replaced by a PROT_NONE mapping: `SEGV_ACCERR`.
+    Remap,
+    /// Released (reads zero) but **not** trapping: the protecting step failed, typically
+    /// because the process is at `vm.max_map_count`. Counted in `fallback_fault_open`.
+    ReleasedOnly,
+}
+
+/// What `fault` did.
+///
+/// ```
+/// let r = osmem::Reservation::alloc(1 << 16)?;
+/// let f = unsafe { r.fault(0, 4096)? };
+/// assert!(f.traps());
+/// # Ok::<(), osmem::Error>(())
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Faulted {
+    /// The link that faulted the range.
+    pub how: FaultHow,
+}
+
+impl Faulted {
+    /// Whether an access to the range now traps.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::alloc(4096)?;
+    /// let f = unsafe { r.fault_with(0, 4096, osmem::FaultStrategy::Go)? };
+    /// assert!(f.traps());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn traps(&self) -> bool {
+        self.how != FaultHow::ReleasedOnly
+    }
+}
+
+/// `Auto` resolved against the probe and the downgrades so far.
+pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
+    match s {
+        FaultStrategy::Auto if probe::probe().advice.guard_install && advise::usable(advise::D_GUARD) => {
+            FaultStrategy::Guard
+        }
+        FaultStrategy::Auto => FaultStrategy::Protect,
+        s => s,
+    }
+}
+
+/// Fault `[addr, addr+len)`, which is Ready and owned by osmem.
+pub(crate) fn fault(addr: usize, len: usize, s: FaultStrategy, noreserve: bool) -> Result<FaultHow, Error> {
+    let dontneed = || advise::advise(addr, len, sys::MADV_DONTNEED).is_ok();
+    // SAFETY (all blocks below): the range is inside osmem's own mapping, Ready, and the
+    // caller of `Reservation::fault` promised nothing references it any more.
+    let protect = || advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) });
+    match resolve(s) {
+        FaultStrategy::Guard => {
+            if advise::advise(addr, len, sys::MADV_GUARD_INSTALL).is_ok() {
+                return Ok(FaultHow::Guard);
+            }
+            stats::bump(Counter::FallbackFaultGuard);
+            protect_after_release(addr, len, dontneed(), protect, noreserve)
+        }
+        FaultStrategy::Protect | FaultStrategy::Auto => {
+            protect_after_release(addr, len, dontneed(), protect, noreserve)
+        }
+        FaultStrategy::Go => {
+            let protected = protect().is_ok();
+            match (protected, dontneed()) {
+                (true, true) => Ok(FaultHow::Go),
+                (false, true) => {
+                    stats::bump(Counter::FallbackFaultOpen);
+                    Ok(FaultHow::ReleasedOnly)
+                }
+                (_, false) => remap(addr, len, noreserve, protected),
+            }
+        }
+        FaultStrategy::Remap => remap(addr, len, noreserve, false),
+    }
+}
+
+fn protect_after_release(
+    addr: usize,
+    len: usize,
+    released: bool,
+    protect: impl Fn() -> Result<(), Errno>,
+    noreserve: bool,
+) -> Result<FaultHow, Error> {
+    if !released {
+        stats::bump(Counter::FallbackFaultRemap);
+        return remap(addr, len, noreserve, false);
+    }
+    match protect() {
+        Ok(()) => Ok(FaultHow::Protect),
+        Err(_) => {
+            stats::bump(Counter::FallbackFaultOpen);
+            Ok(FaultHow::ReleasedOnly)
+        }
+    }
+}
+
+/// Last links: replace the range with PROT_NONE; if even that fails (VMA limit), release it
+/// with DONTNEED and report that it does not trap.
+fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<FaultHow, Error> {
+    // SAFETY: see `fault`.
+    let r = advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_NONE, true, noreserve) });
+    let errno = match r {
+        Ok(_) => return Ok(FaultHow::Remap),
+        Err(e) => e,
+    };
+    if advise::advise(addr, len, sys::MADV_DONTNEED).is_ok() {
+        stats::bump(Counter::FallbackFaultOpen);
+        return Ok(FaultHow::ReleasedOnly);
+    }
+    // Nothing released. Undo a protection an earlier link applied so the range is exactly
+    // as it was (Ready), and say whether that worked.
+    // SAFETY: see `fault`.
+    let changed = protected && unsafe { sys::mprotect(addr, len, sys::PROT_RW) }.is_err();
+    Err(Error::Os {
+        op: Op::Fault,
+        call: Syscall::Mmap,
+        errno,
+        changed,
+    })
+}

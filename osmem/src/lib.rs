@@ -1,0 +1,101 @@
+//! # osmem — the OS memory layer for runtimes, GCs, allocators and sandboxes on Linux
+//!
+//! The system of the Go runtime's `mem.go` + `mem_linux.go` in Rust: regions of address space
+//! move between **None**, **Reserved**, **Prepared**, **Ready** (and **Faulted**) through
+//! reserve / map / used / unused / fault / free, with per-state accounting, knobs, and
+//! strategy chains whose every fallback is errno-aware and counted.
+//!
+//! | transition | call | on Linux |
+//! |---|---|---|
+//! | None → Ready | [`Reservation::alloc`] | `mmap(RW)` |
+//! | None → Reserved | [`Reservation::reserve`], [`Reservation::reserve_aligned`] | `mmap(PROT_NONE, MAP_NORESERVE)` |
+//! | Reserved/Faulted → Prepared | [`Reservation::map`] | `mprotect(RW)` / `MADV_GUARD_REMOVE` |
+//! | Prepared → Ready | [`Reservation::used`] | nothing (harddecommit: `mprotect(RW)`; prefault: `MADV_POPULATE_WRITE`) |
+//! | Ready → Prepared | [`Reservation::unused`] | `MADV_FREE` → `MADV_DONTNEED` → `mmap(RW, MAP_FIXED)` |
+//! | Ready → Faulted | [`Reservation::fault`] | guard markers → DONTNEED + `mprotect(NONE)` → `mmap(NONE, MAP_FIXED)` |
+//! | any → None | drop | `munmap` |
+//!
+//! Nothing on any operation path allocates from the heap or needs std, so an allocator can
+//! call osmem from inside its `GlobalAlloc`. The crate is `#![no_std]`; the `std` feature
+//! (default) only adds `impl std::error::Error`.
+//!
+//! ```
+//! let ps = osmem::page_size();
+//! let r = osmem::Reservation::reserve(1024 * ps)?;
+//! r.map(0, 8 * ps)?;
+//! r.used(0, 8 * ps)?;
+//! unsafe { r.as_ptr().write_bytes(0xAB, 8 * ps) };
+//! unsafe { r.unused(0, 8 * ps)? };
+//! assert_eq!(osmem::stats().prepared_bytes >= 8 * ps as u64, true);
+//! # Ok::<(), osmem::Error>(())
+//! ```
+//!
+//! MSRV: Rust 1.77 (C-string literals); checked by clippy's `incompatible_msrv` lint.
+
+#![no_std]
+#![cfg(target_os = "linux")]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod advise;
+mod config;
+mod error;
+mod fault;
+mod huge;
+mod once;
+mod probe;
+mod region;
+mod stats;
+mod sys;
+mod unused;
+
+pub use config::{
+    config, configure, env_report, Config, EnvReport, FaultStrategy, Problem, ProblemKind, Thp,
+    UnusedAdvice, BOOL_VALUES, FAULT_VALUES, THP_VALUES, UNUSED_VALUES,
+};
+pub use error::{Errno, Error, Op, Syscall};
+pub use fault::{FaultHow, Faulted};
+pub use probe::{page_size, probe, Advices, Overcommit, Probe, ProcessMadvise, ThpMode};
+pub use region::{Reservation, State};
+pub use stats::{stats, Stats};
+pub use unused::{Unused, UnusedHow};
+
+/// The strategies osmem would use right now: the knobs resolved against the probe and the
+/// sticky downgrades taken so far.
+///
+/// ```
+/// let s = osmem::selected();
+/// println!("unused starts with {:?}, fault uses {:?}", s.unused, s.fault);
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Selected {
+    /// The first link `unused` tries.
+    pub unused: UnusedHow,
+    /// The fault strategy (never `Auto`).
+    pub fault: FaultStrategy,
+    /// Whether `unused` also makes ranges PROT_NONE.
+    pub harddecommit: bool,
+    /// Whether `used` prefaults.
+    pub prefault: bool,
+    /// The huge-page policy.
+    pub thp: Thp,
+}
+
+/// See [`Selected`].
+///
+/// ```
+/// assert_ne!(osmem::selected().fault, osmem::FaultStrategy::Auto);
+/// ```
+pub fn selected() -> Selected {
+    let c = config();
+    Selected {
+        unused: unused::first_link(c.unused_advice()),
+        fault: fault::resolve(c.fault_strategy()),
+        harddecommit: c.is_harddecommit(),
+        prefault: c.is_prefault(),
+        thp: c.thp_policy(),
+    }
+}

@@ -1,0 +1,183 @@
+//! Accounting: bytes per state and counters per primitive, advice, fallback and downgrade.
+//!
+//! Every figure is a relaxed atomic in one static array. Relaxed is enough: each counter is
+//! exact on its own (atomic read-modify-write never loses an update), and a snapshot is
+//! documented as not being a single instant across counters. Byte counts move between states
+//! with one add and one subtract per transition, so with operations on disjoint ranges the
+//! totals are exact once those operations have returned.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $field:ident => $variant:ident, )*) => {
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub(crate) enum Counter { $($variant,)* }
+
+        const N: usize = [$(Counter::$variant,)*].len();
+
+        /// A snapshot of osmem's accounting, from [`stats()`].
+        ///
+        /// Byte figures are the bytes of live regions in each state; the rest are counts since
+        /// process start. Each field is exact; the snapshot is not atomic across fields while
+        /// other threads are operating.
+        ///
+        /// ```
+        /// let before = osmem::stats();
+        /// let r = osmem::Reservation::reserve(1 << 20)?;
+        /// let after = osmem::stats();
+        /// assert!(after.reserved_bytes >= before.reserved_bytes);
+        /// drop(r);
+        /// # Ok::<(), osmem::Error>(())
+        /// ```
+        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Stats { $( $(#[$doc])* pub $field: u64, )* }
+
+        impl Stats {
+            /// Every field as a `(name, value)` pair, in declaration order (for tables and JSON).
+            ///
+            /// ```
+            /// let s = osmem::stats();
+            /// assert!(s.fields().any(|(name, _)| name == "ready_bytes"));
+            /// ```
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [$((stringify!($field), self.$field),)*].into_iter()
+            }
+        }
+
+        /// The current accounting snapshot.
+        ///
+        /// ```
+        /// let s = osmem::stats();
+        /// assert_eq!(s.ready_bytes % 1, 0);
+        /// ```
+        pub fn stats() -> Stats {
+            Stats { $( $field: COUNTERS[Counter::$variant as usize].load(Ordering::Relaxed), )* }
+        }
+    };
+}
+
+counters! {
+    /// Bytes of live regions that are Reserved (never mapped, or unmapped back by nothing).
+    reserved_bytes => ReservedBytes,
+    /// Bytes that are Prepared: usable after `used`, no physical backing expected.
+    prepared_bytes => PreparedBytes,
+    /// Bytes that are Ready: safe to read and write.
+    ready_bytes => ReadyBytes,
+    /// Bytes that were Ready and have been faulted (Go's Reserved-after-sysFault).
+    faulted_bytes => FaultedBytes,
+
+    /// `alloc` calls that succeeded (None → Ready).
+    alloc_ops => AllocOps,
+    /// `reserve` / `reserve_aligned` calls that succeeded (None → Reserved).
+    reserve_ops => ReserveOps,
+    /// `map` calls that succeeded (Reserved → Prepared).
+    map_ops => MapOps,
+    /// `used` calls that succeeded (Prepared → Ready).
+    used_ops => UsedOps,
+    /// `unused` calls that succeeded (Ready → Prepared).
+    unused_ops => UnusedOps,
+    /// `fault` calls that succeeded (Ready → Faulted).
+    fault_ops => FaultOps,
+    /// Regions unmapped by dropping their handle (→ None).
+    free_ops => FreeOps,
+
+    /// `mmap` syscalls issued.
+    mmap_calls => MmapCalls,
+    /// `mmap` syscalls that failed.
+    mmap_errors => MmapErrors,
+    /// `munmap` syscalls issued.
+    munmap_calls => MunmapCalls,
+    /// `munmap` syscalls that failed.
+    munmap_errors => MunmapErrors,
+    /// `mprotect` syscalls issued.
+    mprotect_calls => MprotectCalls,
+    /// `mprotect` syscalls that failed.
+    mprotect_errors => MprotectErrors,
+    /// `madvise` syscalls issued (any advice, including zero-length probes).
+    madvise_calls => MadviseCalls,
+    /// `madvise` syscalls that failed.
+    madvise_errors => MadviseErrors,
+    /// `process_madvise` syscalls issued.
+    process_madvise_calls => ProcessMadviseCalls,
+    /// `process_madvise` syscalls that failed outright (returned -1).
+    process_madvise_errors => ProcessMadviseErrors,
+    /// `pidfd_open` syscalls issued.
+    pidfd_open_calls => PidfdOpenCalls,
+    /// `pidfd_open` syscalls that failed.
+    pidfd_open_errors => PidfdOpenErrors,
+    /// `prctl` syscalls issued.
+    prctl_calls => PrctlCalls,
+    /// `prctl` syscalls that failed.
+    prctl_errors => PrctlErrors,
+
+    /// `madvise(MADV_FREE)` calls.
+    madv_free => MadvFree,
+    /// `madvise(MADV_DONTNEED)` calls.
+    madv_dontneed => MadvDontneed,
+    /// `madvise(MADV_HUGEPAGE)` calls.
+    madv_hugepage => MadvHugepage,
+    /// `madvise(MADV_NOHUGEPAGE)` calls.
+    madv_nohugepage => MadvNohugepage,
+    /// `madvise(MADV_COLLAPSE)` calls.
+    madv_collapse => MadvCollapse,
+    /// `madvise(MADV_POPULATE_WRITE)` calls.
+    madv_populate_write => MadvPopulateWrite,
+    /// `madvise(MADV_GUARD_INSTALL)` calls.
+    madv_guard_install => MadvGuardInstall,
+    /// `madvise(MADV_GUARD_REMOVE)` calls.
+    madv_guard_remove => MadvGuardRemove,
+
+    /// unused: MADV_FREE failed for this call and the chain went on to MADV_DONTNEED.
+    fallback_unused_free => FallbackUnusedFree,
+    /// unused: MADV_DONTNEED failed (or was downgraded) and the range was remapped.
+    fallback_unused_remap => FallbackUnusedRemap,
+    /// unused with harddecommit: the range could not be made PROT_NONE (left RW, still released).
+    fallback_harddecommit_open => FallbackHarddecommitOpen,
+    /// fault: guard markers failed for this call; the chain went on to DONTNEED + mprotect.
+    fallback_fault_guard => FallbackFaultGuard,
+    /// fault: the protecting step failed; the chain went on to mmap(PROT_NONE, MAP_FIXED).
+    fallback_fault_remap => FallbackFaultRemap,
+    /// fault: the range was released but could not be made to trap (VMA limit or policy).
+    fallback_fault_open => FallbackFaultOpen,
+    /// map: mprotect(RW) failed and the range was made RW with mmap(MAP_FIXED) instead.
+    fallback_map_remap => FallbackMapRemap,
+    /// Transient errors (EAGAIN, EINTR) retried.
+    transient_retries => TransientRetries,
+    /// Zero-length madvise probes issued to tell "advice unknown" from "bad argument".
+    einval_probes => EinvalProbes,
+    /// Huge-page hints skipped because the knob `thp=never` is set or the range had no
+    /// aligned huge page inside.
+    huge_hints_skipped => HugeHintsSkipped,
+
+    /// Sticky downgrades: madvise as a whole (ENOSYS) — counted once per process.
+    downgrade_madvise => DowngradeMadvise,
+    /// Sticky downgrades: MADV_FREE known not to work.
+    downgrade_free => DowngradeFree,
+    /// Sticky downgrades: MADV_DONTNEED known not to work.
+    downgrade_dontneed => DowngradeDontneed,
+    /// Sticky downgrades: guard markers known not to work.
+    downgrade_guard => DowngradeGuard,
+    /// Sticky downgrades: MADV_COLLAPSE known not to work.
+    downgrade_collapse => DowngradeCollapse,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+static COUNTERS: [AtomicU64; N] = [ZERO; N];
+
+#[inline]
+pub(crate) fn bump(c: Counter) {
+    add(c, 1);
+}
+
+#[inline]
+pub(crate) fn add(c: Counter, n: u64) {
+    COUNTERS[c as usize].fetch_add(n, Ordering::Relaxed);
+}
+
+#[inline]
+pub(crate) fn sub(c: Counter, n: u64) {
+    COUNTERS[c as usize].fetch_sub(n, Ordering::Relaxed);
+}

@@ -1,0 +1,96 @@
+//! The unused chain (Ready → Prepared): seed 2, done right.
+//!
+//! Links, in order: `MADV_FREE` (only when asked for) → `MADV_DONTNEED` → `mmap(RW, MAP_FIXED)`
+//! over the range. Each madvise link follows the errno rules in `advise.rs`; the remap is the
+//! last link, and unlike Go its result is checked: if it fails, the call returns an error
+//! saying nothing was released instead of pretending.
+//!
+//! Why the remap is safe as a last resort: the range is inside a mapping osmem owns, so
+//! MAP_FIXED replaces only osmem's own pages; Go relies on the same argument (it must never
+//! munmap heap memory, so remapping is the only way to drop pages without madvise).
+
+use crate::advise;
+use crate::config::UnusedAdvice;
+use crate::error::{Error, Op, Syscall};
+use crate::stats::{self, Counter};
+use crate::sys::linux as sys;
+
+/// Which link of the chain released the range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UnusedHow {
+    /// `MADV_FREE`: released lazily; RSS drops only under memory pressure.
+    Free,
+    /// `MADV_DONTNEED`: released now.
+    DontNeed,
+    /// `mmap(RW, MAP_FIXED)`: replaced by fresh zero pages.
+    Remap,
+}
+
+/// What `unused` did, returned per call (Go's `needZeroAfterSysUnused`, but per call rather
+/// than a process-wide guess).
+///
+/// ```
+/// let r = osmem::Reservation::alloc(1 << 16)?;
+/// let u = unsafe { r.unused(0, 1 << 16)? };
+/// if u.zeroed {
+///     // the next `used` hands out zero-filled memory: no need to clear it
+/// }
+/// # Ok::<(), osmem::Error>(())
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unused {
+    /// The link that released the range.
+    pub how: UnusedHow,
+    /// The range is known to read as zeros once Ready again (false after MADV_FREE, whose
+    /// pages keep their data until the kernel actually reclaims them).
+    pub zeroed: bool,
+    /// harddecommit made the range PROT_NONE (false if the knob is off or the protection
+    /// could not be applied, e.g. at the VMA limit; the memory is released either way).
+    pub protected: bool,
+}
+
+/// Release `[addr, addr+len)`, which is Ready and owned by osmem.
+pub(crate) fn release(
+    addr: usize,
+    len: usize,
+    start: UnusedAdvice,
+    noreserve: bool,
+) -> Result<UnusedHow, Error> {
+    if start == UnusedAdvice::Free {
+        if advise::advise(addr, len, sys::MADV_FREE).is_ok() {
+            return Ok(UnusedHow::Free);
+        }
+        stats::bump(Counter::FallbackUnusedFree);
+    }
+    if start != UnusedAdvice::Remap {
+        if advise::advise(addr, len, sys::MADV_DONTNEED).is_ok() {
+            return Ok(UnusedHow::DontNeed);
+        }
+        stats::bump(Counter::FallbackUnusedRemap);
+    }
+    // SAFETY: the range is inside osmem's own mapping and the caller gave up its contents.
+    match advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_RW, true, noreserve) }) {
+        Ok(_) => Ok(UnusedHow::Remap),
+        Err(errno) => Err(Error::Os {
+            op: Op::Unused,
+            call: Syscall::Mmap,
+            errno,
+            // A failed MAP_FIXED mmap restores the old mapping (Linux ≥ 6.12 aborts the
+            // munmap it gathered); on older kernels it may leave a hole, but no data that the
+            // caller still wanted is involved: the range was being discarded.
+            changed: false,
+        }),
+    }
+}
+
+/// The link `unused` would start with now, given the knob and the downgrades so far.
+pub(crate) fn first_link(start: UnusedAdvice) -> UnusedHow {
+    match start {
+        UnusedAdvice::Free if advise::usable(advise::D_FREE) => UnusedHow::Free,
+        UnusedAdvice::Free | UnusedAdvice::DontNeed if advise::usable(advise::D_DONTNEED) => {
+            UnusedHow::DontNeed
+        }
+        _ => UnusedHow::Remap,
+    }
+}
