@@ -263,7 +263,8 @@ pub const FAULT_VALUES: &[(&str, FaultStrategy)] = &[
 /// Values of the `thp` knob.
 pub const THP_VALUES: &[(&str, Thp)] = &[("default", Thp::Default), ("never", Thp::Never)];
 /// Values of the boolean knobs (`harddecommit`, `prefault`).
-pub const BOOL_VALUES: &[(&str, bool)] = &[("0", false), ("1", true), ("false", false), ("true", true)];
+pub const BOOL_VALUES: &[(&str, bool)] =
+    &[("0", false), ("1", true), ("false", false), ("true", true)];
 
 fn set<T: Copy>(slot: &mut T, val: &[u8], table: &[(&str, T)]) -> bool {
     match table.iter().find(|(name, _)| name.as_bytes() == val) {

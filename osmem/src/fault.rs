@@ -71,7 +71,9 @@ impl Faulted {
 /// `Auto` resolved against the probe and the downgrades so far.
 pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
     match s {
-        FaultStrategy::Auto if probe::probe().advice.guard_install && advise::usable(advise::D_GUARD) => {
+        FaultStrategy::Auto
+            if probe::probe().advice.guard_install && advise::usable(advise::D_GUARD) =>
+        {
             FaultStrategy::Guard
         }
         FaultStrategy::Auto => FaultStrategy::Protect,
@@ -80,7 +82,12 @@ pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
 }
 
 /// Fault `[addr, addr+len)`, which is Ready and owned by osmem.
-pub(crate) fn fault(addr: usize, len: usize, s: FaultStrategy, noreserve: bool) -> Result<FaultHow, Error> {
+pub(crate) fn fault(
+    addr: usize,
+    len: usize,
+    s: FaultStrategy,
+    noreserve: bool,
+) -> Result<FaultHow, Error> {
     let dontneed = || advise::advise(addr, len, sys::MADV_DONTNEED).is_ok();
     // SAFETY (all blocks below): the range is inside osmem's own mapping, Ready, and the
     // caller of `Reservation::fault` promised nothing references it any more.

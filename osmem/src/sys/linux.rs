@@ -179,7 +179,11 @@ pub(crate) unsafe fn process_madvise(
     advice: i32,
 ) -> Result<usize, Errno> {
     let r = libc::syscall(SYS_PROCESS_MADVISE, pidfd, iov, n, advice, 0u32);
-    count(Counter::ProcessMadviseCalls, Counter::ProcessMadviseErrors, r < 0);
+    count(
+        Counter::ProcessMadviseCalls,
+        Counter::ProcessMadviseErrors,
+        r < 0,
+    );
     if r < 0 {
         return Err(last_errno());
     }
@@ -252,5 +256,34 @@ pub(crate) fn page_size() -> usize {
         p as usize
     } else {
         4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The locally defined uapi values, checked against the kernel headers as packaged by
+    //! linux-raw-sys, so a typo cannot make osmem issue the wrong advice or syscall.
+    use super::*;
+    use linux_raw_sys::{general as g, prctl as p};
+
+    #[test]
+    fn uapi_constants_match_kernel_headers() {
+        assert_eq!(MADV_DONTNEED, g::MADV_DONTNEED as i32);
+        assert_eq!(MADV_FREE, g::MADV_FREE as i32);
+        assert_eq!(MADV_HUGEPAGE, g::MADV_HUGEPAGE as i32);
+        assert_eq!(MADV_NOHUGEPAGE, g::MADV_NOHUGEPAGE as i32);
+        assert_eq!(MADV_DONTDUMP, g::MADV_DONTDUMP as i32);
+        assert_eq!(MADV_POPULATE_WRITE, g::MADV_POPULATE_WRITE as i32);
+        assert_eq!(MADV_COLLAPSE, g::MADV_COLLAPSE as i32);
+        assert_eq!(MADV_GUARD_INSTALL, g::MADV_GUARD_INSTALL as i32);
+        assert_eq!(MADV_GUARD_REMOVE, g::MADV_GUARD_REMOVE as i32);
+        assert_eq!(SYS_PROCESS_MADVISE, g::__NR_process_madvise as libc::c_long);
+        assert_eq!(SYS_PIDFD_OPEN, g::__NR_pidfd_open as libc::c_long);
+        assert_eq!(PIDFD_SELF_THREAD_GROUP, g::PIDFD_SELF_THREAD_GROUP);
+        assert_eq!(PR_SET_VMA, p::PR_SET_VMA as c_int);
+        assert_eq!(
+            PR_SET_VMA_ANON_NAME,
+            p::PR_SET_VMA_ANON_NAME as libc::c_ulong
+        );
     }
 }
