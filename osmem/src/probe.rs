@@ -70,7 +70,7 @@ pub struct Advices {
 /// assert!(p.page_size.is_power_of_two());
 /// println!("kernel {} guard markers: {}", p.release(), p.advice.guard_install);
 /// ```
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone)]
 #[non_exhaustive]
 pub struct Probe {
     /// The base page size.
@@ -101,6 +101,22 @@ impl Probe {
     /// ```
     pub fn release(&self) -> &str {
         core::str::from_utf8(&self.release[..self.release_len]).unwrap_or("?")
+    }
+}
+
+impl core::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Probe")
+            .field("release", &self.release())
+            .field("page_size", &self.page_size)
+            .field("thp", &self.thp)
+            .field("pmd_size", &self.pmd_size)
+            .field("max_map_count", &self.max_map_count)
+            .field("overcommit", &self.overcommit)
+            .field("advice", &self.advice)
+            .field("process_madvise", &self.process_madvise)
+            .field("anon_name", &self.anon_name)
+            .finish()
     }
 }
 
