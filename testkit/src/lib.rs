@@ -1,0 +1,49 @@
+//! Test support for osmem: check the KERNEL's own view of memory, not the
+//! library's bookkeeping.
+//!
+//! - [`vma_at`], [`vmas_in`], [`maps_line_count`]: `/proc/self/maps`.
+//! - [`smaps_at`], [`smaps_sum`]: `/proc/self/smaps` (Rss, LazyFree,
+//!   AnonHugePages, VmFlags, ...).
+//! - [`resident_pages`] (`mincore`), [`is_zero`], [`page_size`],
+//!   [`drain_lru_batches`].
+//! - [`in_child`], [`in_child_report`], [`touch_in_child`]: run code or probe
+//!   an address in a forked child.
+//! - [`build_filter`], [`apply_filter_in_child`], [`in_child_filtered`]:
+//!   make chosen syscalls fail with seccomp in a child.
+//!
+//! # Allocation-free by design
+//!
+//! Many checks run in a forked child of a multi-threaded test process. After
+//! `fork()` only the forking thread exists in the child, and any lock another
+//! thread held (allocator, stdio, test-output capture) stays held forever, so
+//! an allocation or a `println!` there can deadlock. Therefore every function
+//! in this crate that a child may call is allocation-free: files are read with
+//! raw `open`/`read` into fixed stack buffers, numbers are formatted by hand
+//! ([`fmt_u64`], [`fmt_hex`]) and diagnostics go straight to fd 2
+//! ([`eprint_bytes`], [`eprint_maps`]). Only [`build_filter`] allocates; it
+//! is meant for the parent. Closures passed to the `in_child*` helpers must
+//! follow the same rule.
+
+mod child;
+mod mem;
+mod procfs;
+mod raw;
+mod seccomp;
+
+pub use child::{
+    in_child, in_child_report, touch_in_child, ChildExit, Report, ReportBuf, Touch, BUS_ADRALN,
+    BUS_ADRERR, BUS_OBJERR, CHILD_PANIC_EXIT, CHILD_TIMEOUT_SECS, FILTER_FAILED_EXIT, REPORT_CAP,
+    SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR,
+};
+pub use mem::{drain_lru_batches, is_zero, page_size, resident_pages};
+pub use procfs::{
+    eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, SmapsEntry, SmapsSum,
+    VmFlags, Vma,
+};
+pub use raw::{eprint_bytes, eprint_hex, eprint_u64, errno, fmt_hex, fmt_u64, write_all};
+pub use seccomp::{apply_filter_in_child, build_filter, in_child_filtered, Inject};
+
+/// The seccompiler crate, re-exported so users need no direct dependency.
+pub use seccompiler;
+/// A compiled seccomp program, as returned by [`build_filter`].
+pub use seccompiler::BpfProgram;
