@@ -29,6 +29,14 @@ pub(crate) const D_FREE: u32 = 1 << 1;
 pub(crate) const D_DONTNEED: u32 = 1 << 2;
 pub(crate) const D_GUARD: u32 = 1 << 3;
 pub(crate) const D_COLLAPSE: u32 = 1 << 4;
+/// process_madvise as a whole.
+pub(crate) const D_PM: u32 = 1 << 5;
+/// The PIDFD_SELF sentinel (fall back to pidfd_open).
+pub(crate) const D_PM_SELF: u32 = 1 << 6;
+/// process_madvise with one advice (it accepted only a few advice values before Linux 6.13).
+pub(crate) const D_PM_FREE: u32 = 1 << 7;
+pub(crate) const D_PM_DONTNEED: u32 = 1 << 8;
+pub(crate) const D_PM_GUARD: u32 = 1 << 9;
 
 static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
 
@@ -42,10 +50,16 @@ fn bit_of(advice: i32) -> u32 {
     }
 }
 
-/// Is this primitive still believed to work?
+/// Is this madvise primitive still believed to work?
 #[inline]
 pub(crate) fn usable(bit: u32) -> bool {
     DOWNGRADED.load(Ordering::Relaxed) & (bit | D_MADVISE) == 0
+}
+
+/// Is this downgrade bit clear? (For process_madvise bits, which do not depend on madvise.)
+#[inline]
+pub(crate) fn clear(bit: u32) -> bool {
+    DOWNGRADED.load(Ordering::Relaxed) & bit == 0
 }
 
 /// Mark a primitive as not working, for the rest of the process; counted once.
@@ -57,7 +71,9 @@ pub(crate) fn downgrade(bit: u32) {
             D_FREE => Counter::DowngradeFree,
             D_DONTNEED => Counter::DowngradeDontneed,
             D_GUARD => Counter::DowngradeGuard,
-            _ => Counter::DowngradeCollapse,
+            D_COLLAPSE => Counter::DowngradeCollapse,
+            D_PM_SELF => Counter::DowngradePidfdSelf,
+            _ => Counter::DowngradeProcessMadvise,
         });
     }
 }

@@ -40,6 +40,7 @@
 extern crate std;
 
 mod advise;
+mod batch;
 mod config;
 mod error;
 mod fault;
@@ -51,6 +52,7 @@ mod stats;
 mod sys;
 mod unused;
 
+pub use batch::{Batch, BatchKind, BatchReport, MAX_IOV};
 pub use config::{
     config, configure, env_report, Config, EnvReport, FaultStrategy, Problem, ProblemKind, Thp,
     UnusedAdvice, BOOL_VALUES, FAULT_VALUES, THP_VALUES, UNUSED_VALUES,

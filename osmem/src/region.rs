@@ -26,7 +26,7 @@ use crate::huge;
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
-use crate::unused::{self, Unused};
+use crate::unused::{self, Unused, UnusedHow};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// The state of a page (DESIGN.md §1).
@@ -55,12 +55,14 @@ const FAULT_GUARD: u8 = 4;
 const FAULT_NONE: u8 = 5;
 /// Released but not trapping (protection RW): the VMA limit stopped the protecting step.
 const FAULT_OPEN: u8 = 6;
+/// Ready and queued in a [`Batch`](crate::Batch): no other transition may start from it.
+const PENDING: u8 = 7;
 
 fn state_of(code: u8) -> State {
     match code {
         RESERVED => State::Reserved,
         PREPARED | PREPARED_NONE => State::Prepared,
-        READY => State::Ready,
+        READY | PENDING => State::Ready,
         _ => State::Faulted,
     }
 }
@@ -431,25 +433,29 @@ impl Reservation {
         self.check(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
         let how = unused::release(addr, len, advice, self.noreserve)?;
+        Ok(self.finish_unused(first, n, READY, how))
+    }
+
+    /// The common tail of every unused (direct or batched): harddecommit, table, accounting.
+    pub(crate) fn finish_unused(&self, first: usize, n: usize, from: u8, how: UnusedHow) -> Unused {
+        let (addr, len) = (self.addr(first), n << self.page_shift);
         let mut protected = false;
         if config::config().is_harddecommit() {
-            protected = advise::retry(|| sys::mprotect(addr, len, sys::PROT_NONE)).is_ok();
+            // SAFETY: the range is ours and was just released.
+            protected =
+                advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
             if !protected {
                 stats::bump(Counter::FallbackHarddecommitOpen);
             }
         }
-        self.set(
-            first,
-            n,
-            READY,
-            if protected { PREPARED_NONE } else { PREPARED },
-        );
+        let to = if protected { PREPARED_NONE } else { PREPARED };
+        self.set(first, n, from, to);
         stats::bump(Counter::UnusedOps);
-        Ok(Unused {
+        Unused {
             how,
-            zeroed: how != unused::UnusedHow::Free,
+            zeroed: how != UnusedHow::Free,
             protected,
-        })
+        }
     }
 
     /// Ready → Faulted (Go's sysFault) with the configured strategy: drop the pages and make
@@ -492,14 +498,51 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         self.check(op, first, n, |c| c == READY)?;
         let how = fault::fault(self.addr(first), len, strategy, self.noreserve)?;
+        Ok(self.finish_fault(first, n, READY, how))
+    }
+
+    /// The common tail of every fault (direct or batched): table and accounting.
+    pub(crate) fn finish_fault(&self, first: usize, n: usize, from: u8, how: FaultHow) -> Faulted {
         let code = match how {
             FaultHow::Guard => FAULT_GUARD,
             FaultHow::ReleasedOnly => FAULT_OPEN,
             _ => FAULT_NONE,
         };
-        self.set(first, n, READY, code);
+        self.set(first, n, from, code);
         stats::bump(Counter::FaultOps);
-        Ok(Faulted { how })
+        Faulted { how }
+    }
+
+    /// Validate a range for a batched unused/fault and mark it queued (Ready → Pending), so a
+    /// second queueing or a direct transition of the same pages is refused until the batch
+    /// settles it. Returns (address, first page, pages).
+    pub(crate) fn claim(
+        &self,
+        op: Op,
+        offset: usize,
+        len: usize,
+    ) -> Result<(usize, usize, usize), Error> {
+        let (first, n) = self.range(op, offset, len)?;
+        self.check(op, first, n, |c| c == READY)?;
+        self.set(first, n, READY, PENDING);
+        Ok((self.addr(first), first, n))
+    }
+
+    /// Put a claimed range back to Ready (its release failed; nothing changed).
+    pub(crate) fn unclaim(&self, first: usize, n: usize) {
+        self.set(first, n, PENDING, READY);
+    }
+
+    pub(crate) fn settle_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
+        self.finish_unused(first, n, PENDING, how)
+    }
+
+    pub(crate) fn settle_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
+        self.finish_fault(first, n, PENDING, how)
+    }
+
+    pub(crate) fn is_noreserve(&self) -> bool {
+        self.noreserve
     }
 
     /// Ask for transparent huge pages on the PMD-aligned interior of the range

@@ -147,6 +147,13 @@ counters! {
     transient_retries => TransientRetries,
     /// Zero-length madvise probes issued to tell "advice unknown" from "bad argument".
     einval_probes => EinvalProbes,
+    /// Batches flushed ([`Batch::flush`](crate::Batch::flush), explicit or on drop/full).
+    batch_flushes => BatchFlushes,
+    /// Ranges released or faulted through batches.
+    batch_ranges => BatchRanges,
+    /// Batched ranges that the batch could not cover with process_madvise (syscall missing,
+    /// refused, or this range failed inside it) and that went through the per-range chain.
+    fallback_batch_range => FallbackBatchRange,
     /// Huge-page hints skipped because the knob `thp=never` is set or the range had no
     /// aligned huge page inside.
     huge_hints_skipped => HugeHintsSkipped,
@@ -161,6 +168,12 @@ counters! {
     downgrade_guard => DowngradeGuard,
     /// Sticky downgrades: MADV_COLLAPSE known not to work.
     downgrade_collapse => DowngradeCollapse,
+    /// Sticky downgrades: process_madvise on the own process known not to work at all
+    /// (ENOSYS, EPERM/EACCES, ESRCH), or not for one advice (EINVAL where madvise works).
+    downgrade_process_madvise => DowngradeProcessMadvise,
+    /// Sticky downgrades: the `PIDFD_SELF` sentinel refused (EBADF/EINVAL on kernels before
+    /// 6.15); batches open a pidfd instead.
+    downgrade_pidfd_self => DowngradePidfdSelf,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]

@@ -17,6 +17,8 @@ impl Errno {
     pub(crate) const EACCES: Errno = Errno(libc::EACCES);
     pub(crate) const EINVAL: Errno = Errno(libc::EINVAL);
     pub(crate) const ENOSYS: Errno = Errno(libc::ENOSYS);
+    pub(crate) const EBADF: Errno = Errno(libc::EBADF);
+    pub(crate) const ESRCH: Errno = Errno(libc::ESRCH);
 }
 
 fn last_errno() -> Errno {
@@ -171,7 +173,6 @@ pub(crate) fn madvise_known(addr: usize, advice: i32) -> Result<(), Errno> {
 ///
 /// # Safety
 /// Every iovec must describe a range owned by the caller.
-#[allow(dead_code)] // used by the probe now; the batch chain comes with the strategy work
 pub(crate) unsafe fn process_madvise(
     pidfd: c_int,
     iov: *const libc::iovec,

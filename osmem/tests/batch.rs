@@ -1,0 +1,217 @@
+//! Batched release and fault, against the kernel: residency by mincore, traps by a forked
+//! child, syscall counts by osmem's counters in a forked child (the only thread there, so the
+//! deltas are exact), and process_madvise refused by seccomp.
+
+use osmem::{Batch, BatchKind, FaultStrategy, Reservation, State, UnusedAdvice};
+use osmem_testkit::{
+    build_filter, in_child_filtered, in_child_report, resident_pages, touch_in_child, Inject,
+    Touch, SEGV_ACCERR, SEGV_MAPERR,
+};
+
+const RANGES: usize = 3000;
+
+/// 3000 scattered one-page ranges: every other page of a 6000-page region, all touched.
+fn scattered() -> (Reservation, usize) {
+    let ps = osmem::page_size();
+    let r = Reservation::alloc(2 * RANGES * ps).unwrap();
+    unsafe { r.as_ptr().write_bytes(0x5a, 2 * RANGES * ps) };
+    (r, ps)
+}
+
+fn resident_queued(r: &Reservation, ps: usize) -> usize {
+    (0..RANGES)
+        .map(|i| resident_pages(r.as_ptr() as usize + 2 * i * ps, ps))
+        .sum()
+}
+
+fn resident_kept(r: &Reservation, ps: usize) -> usize {
+    (0..RANGES)
+        .map(|i| resident_pages(r.as_ptr() as usize + (2 * i + 1) * ps, ps))
+        .sum()
+}
+
+/// Queue every other page and flush; report (resident queued pages, resident kept pages,
+/// process_madvise calls, madvise calls, ranges settled, per-range fallbacks, failures).
+fn run_batch(kind: BatchKind) -> [u64; 7] {
+    let (r, ps) = scattered();
+    osmem::probe();
+    let before = osmem::stats();
+    let mut b: Batch = Batch::new(kind);
+    for i in 0..RANGES {
+        unsafe { b.push(&r, 2 * i * ps, ps).unwrap() };
+    }
+    let rep = unsafe { b.flush() };
+    let after = osmem::stats();
+    [
+        resident_queued(&r, ps) as u64,
+        resident_kept(&r, ps) as u64,
+        after.process_madvise_calls - before.process_madvise_calls,
+        after.madvise_calls - before.madvise_calls,
+        rep.ranges as u64,
+        rep.per_range as u64,
+        rep.failed as u64,
+    ]
+}
+
+fn in_child_batch(prog: &[osmem_testkit::seccompiler::sock_filter], kind: BatchKind) -> [u64; 7] {
+    let body = |out: &mut osmem_testkit::Report| {
+        for v in run_batch(kind) {
+            out.push(v);
+        }
+        0
+    };
+    let (exit, rep) = if prog.is_empty() {
+        in_child_report(body)
+    } else {
+        in_child_filtered(prog, body)
+    };
+    assert!(exit.is_success(), "child: {exit:?}");
+    let mut a = [0u64; 7];
+    a.copy_from_slice(&rep.as_slice()[..7]);
+    a
+}
+
+#[test]
+fn batch_of_3000_releases_with_exactly_3_process_madvise_calls() {
+    let [queued, kept, pm, madv, ranges, per_range, failed] =
+        in_child_batch(&[], BatchKind::Unused(UnusedAdvice::DontNeed));
+    assert_eq!(queued, 0, "queued ranges must be released (mincore)");
+    assert_eq!(kept, RANGES as u64, "neighbours must keep their pages");
+    assert_eq!(pm, 3, "ceil(3000 / 1024) process_madvise calls");
+    assert_eq!(madv, 0, "no per-range madvise");
+    assert_eq!((ranges, per_range, failed), (RANGES as u64, 0, 0));
+}
+
+#[test]
+fn refused_process_madvise_still_releases_everything_through_the_loop() {
+    for errno in [libc::ENOSYS, libc::EPERM, libc::EINVAL] {
+        let prog = build_filter(&[Inject::Syscall {
+            nr: libc::SYS_process_madvise,
+            errno,
+        }]);
+        let [queued, kept, pm, madv, ranges, per_range, failed] =
+            in_child_batch(&prog, BatchKind::Unused(UnusedAdvice::DontNeed));
+        assert_eq!(
+            queued, 0,
+            "errno {errno}: released through the madvise loop"
+        );
+        assert_eq!(kept, RANGES as u64, "errno {errno}");
+        // With EINVAL the first range is released by the madvise that decides the refusal
+        // is about the advice; every other range goes through the per-range chain.
+        let confirmed = u64::from(errno == libc::EINVAL);
+        assert_eq!(
+            (ranges, per_range + confirmed, failed),
+            (RANGES as u64, RANGES as u64, 0),
+            "errno {errno}"
+        );
+        assert!(
+            madv >= RANGES as u64,
+            "errno {errno}: one madvise per range, got {madv}"
+        );
+        // The refusal is sticky for ENOSYS/EPERM (1 call), and for EINVAL decided by madvise
+        // taking the advice (1 call, then downgrade of process_madvise for DONTNEED).
+        assert_eq!(
+            pm, 1,
+            "errno {errno}: process_madvise must not be retried per range"
+        );
+    }
+}
+
+#[test]
+fn batched_faults_trap_and_release() {
+    let ps = osmem::page_size();
+    for (strategy, code) in [
+        (FaultStrategy::Guard, SEGV_MAPERR),
+        (FaultStrategy::Protect, SEGV_ACCERR),
+    ] {
+        let r = Reservation::alloc(64 * ps).unwrap();
+        unsafe { r.as_ptr().write_bytes(7, 64 * ps) };
+        let base = r.as_ptr() as usize;
+        {
+            let mut b: Batch<'_, 16> = Batch::new(BatchKind::Fault(strategy));
+            for i in (0..64).step_by(4) {
+                unsafe { b.push(&r, i * ps, 2 * ps).unwrap() };
+            }
+            // 16 ranges fill the batch exactly; dropping it flushes.
+        }
+        for i in (0..64).step_by(4) {
+            assert_eq!(r.state(i * ps), Some(State::Faulted));
+            assert_eq!(
+                resident_pages(base + i * ps, 2 * ps),
+                0,
+                "{strategy:?}: released"
+            );
+            assert_eq!(
+                touch_in_child(base + i * ps, false),
+                Touch::Segv { si_code: code },
+                "{strategy:?}"
+            );
+            assert_eq!(
+                unsafe { *(base as *const u8).add((i + 2) * ps) },
+                7,
+                "neighbour intact"
+            );
+        }
+        // Usable again, zero-filled.
+        for i in (0..64).step_by(4) {
+            r.map(i * ps, 2 * ps).unwrap();
+            r.used(i * ps, 2 * ps).unwrap();
+            assert_eq!(unsafe { *(base as *const u8).add(i * ps) }, 0);
+        }
+    }
+}
+
+#[test]
+fn batched_guard_faults_take_two_process_madvise_calls() {
+    let (exit, rep) = in_child_report(|out| {
+        let (r, ps) = scattered();
+        osmem::probe();
+        let before = osmem::stats();
+        let mut b: Batch = Batch::new(BatchKind::Fault(FaultStrategy::Guard));
+        for i in 0..1000 {
+            unsafe { b.push(&r, 2 * i * ps, ps).unwrap() };
+        }
+        let rep = unsafe { b.flush() };
+        let after = osmem::stats();
+        out.push(after.process_madvise_calls - before.process_madvise_calls);
+        out.push(after.madvise_calls - before.madvise_calls);
+        out.push(after.mprotect_calls - before.mprotect_calls);
+        out.push(rep.ranges as u64);
+        out.push(after.faulted_bytes - before.faulted_bytes);
+        0
+    });
+    assert!(exit.is_success(), "{exit:?}");
+    // One batched DONTNEED, one batched GUARD_INSTALL; no per-range syscalls at all.
+    assert_eq!(&rep.as_slice()[..4], &[2, 0, 0, 1000]);
+    assert_eq!(rep[4], 1000 * osmem::page_size() as u64);
+}
+
+#[test]
+fn queued_ranges_refuse_other_transitions_and_bad_input_queues_nothing() {
+    let ps = osmem::page_size();
+    let r = Reservation::alloc(8 * ps).unwrap();
+    let mut b: Batch<'_, 8> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    unsafe { b.push(&r, 0, 2 * ps).unwrap() };
+    // Queued pages are Ready but claimed: a second queueing and a direct transition fail.
+    assert!(matches!(
+        unsafe { b.push(&r, ps, ps) },
+        Err(osmem::Error::WrongState { .. })
+    ));
+    assert!(matches!(
+        unsafe { r.unused(0, ps) },
+        Err(osmem::Error::WrongState { .. })
+    ));
+    assert!(matches!(
+        unsafe { b.push(&r, 1, ps) },
+        Err(osmem::Error::Unaligned { .. })
+    ));
+    assert!(matches!(
+        unsafe { b.push(&r, 8 * ps, ps) },
+        Err(osmem::Error::OutOfRange { .. })
+    ));
+    assert_eq!(b.len(), 1);
+    let rep = unsafe { b.flush() };
+    assert_eq!((rep.ranges, rep.failed, rep.bytes), (1, 0, 2 * ps));
+    assert_eq!(r.state(0), Some(State::Prepared));
+    assert_eq!(r.state(2 * ps), Some(State::Ready));
+}
