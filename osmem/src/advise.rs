@@ -37,6 +37,8 @@ pub(crate) const D_PM_SELF: u32 = 1 << 6;
 pub(crate) const D_PM_FREE: u32 = 1 << 7;
 pub(crate) const D_PM_DONTNEED: u32 = 1 << 8;
 pub(crate) const D_PM_GUARD: u32 = 1 << 9;
+/// Mapping names (PR_SET_VMA_ANON_NAME).
+pub(crate) const D_ANON_NAME: u32 = 1 << 10;
 
 static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
 
@@ -73,6 +75,7 @@ pub(crate) fn downgrade(bit: u32) {
             D_GUARD => Counter::DowngradeGuard,
             D_COLLAPSE => Counter::DowngradeCollapse,
             D_PM_SELF => Counter::DowngradePidfdSelf,
+            D_ANON_NAME => Counter::DowngradeAnonName,
             _ => Counter::DowngradeProcessMadvise,
         });
     }

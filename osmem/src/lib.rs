@@ -45,6 +45,7 @@ mod config;
 mod error;
 mod fault;
 mod huge;
+mod names;
 mod once;
 mod probe;
 mod region;

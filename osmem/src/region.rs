@@ -23,6 +23,7 @@ use crate::config::{self, FaultStrategy, Thp, UnusedAdvice};
 use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
 use crate::huge;
+use crate::names;
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
@@ -237,6 +238,8 @@ impl Reservation {
         // Best effort: without it the table may merge with a neighbour (see the module doc).
         // SAFETY: the table is ours.
         let _ = unsafe { sys::madvise(table, table_len, sys::MADV_DONTDUMP) };
+        names::name(base, len, b"osmem\0");
+        names::name(table, table_len, b"osmem state\0");
         let r = Reservation {
             base,
             len,

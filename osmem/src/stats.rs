@@ -174,6 +174,9 @@ counters! {
     /// Sticky downgrades: the `PIDFD_SELF` sentinel refused (EBADF/EINVAL on kernels before
     /// 6.15); batches open a pidfd instead.
     downgrade_pidfd_self => DowngradePidfdSelf,
+    /// Sticky downgrades: mapping names (PR_SET_VMA_ANON_NAME) turned off (kernels built
+    /// without CONFIG_ANON_VMA_NAME answer EINVAL).
+    downgrade_anon_name => DowngradeAnonName,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
