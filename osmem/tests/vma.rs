@@ -1,0 +1,198 @@
+//! VMAs: guard-marker faults add none, PROT_NONE faults split and merge back, and at
+//! `vm.max_map_count` fault and unused still release the memory and say what they got.
+//! Everything runs in forked children: `/proc/self/maps` line counts are process-wide, and a
+//! child has no other thread mapping anything meanwhile.
+
+use osmem::{Config, FaultHow, FaultStrategy, Reservation, State, UnusedAdvice};
+use osmem_testkit::{in_child_report, maps_line_count, resident_pages, touch_in_child, Touch};
+
+const FAULTS: usize = 10_000;
+
+/// In a child: fault every other page of a 20 000-page region with `s`, then map them all
+/// back. Reports (lines added by the faults, lines left after unfaulting, faults that trap).
+fn alternating(s: FaultStrategy) -> (i64, i64, u64) {
+    let (exit, rep) = in_child_report(|out| {
+        let ps = osmem::page_size();
+        let r = Reservation::alloc(2 * FAULTS * ps).unwrap();
+        unsafe { r.as_ptr().write_bytes(1, 2 * FAULTS * ps) };
+        let base = maps_line_count() as i64;
+        let mut trapping = 0;
+        for i in 0..FAULTS {
+            let f = unsafe { r.fault_with(2 * i * ps + ps, ps, s).unwrap() };
+            trapping += u64::from(f.traps());
+        }
+        out.push_i64(maps_line_count() as i64 - base);
+        for i in 0..FAULTS {
+            r.map(2 * i * ps + ps, ps).unwrap();
+        }
+        out.push_i64(maps_line_count() as i64 - base);
+        out.push(trapping);
+        0
+    });
+    assert!(exit.is_success(), "{exit:?}");
+    (rep.get_i64(0).unwrap(), rep.get_i64(1).unwrap(), rep[2])
+}
+
+#[test]
+fn ten_thousand_guard_faults_add_no_vma() {
+    if !osmem::probe().advice.guard_install {
+        eprintln!("skipped: this kernel has no guard markers");
+        return;
+    }
+    let (added, left, trapping) = alternating(FaultStrategy::Guard);
+    assert_eq!(added, 0, "guard markers must not split the VMA");
+    assert_eq!(left, 0);
+    assert_eq!(trapping, FAULTS as u64);
+}
+
+#[test]
+fn ten_thousand_protect_faults_split_and_unfault_merges_back() {
+    let (added, left, trapping) = alternating(FaultStrategy::Protect);
+    // Each PROT_NONE hole is a VMA plus the RW piece after it, except the last hole, which
+    // ends the mapping.
+    assert_eq!(added, 2 * FAULTS as i64 - 1, "each hole splits the mapping");
+    assert_eq!(left, 0, "mprotect(RW) must merge every piece back");
+    assert_eq!(trapping, FAULTS as u64);
+}
+
+// Values a child reports from the VMA-limit scenario, in order.
+const HOW: [FaultHow; 5] = [
+    FaultHow::Guard,
+    FaultHow::Protect,
+    FaultHow::Go,
+    FaultHow::Remap,
+    FaultHow::ReleasedOnly,
+];
+fn how_code(h: FaultHow) -> u64 {
+    HOW.iter().position(|&x| x == h).unwrap() as u64
+}
+
+#[test]
+fn at_max_map_count_fault_and_unused_still_release() {
+    let ps = osmem::page_size();
+    let (exit, rep) = in_child_report(|out| {
+        // osmem's regions (and their tables) exist before the limit is reached.
+        let r = Reservation::alloc(64 * ps).unwrap();
+        unsafe { r.as_ptr().write_bytes(9, 64 * ps) };
+        osmem::configure(Config::new().harddecommit(true));
+        // Push the process to vm.max_map_count: PROT_NONE holes in a big untouched mapping
+        // until mprotect answers ENOMEM.
+        let max = osmem::probe().max_map_count as usize;
+        let holes = max / 2 + 16;
+        let big = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                2 * holes * ps,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        } as usize;
+        let mut hit = false;
+        for i in 0..holes {
+            if unsafe { libc::mprotect((big + (2 * i + 1) * ps) as *mut _, ps, libc::PROT_NONE) }
+                != 0
+            {
+                hit = osmem_testkit::errno() == libc::ENOMEM;
+                break;
+            }
+        }
+        out.push(u64::from(hit));
+        let s0 = osmem::stats();
+        // Fault a middle range with each strategy; each would need a split except guards.
+        for (i, s) in [
+            FaultStrategy::Guard,
+            FaultStrategy::Protect,
+            FaultStrategy::Go,
+            FaultStrategy::Remap,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let off = (4 + 8 * i) * ps;
+            match unsafe { r.fault_with(off, 2 * ps, s) } {
+                Ok(f) => {
+                    out.push(how_code(f.how));
+                    out.push(resident_pages(r.as_ptr() as usize + off, 2 * ps) as u64);
+                }
+                Err(_) => {
+                    out.push(99);
+                    out.push(99);
+                }
+            }
+        }
+        // unused with harddecommit: the PROT_NONE step needs a split; released anyway.
+        let off = 40 * ps;
+        let u = unsafe { r.unused_with(off, 2 * ps, UnusedAdvice::DontNeed) };
+        out.push(u.map(|u| u64::from(u.protected)).unwrap_or(99));
+        out.push(resident_pages(r.as_ptr() as usize + off, 2 * ps) as u64);
+        let s1 = osmem::stats();
+        out.push(s1.fallback_fault_open - s0.fallback_fault_open);
+        out.push(s1.fallback_harddecommit_open - s0.fallback_harddecommit_open);
+        // A released-only range is Faulted and comes back with map + used, zero-filled.
+        let ok = r.map(12 * ps, 2 * ps).is_ok()
+            && r.used(12 * ps, 2 * ps).is_ok()
+            && r.state(12 * ps) == Some(State::Ready)
+            && unsafe { *r.as_ptr().add(12 * ps) } == 0;
+        out.push(u64::from(ok));
+        0
+    });
+    assert!(exit.is_success(), "{exit:?}");
+    let v = rep.as_slice();
+    assert_eq!(v[0], 1, "the child must reach the VMA limit (ENOMEM)");
+    let released_only = how_code(FaultHow::ReleasedOnly);
+    // Guard markers need no VMA: still a real, trapping fault.
+    assert_eq!(
+        (v[1], v[2]),
+        (how_code(FaultHow::Guard), 0),
+        "guard at the limit"
+    );
+    // The others cannot protect at the limit: released, reported as not trapping.
+    for (k, name) in [(3, "protect"), (5, "go"), (7, "remap")] {
+        assert_eq!((v[k], v[k + 1]), (released_only, 0), "{name} at the limit");
+    }
+    assert_eq!((v[9], v[10]), (0, 0), "unused released but not protected");
+    assert_eq!(v[11], 3, "three released-only faults counted");
+    assert_eq!(v[12], 1, "one unprotected harddecommit counted");
+    assert_eq!(v[13], 1, "released-only range usable again");
+}
+
+#[test]
+fn guard_fault_traps_with_maperr_and_protect_with_accerr() {
+    let ps = osmem::page_size();
+    let r = Reservation::alloc(8 * ps).unwrap();
+    let base = r.as_ptr() as usize;
+    unsafe { r.fault_with(ps, ps, FaultStrategy::Protect).unwrap() };
+    assert_eq!(
+        touch_in_child(base + ps, true),
+        Touch::Segv {
+            si_code: osmem_testkit::SEGV_ACCERR
+        }
+    );
+    if osmem::probe().advice.guard_install {
+        unsafe { r.fault_with(4 * ps, ps, FaultStrategy::Guard).unwrap() };
+        assert_eq!(
+            touch_in_child(base + 4 * ps, false),
+            Touch::Segv {
+                si_code: osmem_testkit::SEGV_MAPERR
+            }
+        );
+    }
+}
+
+#[test]
+fn prefault_makes_used_ranges_resident() {
+    let (exit, rep) = in_child_report(|out| {
+        let ps = osmem::page_size();
+        osmem::configure(Config::new().prefault(true));
+        let r = Reservation::reserve(32 * ps).unwrap();
+        r.map(0, 32 * ps).unwrap();
+        out.push(resident_pages(r.as_ptr() as usize, 32 * ps) as u64);
+        r.used(0, 32 * ps).unwrap();
+        out.push(resident_pages(r.as_ptr() as usize, 32 * ps) as u64);
+        0
+    });
+    assert!(exit.is_success(), "{exit:?}");
+    assert_eq!(rep.as_slice(), &[0, 32]);
+}
