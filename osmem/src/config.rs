@@ -403,19 +403,22 @@ static THP: AtomicU8 = AtomicU8::new(0);
 static PREFAULT: AtomicU8 = AtomicU8::new(0);
 
 fn env_init() -> &'static EnvInit {
-    ENV.get_or_init(|| {
-        // SAFETY: getenv returns a pointer into the environment block or NULL; it is read
-        // before the program can be expected to be calling setenv concurrently (first use).
-        let raw = unsafe { libc::getenv(c"OSMEM".as_ptr()) };
-        let (config, report) = if raw.is_null() {
-            (Config::new(), EnvReport::EMPTY)
-        } else {
-            // SAFETY: getenv returned a NUL-terminated string.
-            Config::parse(unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes())
-        };
-        store(config);
-        EnvInit { config, report }
-    })
+    ENV.get_or_init(
+        || {
+            // SAFETY: getenv returns a pointer into the environment block or NULL; it is read
+            // at first use, before a program can be expected to call setenv concurrently.
+            let raw = unsafe { libc::getenv(c"OSMEM".as_ptr()) };
+            let (config, report) = if raw.is_null() {
+                (Config::new(), EnvReport::EMPTY)
+            } else {
+                // SAFETY: getenv returned a NUL-terminated string.
+                Config::parse(unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes())
+            };
+            EnvInit { config, report }
+        },
+        // Only the published parse sets the knobs, and before `configure` can run after it.
+        |e| store(e.config),
+    )
 }
 
 fn index_of<T: PartialEq + Copy>(table: &[(&str, T)], v: T) -> u8 {

@@ -1,12 +1,18 @@
 //! A tiny allocation-free, `no_std` once-cell: `std::sync::OnceLock` is std-only, and the probe
 //! and the knobs must be reachable from inside a `GlobalAlloc`.
+//!
+//! Racing first callers each compute the value and the first to finish publishes it; nobody
+//! waits while another thread *computes*. That matters after `fork`: a child forked while
+//! another thread was in the middle of probing must not spin for ever on a computation that
+//! no longer exists in the child. The only wait left is the few stores between winning the
+//! publish and marking it done.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 const EMPTY: u8 = 0;
-const RUNNING: u8 = 1;
+const PUBLISHING: u8 = 1;
 const DONE: u8 = 2;
 
 pub(crate) struct Once<T> {
@@ -14,8 +20,8 @@ pub(crate) struct Once<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-// SAFETY: the value is written once by the thread that wins EMPTY->RUNNING and only read after
-// DONE is published with Release/Acquire.
+// SAFETY: the value is written once by the thread that wins EMPTY->PUBLISHING and only read
+// after DONE is published with Release/Acquire.
 unsafe impl<T: Sync + Send> Sync for Once<T> {}
 
 impl<T> Once<T> {
@@ -26,17 +32,19 @@ impl<T> Once<T> {
         }
     }
 
-    /// Returns the value, computing it with `f` on first use. Concurrent first callers spin
-    /// while the winner runs `f` (a few syscalls): no futex needed, nothing allocated.
-    pub(crate) fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
+    /// Returns the value, computing it with `f` on first use; `publish` runs once, in the
+    /// thread whose value is kept, before any reader can see the value.
+    pub(crate) fn get_or_init(&self, f: impl FnOnce() -> T, publish: impl FnOnce(&T)) -> &T {
         if self.state.load(Ordering::Acquire) != DONE {
+            let v = f();
             if self
                 .state
-                .compare_exchange(EMPTY, RUNNING, Ordering::Acquire, Ordering::Acquire)
+                .compare_exchange(EMPTY, PUBLISHING, Ordering::Acquire, Ordering::Acquire)
                 .is_ok()
             {
                 // SAFETY: only the winner of the CAS writes, before publishing DONE.
-                unsafe { (*self.value.get()).write(f()) };
+                let v = unsafe { (*self.value.get()).write(v) };
+                publish(v);
                 self.state.store(DONE, Ordering::Release);
             } else {
                 while self.state.load(Ordering::Acquire) != DONE {

@@ -129,7 +129,26 @@ static PROBE: Once<Probe> = Once::new();
 /// assert_eq!(p.page_size, osmem::page_size());
 /// ```
 pub fn probe() -> &'static Probe {
-    PROBE.get_or_init(run)
+    PROBE.get_or_init(run, downgrade_missing)
+}
+
+/// What the probe found missing is a sticky downgrade from the start, so every chain asks
+/// one question (is it downgraded?) and `selected()` agrees with what the chains will do.
+/// The probe's calls are definitive: private pages osmem owns, valid arguments.
+fn downgrade_missing(p: &Probe) {
+    use crate::advise::{self, D_COLLAPSE, D_DONTNEED, D_FREE, D_GUARD, D_PM, D_PM_SELF};
+    for (works, bit) in [
+        (p.advice.free, D_FREE),
+        (p.advice.dontneed, D_DONTNEED),
+        (p.advice.guard_install, D_GUARD),
+        (p.advice.collapse, D_COLLAPSE),
+        (p.process_madvise != ProcessMadvise::Unsupported, D_PM),
+        (p.process_madvise == ProcessMadvise::PidfdSelf, D_PM_SELF),
+    ] {
+        if !works {
+            advise::downgrade(bit);
+        }
+    }
 }
 
 /// The page size (probed once).

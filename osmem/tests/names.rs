@@ -8,7 +8,10 @@ use osmem::Reservation;
 fn names_are_set_or_turned_off_for_good_on_einval() {
     let probe = osmem::probe();
     let s0 = osmem::stats();
-    assert_eq!(s0.downgrade_anon_name, 0, "nothing may have tried naming yet");
+    assert_eq!(
+        s0.downgrade_anon_name, 0,
+        "nothing may have tried naming yet"
+    );
     let ps = osmem::page_size();
     let r = Reservation::reserve(4 * ps).unwrap();
     let s1 = osmem::stats();
