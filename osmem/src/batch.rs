@@ -327,10 +327,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                 // SAFETY: queued ranges are owned and dead (the `push` contract).
                 match advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }) {
                     Ok(()) => Ok(FaultHow::Protect),
-                    Err(_) => {
-                        stats::bump(Counter::FallbackFaultOpen);
-                        Ok(FaultHow::ReleasedOnly)
-                    }
+                    Err(_) => Ok(fault::unprotectable(addr, len)),
                 }
             } else {
                 if batched {

@@ -12,7 +12,8 @@
 //!   lock, but it also returns the commit charge.
 //!
 //! Fallback rules: when the protecting step fails (ENOMEM at the VMA limit, or policy), the
-//! memory is still released with DONTNEED and the result says the range does *not* trap.
+//! memory is still released with DONTNEED, guard markers (which need no VMA) are tried, and
+//! only if they too are missing does the result say the range does *not* trap.
 //! When releasing fails, the range is remapped PROT_NONE. Go ignores every error here; osmem
 //! never loses the release and always says what it got.
 
@@ -107,10 +108,7 @@ pub(crate) fn fault(
             let protected = protect().is_ok();
             match (protected, dontneed()) {
                 (true, true) => Ok(FaultHow::Go),
-                (false, true) => {
-                    stats::bump(Counter::FallbackFaultOpen);
-                    Ok(FaultHow::ReleasedOnly)
-                }
+                (false, true) => Ok(unprotectable(addr, len)),
                 (_, false) => remap(addr, len, noreserve, protected),
             }
         }
@@ -131,15 +129,27 @@ fn protect_after_release(
     }
     match protect() {
         Ok(()) => Ok(FaultHow::Protect),
-        Err(_) => {
-            stats::bump(Counter::FallbackFaultOpen);
-            Ok(FaultHow::ReleasedOnly)
-        }
+        Err(_) => Ok(unprotectable(addr, len)),
     }
 }
 
+/// The range is released but the protecting step failed — almost always ENOMEM at
+/// `vm.max_map_count`, since protecting part of a VMA splits it. Guard markers need no VMA, so
+/// they still make the range trap where the kernel has them; otherwise the release stands and
+/// the caller is told the range does not trap. The release is never lost.
+pub(crate) fn unprotectable(addr: usize, len: usize) -> FaultHow {
+    if advise::usable(advise::D_GUARD) && advise::advise(addr, len, sys::MADV_GUARD_INSTALL).is_ok()
+    {
+        stats::bump(Counter::FallbackFaultGuard);
+        return FaultHow::Guard;
+    }
+    stats::bump(Counter::FallbackFaultOpen);
+    FaultHow::ReleasedOnly
+}
+
 /// Last links: replace the range with PROT_NONE; if even that fails (VMA limit), release it
-/// with DONTNEED and report that it does not trap.
+/// with DONTNEED and make it trap with guard markers if possible, else report that it does
+/// not trap.
 fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<FaultHow, Error> {
     // SAFETY: see `fault`.
     let r = advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_NONE, true, noreserve) });
@@ -148,8 +158,12 @@ fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<Fa
         Err(e) => e,
     };
     if advise::advise(addr, len, sys::MADV_DONTNEED).is_ok() {
-        stats::bump(Counter::FallbackFaultOpen);
-        return Ok(FaultHow::ReleasedOnly);
+        // Released; a protection applied by an earlier link (Go's order) still stands.
+        return Ok(if protected {
+            FaultHow::Go
+        } else {
+            unprotectable(addr, len)
+        });
     }
     // Nothing released. Undo a protection an earlier link applied so the range is exactly
     // as it was (Ready), and say whether that worked.

@@ -214,10 +214,6 @@ fn probe_on_scratch_page(p: &mut Probe) {
     touch();
     p.advice.dontneed = works(sys::MADV_DONTNEED);
     p.advice.populate_write = works(sys::MADV_POPULATE_WRITE);
-    // Guard markers: install must succeed, and remove must too, or the page stays a trap.
-    if works(sys::MADV_GUARD_INSTALL) {
-        p.advice.guard_install = works(sys::MADV_GUARD_REMOVE);
-    }
     // These change VMA flags (HUGEPAGE/NOHUGEPAGE) or need a 2 MiB block (COLLAPSE): asking
     // with length 0 tells whether the kernel knows them without splitting anything.
     p.advice.hugepage = known(sys::MADV_HUGEPAGE);
@@ -227,6 +223,11 @@ fn probe_on_scratch_page(p: &mut Probe) {
     touch();
     p.process_madvise = probe_process_madvise(page, ps);
     p.anon_name = sys::set_anon_name(page, ps, b"osmem probe\0").is_ok();
+    // Guard markers last: install must succeed and remove must too; if a sandbox refuses the
+    // remove, the page stays a trap, so nothing may touch it after this.
+    if works(sys::MADV_GUARD_INSTALL) {
+        p.advice.guard_install = works(sys::MADV_GUARD_REMOVE);
+    }
     // SAFETY: the scratch page is ours and no longer used.
     let _ = unsafe { sys::munmap(page, ps) };
 }

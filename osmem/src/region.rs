@@ -377,10 +377,11 @@ impl Reservation {
         let mut done = false;
         self.runs(first, n, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
-            if code == PREPARED_NONE {
-                advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) })
-                    .or_else(|_| self.remap_rw(addr, bytes))
-                    .map_err(|e| os(op, Syscall::Mprotect, e, done))?;
+            if code == PREPARED_NONE
+                && advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) }).is_err()
+            {
+                self.remap_rw(addr, bytes)
+                    .map_err(|e| os(op, Syscall::Mmap, e, done))?;
             }
             self.set(page, count, code, READY);
             done = true;

@@ -135,7 +135,9 @@ counters! {
     fallback_unused_remap => FallbackUnusedRemap,
     /// unused with harddecommit: the range could not be made PROT_NONE (left RW, still released).
     fallback_harddecommit_open => FallbackHarddecommitOpen,
-    /// fault: guard markers failed for this call; the chain went on to DONTNEED + mprotect.
+    /// fault: the chain changed between guard markers and protection: guard markers failed
+    /// for this call and the chain went on to DONTNEED + mprotect, or the protecting step
+    /// failed (VMA limit) and guard markers, which need no VMA, made the range trap instead.
     fallback_fault_guard => FallbackFaultGuard,
     /// fault: the protecting step failed; the chain went on to mmap(PROT_NONE, MAP_FIXED).
     fallback_fault_remap => FallbackFaultRemap,

@@ -67,10 +67,14 @@ fn how_code(h: FaultHow) -> u64 {
     HOW.iter().position(|&x| x == h).unwrap() as u64
 }
 
-#[test]
-fn at_max_map_count_fault_and_unused_still_release() {
+/// In a child (under `prog` if given): create a region, push the process to
+/// vm.max_map_count, then fault a middle range with each strategy and unused one with
+/// harddecommit. Reports, in order: limit reached, (how, resident pages) per strategy,
+/// (protected, resident) for unused, fallback_fault_open, fallback_fault_guard,
+/// fallback_harddecommit_open deltas, and whether a faulted range is usable again.
+fn at_the_limit(prog: &[osmem_testkit::seccompiler::sock_filter]) -> Vec<u64> {
     let ps = osmem::page_size();
-    let (exit, rep) = in_child_report(|out| {
+    let body = |out: &mut osmem_testkit::Report| {
         // osmem's regions (and their tables) exist before the limit is reached.
         let r = Reservation::alloc(64 * ps).unwrap();
         unsafe { r.as_ptr().write_bytes(9, 64 * ps) };
@@ -129,33 +133,68 @@ fn at_max_map_count_fault_and_unused_still_release() {
         out.push(resident_pages(r.as_ptr() as usize + off, 2 * ps) as u64);
         let s1 = osmem::stats();
         out.push(s1.fallback_fault_open - s0.fallback_fault_open);
+        out.push(s1.fallback_fault_guard - s0.fallback_fault_guard);
         out.push(s1.fallback_harddecommit_open - s0.fallback_harddecommit_open);
-        // A released-only range is Faulted and comes back with map + used, zero-filled.
+        // A faulted range comes back with map + used, zero-filled, whatever faulted it.
         let ok = r.map(12 * ps, 2 * ps).is_ok()
             && r.used(12 * ps, 2 * ps).is_ok()
             && r.state(12 * ps) == Some(State::Ready)
             && unsafe { *r.as_ptr().add(12 * ps) } == 0;
         out.push(u64::from(ok));
         0
-    });
+    };
+    let (exit, rep) = if prog.is_empty() {
+        in_child_report(body)
+    } else {
+        osmem_testkit::in_child_filtered(prog, body)
+    };
     assert!(exit.is_success(), "{exit:?}");
-    let v = rep.as_slice();
-    assert_eq!(v[0], 1, "the child must reach the VMA limit (ENOMEM)");
-    let released_only = how_code(FaultHow::ReleasedOnly);
-    // Guard markers need no VMA: still a real, trapping fault.
+    assert_eq!(rep[0], 1, "the child must reach the VMA limit (ENOMEM)");
+    rep.as_slice().to_vec()
+}
+
+#[test]
+fn at_max_map_count_faults_fall_to_guard_markers() {
+    if !osmem::probe().advice.guard_install {
+        eprintln!("skipped: this kernel has no guard markers");
+        return;
+    }
+    let v = at_the_limit(&[]);
+    // Guard markers need no VMA: every strategy ends in a real, trapping fault, released.
+    for (k, name) in [(1, "guard"), (3, "protect"), (5, "go"), (7, "remap")] {
+        assert_eq!(
+            (v[k], v[k + 1]),
+            (how_code(FaultHow::Guard), 0),
+            "{name} at the limit"
+        );
+    }
+    assert_eq!((v[9], v[10]), (0, 0), "unused released but not protected");
     assert_eq!(
-        (v[1], v[2]),
-        (how_code(FaultHow::Guard), 0),
-        "guard at the limit"
+        (v[11], v[12]),
+        (0, 3),
+        "three faults switched to guards, none left open"
     );
-    // The others cannot protect at the limit: released, reported as not trapping.
-    for (k, name) in [(3, "protect"), (5, "go"), (7, "remap")] {
+    assert_eq!(v[13], 1, "one unprotected harddecommit counted");
+    assert_eq!(v[14], 1, "faulted range usable again");
+}
+
+#[test]
+fn at_max_map_count_without_guards_faults_are_released_only() {
+    // Guard markers refused too (a kernel before 6.13 at the VMA limit): the release still
+    // happens and each fault says it does not trap.
+    let prog = osmem_testkit::build_filter(&[osmem_testkit::Inject::Madvise {
+        advice: 102, // MADV_GUARD_INSTALL
+        errno: libc::EINVAL,
+    }]);
+    let v = at_the_limit(&prog);
+    let released_only = how_code(FaultHow::ReleasedOnly);
+    for (k, name) in [(1, "guard"), (3, "protect"), (5, "go"), (7, "remap")] {
         assert_eq!((v[k], v[k + 1]), (released_only, 0), "{name} at the limit");
     }
     assert_eq!((v[9], v[10]), (0, 0), "unused released but not protected");
-    assert_eq!(v[11], 3, "three released-only faults counted");
-    assert_eq!(v[12], 1, "one unprotected harddecommit counted");
-    assert_eq!(v[13], 1, "released-only range usable again");
+    assert_eq!(v[11], 4, "four released-only faults counted");
+    assert_eq!(v[13], 1, "one unprotected harddecommit counted");
+    assert_eq!(v[14], 1, "released-only range usable again");
 }
 
 #[test]
