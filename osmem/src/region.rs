@@ -752,9 +752,16 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         // SAFETY: we own both mappings and `&mut self` proves no transition is running.
-        unsafe {
-            let _ = sys::munmap(self.base, self.len);
-            let _ = sys::munmap(self.table, self.table_len);
+        for (addr, len) in [(self.base, self.len), (self.table, self.table_len)] {
+            if advise::retry(|| unsafe { sys::munmap(addr, len) }).is_err() {
+                // Unmapping refused (a sandbox policy: munmap has no other failure on a range
+                // we own). The address space stays taken, but the memory must not: drop the
+                // pages and make the range inaccessible. Counted in munmap_errors.
+                if advise::advise(addr, len, sys::MADV_DONTNEED).is_err() {
+                    let _ = unsafe { sys::mmap_anon(addr, len, sys::PROT_NONE, true, true) };
+                }
+                let _ = unsafe { sys::mprotect(addr, len, sys::PROT_NONE) };
+            }
         }
         for s in [
             State::Reserved,
