@@ -130,6 +130,7 @@ struct Knobs {
     harddecommit: bool,
     thp: &'static str,
     prefault: bool,
+    checked: bool,
 }
 
 #[derive(Serialize)]
@@ -187,6 +188,7 @@ fn gather() -> Report {
             harddecommit: cfg.is_harddecommit(),
             thp: name_in(THP_VALUES, cfg.thp_policy()),
             prefault: cfg.is_prefault(),
+            checked: cfg.is_checked(),
         },
         osmem_env: std::env::var_os("OSMEM").map(|v| v.to_string_lossy().into_owned()),
         osmem_env_problems: env
@@ -218,16 +220,14 @@ fn knob_values(key: &str) -> Option<Vec<&'static str>> {
     match key {
         "unused" => Some(names(UNUSED_VALUES)),
         "fault" => Some(names(FAULT_VALUES)),
-        "harddecommit" | "prefault" => Some(names(BOOL_VALUES)),
+        "harddecommit" | "prefault" | "checked" => Some(names(BOOL_VALUES)),
         "thp" => Some(names(THP_VALUES)),
         _ => None,
     }
 }
 
-const KNOB_KEYS: &[&str] = &["unused", "fault", "harddecommit", "thp", "prefault"];
-
 fn problem_hint(kind: ProblemKind, item: &str) -> String {
-    let keys = format!("known keys: {}", KNOB_KEYS.join(", "));
+    let keys = format!("known keys: {}", osmem::KEYS.join(", "));
     match kind {
         ProblemKind::UnknownKey => keys,
         ProblemKind::Malformed => format!("expected key=value; {keys}"),
@@ -515,8 +515,8 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(out, "Knobs in force")?;
     writeln!(
         out,
-        "  unused={} fault={} harddecommit={} thp={} prefault={}",
-        kn.unused, kn.fault, kn.harddecommit as u8, kn.thp, kn.prefault as u8
+        "  unused={} fault={} harddecommit={} thp={} prefault={} checked={}",
+        kn.unused, kn.fault, kn.harddecommit as u8, kn.thp, kn.prefault as u8, kn.checked as u8
     )?;
     match &r.osmem_env {
         Some(v) => writeln!(out, "  OSMEM={v:?}")?,

@@ -81,7 +81,9 @@ pub struct BatchReport {
     pub not_trapping: usize,
     /// Ranges whose release failed; they are Ready again, unchanged. See `error`.
     pub failed: usize,
-    /// The first error, if any range failed.
+    /// Checked mode: ranges settled whose effect the kernel does not show. See `error`.
+    pub unverified: usize,
+    /// The first error, if any range failed or was unverified.
     pub error: Option<Error>,
 }
 
@@ -272,6 +274,9 @@ impl<'r, const N: usize> Batch<'r, N> {
                     let u = r.settle_unused(e.first, e.pages, how);
                     self.report.not_zeroed += usize::from(!u.zeroed);
                     self.settled(i);
+                    if let Err(err) = r.verify_unused(e.first, e.pages, &u) {
+                        self.unverified(err);
+                    }
                 }
                 Err(err) => self.failed(i, err),
             }
@@ -341,6 +346,9 @@ impl<'r, const N: usize> Batch<'r, N> {
                     let f = r.settle_fault(e.first, e.pages, how);
                     self.report.not_trapping += usize::from(!f.traps());
                     self.settled(i);
+                    if let Err(err) = r.verify_fault(e.first, e.pages, &f) {
+                        self.unverified(err);
+                    }
                 }
                 Err(err) => self.failed(i, err),
             }
@@ -350,6 +358,12 @@ impl<'r, const N: usize> Batch<'r, N> {
     fn settled(&mut self, i: usize) {
         self.report.ranges += 1;
         self.report.bytes += self.iov[i].len;
+    }
+
+    /// Checked mode: the range was settled but the kernel does not show it.
+    fn unverified(&mut self, err: Error) {
+        self.report.unverified += 1;
+        self.report.error.get_or_insert(err);
     }
 
     fn failed(&mut self, i: usize, err: Error) {

@@ -69,6 +69,7 @@ pub struct Config {
     harddecommit: bool,
     thp: Thp,
     prefault: bool,
+    checked: bool,
 }
 
 impl Default for Config {
@@ -79,7 +80,8 @@ impl Default for Config {
 
 impl Config {
     /// The built-in defaults: `unused=dontneed`, `fault=auto`, `harddecommit=0`,
-    /// `thp=default`, `prefault=0`.
+    /// `thp=default`, `prefault=0`, `checked=0` (`checked=1` when built with the `checked`
+    /// cargo feature).
     ///
     /// ```
     /// assert_eq!(osmem::Config::new().fault_strategy(), osmem::FaultStrategy::Auto);
@@ -91,6 +93,7 @@ impl Config {
             harddecommit: false,
             thp: Thp::Default,
             prefault: false,
+            checked: cfg!(feature = "checked"),
         }
     }
 
@@ -157,6 +160,34 @@ impl Config {
     pub const fn prefault(mut self, on: bool) -> Self {
         self.prefault = on;
         self
+    }
+
+    /// Checked mode: after every transition, ask the kernel whether it did what the syscalls
+    /// said — a released range must have no resident page (`mincore`), a faulted range must
+    /// refuse access (`MADV_POPULATE_READ` fails on it) — and return
+    /// [`Error::Unverified`](crate::Error::Unverified) if not. For tests, bring-up on a new
+    /// kernel, and sandboxes suspected of answering 0 without acting. Costs one or two extra
+    /// syscalls per transition.
+    ///
+    /// (The other half of a checked mode, refusing every illegal transition with a typed error
+    /// before any syscall, is always on: osmem keeps a per-page state table anyway, for exact
+    /// accounting and for undoing each fault by its own inverse.)
+    ///
+    /// ```
+    /// assert!(osmem::Config::new().checked(true).is_checked());
+    /// ```
+    pub const fn checked(mut self, on: bool) -> Self {
+        self.checked = on;
+        self
+    }
+
+    /// Whether checked mode is on.
+    ///
+    /// ```
+    /// let _ = osmem::config().is_checked();
+    /// ```
+    pub const fn is_checked(&self) -> bool {
+        self.checked
     }
 
     /// The advice `unused` starts with.
@@ -233,6 +264,7 @@ impl Config {
                 b"harddecommit" => set(&mut cfg.harddecommit, val, BOOL_VALUES),
                 b"thp" => set(&mut cfg.thp, val, THP_VALUES),
                 b"prefault" => set(&mut cfg.prefault, val, BOOL_VALUES),
+                b"checked" => set(&mut cfg.checked, val, BOOL_VALUES),
                 _ => {
                     report.push(ProblemKind::UnknownKey, item);
                     continue;
@@ -245,6 +277,16 @@ impl Config {
         (cfg, report)
     }
 }
+
+/// The keys `OSMEM` accepts, in the order the README lists them.
+pub const KEYS: &[&str] = &[
+    "unused",
+    "fault",
+    "harddecommit",
+    "thp",
+    "prefault",
+    "checked",
+];
 
 /// The accepted spellings of each knob's values, in one place for parsing and for help text.
 pub const UNUSED_VALUES: &[(&str, UnusedAdvice)] = &[
@@ -262,7 +304,7 @@ pub const FAULT_VALUES: &[(&str, FaultStrategy)] = &[
 ];
 /// Values of the `thp` knob.
 pub const THP_VALUES: &[(&str, Thp)] = &[("default", Thp::Default), ("never", Thp::Never)];
-/// Values of the boolean knobs (`harddecommit`, `prefault`).
+/// Values of the boolean knobs (`harddecommit`, `prefault`, `checked`).
 pub const BOOL_VALUES: &[(&str, bool)] =
     &[("0", false), ("1", true), ("false", false), ("true", true)];
 
@@ -401,6 +443,7 @@ static FAULT: AtomicU8 = AtomicU8::new(0);
 static HARDDECOMMIT: AtomicU8 = AtomicU8::new(0);
 static THP: AtomicU8 = AtomicU8::new(0);
 static PREFAULT: AtomicU8 = AtomicU8::new(0);
+static CHECKED: AtomicU8 = AtomicU8::new(0);
 
 fn env_init() -> &'static EnvInit {
     ENV.get_or_init(
@@ -431,6 +474,7 @@ fn store(c: Config) {
     HARDDECOMMIT.store(c.harddecommit as u8, Ordering::Relaxed);
     THP.store(index_of(THP_VALUES, c.thp), Ordering::Relaxed);
     PREFAULT.store(c.prefault as u8, Ordering::Relaxed);
+    CHECKED.store(c.checked as u8, Ordering::Relaxed);
 }
 
 /// Install `cfg` as the process-wide policy (after the `OSMEM` variable has been read, so an
@@ -459,6 +503,7 @@ pub fn config() -> Config {
         harddecommit: HARDDECOMMIT.load(Ordering::Relaxed) != 0,
         thp: THP_VALUES[THP.load(Ordering::Relaxed) as usize].1,
         prefault: PREFAULT.load(Ordering::Relaxed) != 0,
+        checked: CHECKED.load(Ordering::Relaxed) != 0,
     }
 }
 

@@ -95,6 +95,18 @@ pub enum Error {
         /// The operation.
         op: Op,
     },
+    /// Checked mode: the syscalls succeeded but the kernel does not show their effect (a
+    /// released range still has resident pages, or a faulted range is still accessible). The
+    /// state table records the transition as done; something between osmem and the kernel (a
+    /// sandbox answering 0 without acting, say) is not doing what it reports.
+    Unverified {
+        /// The operation.
+        op: Op,
+        /// Offset of the range in the region.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+    },
     /// A syscall failed and no fallback was left.
     Os {
         /// The operation.
@@ -125,6 +137,7 @@ impl Error {
             | Error::OutOfRange { op, .. }
             | Error::WrongState { op, .. }
             | Error::Unsupported { op }
+            | Error::Unverified { op, .. }
             | Error::Os { op, .. } => op,
         }
     }
@@ -143,7 +156,8 @@ impl Error {
         }
     }
 
-    /// Whether anything changed before the error. Always `false` for input errors.
+    /// Whether anything changed before the error. Always `false` for input errors; `true`
+    /// for [`Error::Unverified`] (the transition was recorded).
     ///
     /// ```
     /// let r = osmem::Reservation::reserve(4096)?;
@@ -151,7 +165,10 @@ impl Error {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn changed(&self) -> bool {
-        matches!(*self, Error::Os { changed: true, .. })
+        matches!(
+            *self,
+            Error::Os { changed: true, .. } | Error::Unverified { .. }
+        )
     }
 }
 
@@ -174,6 +191,10 @@ impl fmt::Display for Error {
             Error::WrongState { op, offset, found } => write!(
                 f,
                 "osmem {op:?}: page at offset {offset:#x} is {found:?}, which this transition does not start from; nothing changed"
+            ),
+            Error::Unverified { op, offset, len } => write!(
+                f,
+                "osmem {op:?}: checked mode: the kernel does not show the effect on {offset:#x}+{len:#x}"
             ),
             Error::Unsupported { op } => {
                 write!(f, "osmem {op:?}: not supported by this kernel; nothing changed")

@@ -52,11 +52,12 @@ mod region;
 mod stats;
 mod sys;
 mod unused;
+mod verify;
 
 pub use batch::{Batch, BatchKind, BatchReport, MAX_IOV};
 pub use config::{
     config, configure, env_report, Config, EnvReport, FaultStrategy, Problem, ProblemKind, Thp,
-    UnusedAdvice, BOOL_VALUES, FAULT_VALUES, THP_VALUES, UNUSED_VALUES,
+    UnusedAdvice, BOOL_VALUES, FAULT_VALUES, KEYS, THP_VALUES, UNUSED_VALUES,
 };
 pub use error::{Errno, Error, Op, Syscall};
 pub use fault::{FaultHow, Faulted};

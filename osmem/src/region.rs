@@ -28,6 +28,7 @@ use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 use crate::unused::{self, Unused, UnusedHow};
+use crate::verify;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// The state of a page (DESIGN.md §1).
@@ -437,7 +438,39 @@ impl Reservation {
         self.check(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
         let how = unused::release(addr, len, advice, self.noreserve)?;
-        Ok(self.finish_unused(first, n, READY, how))
+        let u = self.finish_unused(first, n, READY, how);
+        self.verify_unused(first, n, &u)?;
+        Ok(u)
+    }
+
+    /// Checked mode's question after an unused: a range said to be zero-filled must have no
+    /// resident page left.
+    pub(crate) fn verify_unused(&self, first: usize, n: usize, u: &Unused) -> Result<(), Error> {
+        let (addr, len) = (self.addr(first), n << self.page_shift);
+        if config::config().is_checked() && u.zeroed && !verify::released(addr, len) {
+            return Err(Error::Unverified {
+                op: Op::Unused,
+                offset: addr - self.base,
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checked mode's question after a fault: a trapping range must refuse access, and any
+    /// faulted range must have no resident page left.
+    pub(crate) fn verify_fault(&self, first: usize, n: usize, f: &Faulted) -> Result<(), Error> {
+        let (addr, len) = (self.addr(first), n << self.page_shift);
+        if config::config().is_checked()
+            && (!verify::released(addr, len) || (f.traps() && !verify::traps(addr, len)))
+        {
+            return Err(Error::Unverified {
+                op: Op::Fault,
+                offset: addr - self.base,
+                len,
+            });
+        }
+        Ok(())
     }
 
     /// The common tail of every unused (direct or batched): harddecommit, table, accounting.
@@ -502,7 +535,9 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         self.check(op, first, n, |c| c == READY)?;
         let how = fault::fault(self.addr(first), len, strategy, self.noreserve)?;
-        Ok(self.finish_fault(first, n, READY, how))
+        let f = self.finish_fault(first, n, READY, how);
+        self.verify_fault(first, n, &f)?;
+        Ok(f)
     }
 
     /// The common tail of every fault (direct or batched): table and accounting.

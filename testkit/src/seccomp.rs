@@ -25,19 +25,19 @@ pub enum Inject {
     Madvise {
         /// The `MADV_*` value to fail (compared as a 32-bit int).
         advice: i32,
-        /// The errno the call fails with (1..=4095).
+        /// The errno the call fails with (1..=4095), or 0: the call is skipped and reports success.
         errno: i32,
     },
     /// Every `madvise` call fails with `errno`.
     AnyMadvise {
-        /// The errno the call fails with (1..=4095).
+        /// The errno the call fails with (1..=4095), or 0: the call is skipped and reports success.
         errno: i32,
     },
     /// Every call of syscall number `nr` (a `libc::SYS_*`) fails with `errno`.
     Syscall {
         /// The syscall number, e.g. `libc::SYS_mprotect`.
         nr: i64,
-        /// The errno the call fails with (1..=4095).
+        /// The errno the call fails with (1..=4095), or 0: the call is skipped and reports success.
         errno: i32,
     },
     /// Calls of syscall `nr` whose argument `arg` (0..=5) has low 32 bits
@@ -50,7 +50,7 @@ pub enum Inject {
         arg: u8,
         /// The value the argument's low 32 bits must equal.
         value: u32,
-        /// The errno the call fails with (1..=4095).
+        /// The errno the call fails with (1..=4095), or 0: the call is skipped and reports success.
         errno: i32,
     },
 }
@@ -83,9 +83,11 @@ fn compile_one(rule: &Inject, arch: TargetArch) -> BpfProgram {
             errno,
         } => (nr, Some((arg, value)), errno),
     };
+    // errno 0 is allowed on purpose: SECCOMP_RET_ERRNO with 0 makes the syscall return 0
+    // WITHOUT running it, which emulates a sandbox that reports success and does nothing.
     assert!(
-        (1..=4095).contains(&errno),
-        "{rule:?}: errno must be in 1..=4095"
+        (0..=4095).contains(&errno),
+        "{rule:?}: errno must be in 0..=4095"
     );
     // In seccompiler an EMPTY rule vector means "the syscall matches
     // unconditionally"; a SeccompRule must have at least one condition.
@@ -262,8 +264,8 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "errno must be in 1..=4095")]
+    #[should_panic(expected = "errno must be in 0..=4095")]
     fn rejects_bad_errno() {
-        build_filter(&[Inject::AnyMadvise { errno: 0 }]);
+        build_filter(&[Inject::AnyMadvise { errno: 4096 }]);
     }
 }

@@ -33,6 +33,7 @@ pub(crate) const MADV_FREE: i32 = 8;
 pub(crate) const MADV_HUGEPAGE: i32 = 14;
 pub(crate) const MADV_NOHUGEPAGE: i32 = 15;
 pub(crate) const MADV_DONTDUMP: i32 = 16;
+pub(crate) const MADV_POPULATE_READ: i32 = 22;
 pub(crate) const MADV_POPULATE_WRITE: i32 = 23;
 pub(crate) const MADV_COLLAPSE: i32 = 25;
 pub(crate) const MADV_GUARD_INSTALL: i32 = 102;
@@ -168,6 +169,24 @@ pub(crate) fn madvise_known(addr: usize, advice: i32) -> Result<(), Errno> {
     unsafe { madvise(addr, 0, advice) }
 }
 
+/// How many pages of `[addr, addr+len)` are resident (`mincore`), in fixed-size chunks so
+/// nothing is allocated.
+pub(crate) fn resident_pages(addr: usize, len: usize, ps: usize) -> Result<usize, Errno> {
+    let mut vec = [0u8; 256];
+    let (mut a, end, mut n) = (addr, addr + len, 0);
+    while a < end {
+        let chunk = (end - a).min(vec.len() * ps);
+        // SAFETY: mincore writes one byte per page of the chunk into `vec`, which is large
+        // enough by construction.
+        if unsafe { libc::mincore(a as *mut c_void, chunk, vec.as_mut_ptr()) } != 0 {
+            return Err(last_errno());
+        }
+        n += vec[..chunk / ps].iter().filter(|&&v| v & 1 != 0).count();
+        a += chunk;
+    }
+    Ok(n)
+}
+
 /// `process_madvise(pidfd, iov, n, advice, 0)`; returns the bytes advised, which stops short of
 /// the total at the first iovec that failed.
 ///
@@ -274,6 +293,7 @@ mod tests {
         assert_eq!(MADV_HUGEPAGE, g::MADV_HUGEPAGE as i32);
         assert_eq!(MADV_NOHUGEPAGE, g::MADV_NOHUGEPAGE as i32);
         assert_eq!(MADV_DONTDUMP, g::MADV_DONTDUMP as i32);
+        assert_eq!(MADV_POPULATE_READ, g::MADV_POPULATE_READ as i32);
         assert_eq!(MADV_POPULATE_WRITE, g::MADV_POPULATE_WRITE as i32);
         assert_eq!(MADV_COLLAPSE, g::MADV_COLLAPSE as i32);
         assert_eq!(MADV_GUARD_INSTALL, g::MADV_GUARD_INSTALL as i32);
