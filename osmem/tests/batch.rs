@@ -54,6 +54,9 @@ fn run_batch(kind: BatchKind) -> [u64; 7] {
 }
 
 fn in_child_batch(prog: &[osmem_testkit::seccompiler::sock_filter], kind: BatchKind) -> [u64; 7] {
+    // Probe in the parent: the child must meet the refusal in the batch path, not in a probe
+    // of its own (which would downgrade process_madvise before any batch runs).
+    osmem::probe();
     let body = |out: &mut osmem_testkit::Report| {
         for v in run_batch(kind) {
             out.push(v);
@@ -163,6 +166,7 @@ fn batched_faults_trap_and_release() {
 
 #[test]
 fn batched_guard_faults_take_two_process_madvise_calls() {
+    osmem::probe();
     let (exit, rep) = in_child_report(|out| {
         let (r, ps) = scattered();
         osmem::probe();
