@@ -1,33 +1,34 @@
 //! A tiny allocation-free, `no_std` once-cell: `std::sync::OnceLock` is std-only, and the probe
 //! and the knobs must be reachable from inside a `GlobalAlloc`.
 //!
-//! Racing first callers each compute the value and the first to finish publishes it; nobody
-//! waits while another thread *computes*. That matters after `fork`: a child forked while
-//! another thread was in the middle of probing must not spin for ever on a computation that
-//! no longer exists in the child. The only wait left is the few stores between winning the
-//! publish and marking it done.
+//! Fork safety is the point of the design. Racing first callers each compute the value and
+//! the first to finish publishes it, so nobody waits while another thread *computes*: a child
+//! forked while another thread was probing does not spin for ever on a computation that does
+//! not exist in the child. The publish itself is marked with the publisher's pid (threads of a
+//! process share it); a waiter that sees a publish marked with another pid was forked in the
+//! middle of it, and takes the publish over with its own value.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 
-const EMPTY: u8 = 0;
-const PUBLISHING: u8 = 1;
-const DONE: u8 = 2;
+const EMPTY: i32 = 0;
+const DONE: i32 = -1;
 
 pub(crate) struct Once<T> {
-    state: AtomicU8,
+    /// EMPTY, DONE, or the pid of the process whose thread is publishing.
+    state: AtomicI32,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-// SAFETY: the value is written once by the thread that wins EMPTY->PUBLISHING and only read
-// after DONE is published with Release/Acquire.
+// SAFETY: the value is written only by the thread that owns the publish (state = its pid) and
+// read only after DONE is published with Release/Acquire.
 unsafe impl<T: Sync + Send> Sync for Once<T> {}
 
 impl<T> Once<T> {
     pub(crate) const fn new() -> Self {
         Once {
-            state: AtomicU8::new(EMPTY),
+            state: AtomicI32::new(EMPTY),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -37,22 +38,54 @@ impl<T> Once<T> {
     pub(crate) fn get_or_init(&self, f: impl FnOnce() -> T, publish: impl FnOnce(&T)) -> &T {
         if self.state.load(Ordering::Acquire) != DONE {
             let v = f();
-            if self
-                .state
-                .compare_exchange(EMPTY, PUBLISHING, Ordering::Acquire, Ordering::Acquire)
-                .is_ok()
-            {
-                // SAFETY: only the winner of the CAS writes, before publishing DONE.
-                let v = unsafe { (*self.value.get()).write(v) };
-                publish(v);
-                self.state.store(DONE, Ordering::Release);
-            } else {
-                while self.state.load(Ordering::Acquire) != DONE {
-                    core::hint::spin_loop();
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let mut seen = EMPTY;
+            loop {
+                match self
+                    .state
+                    .compare_exchange(seen, me, Ordering::Acquire, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        // SAFETY: we own the publish; no reader looks before DONE.
+                        let v = unsafe { (*self.value.get()).write(v) };
+                        publish(v);
+                        self.state.store(DONE, Ordering::Release);
+                        break;
+                    }
+                    Err(DONE) => break,
+                    // Another process's publish: we were forked in the middle of it.
+                    Err(pid) if pid != me && pid != EMPTY => seen = pid,
+                    Err(_) => core::hint::spin_loop(),
                 }
             }
         }
         // SAFETY: DONE was observed with Acquire, so the write above is visible.
         unsafe { (*self.value.get()).assume_init_ref() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishes_once() {
+        let o: Once<u32> = Once::new();
+        let mut published = 0;
+        assert_eq!(*o.get_or_init(|| 7, |_| published += 1), 7);
+        assert_eq!(*o.get_or_init(|| 8, |_| published += 1), 7);
+        assert_eq!(published, 1);
+    }
+
+    #[test]
+    fn takes_over_a_publish_left_by_another_process() {
+        // What a child sees when it was forked while a parent thread was publishing: the
+        // state names a pid that is not its own, and nobody in this process will finish.
+        let o: Once<u32> = Once::new();
+        // SAFETY: getppid has no preconditions.
+        o.state.store(unsafe { libc::getppid() }, Ordering::Relaxed);
+        assert_eq!(*o.get_or_init(|| 9, |_| {}), 9);
+        assert_eq!(o.state.load(Ordering::Relaxed), DONE);
     }
 }
