@@ -340,6 +340,11 @@ fn reasons(p: &Probe, cfg: &osmem::Config, sel: &Selected) -> Reasons {
         (FaultStrategy::Go, _) => "fault=go asked: Go's order, mprotect(NONE) then \
                                    MADV_DONTNEED, two TLB shootdowns (for comparison)"
             .to_owned(),
+        (FaultStrategy::Remap, FaultStrategy::Auto) => "MADV_DONTNEED unavailable here (no \
+                                                        madvise, or refused): mmap(PROT_NONE, \
+                                                        MAP_FIXED), the whole zap under \
+                                                        mmap_lock(W)"
+            .to_owned(),
         (FaultStrategy::Remap, _) => "fault=remap asked: mmap(PROT_NONE, MAP_FIXED), the whole \
                                       zap under mmap_lock(W), returns the commit charge"
             .to_owned(),

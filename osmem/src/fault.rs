@@ -77,6 +77,8 @@ pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
         {
             FaultStrategy::Guard
         }
+        // Without DONTNEED the Protect chain can only end on the remap: name that link.
+        FaultStrategy::Auto if !advise::usable(advise::D_DONTNEED) => FaultStrategy::Remap,
         FaultStrategy::Auto => FaultStrategy::Protect,
         s => s,
     }

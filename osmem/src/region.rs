@@ -586,7 +586,8 @@ impl Reservation {
 
     /// Ask for transparent huge pages on the PMD-aligned interior of the range
     /// (Go's sysHugePage). A range without a whole aligned huge page inside, or the knob
-    /// `thp=never`, makes this a counted no-op.
+    /// `thp=never`, makes this a counted no-op; a kernel without THP (or a sandbox refusing
+    /// the advice) gives [`Error::Unsupported`] without a syscall.
     ///
     /// ```
     /// let r = osmem::Reservation::reserve_aligned(4 << 20, 2 << 20)?;
@@ -600,6 +601,9 @@ impl Reservation {
             huge::skipped();
             return Ok(());
         }
+        if !probe::probe().advice.hugepage {
+            return Err(Error::Unsupported { op });
+        }
         match huge::interior(self.addr(first), len, probe::probe().pmd_size) {
             Some((a, l)) => huge::hint(op, a, l, huge::HUGEPAGE),
             None => {
@@ -610,6 +614,8 @@ impl Reservation {
     }
 
     /// Ask the kernel not to use transparent huge pages for the range (Go's sysNoHugePage).
+    /// A kernel without THP (or a sandbox refusing the advice) gives [`Error::Unsupported`]
+    /// without a syscall.
     ///
     /// ```
     /// let r = osmem::Reservation::reserve(1 << 20)?;
@@ -619,6 +625,9 @@ impl Reservation {
     pub fn nohugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::NoHugePage;
         let (first, _) = self.range(op, offset, len)?;
+        if !probe::probe().advice.nohugepage {
+            return Err(Error::Unsupported { op });
+        }
         huge::hint(op, self.addr(first), len, huge::NOHUGEPAGE)
     }
 

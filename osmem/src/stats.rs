@@ -139,7 +139,8 @@ counters! {
     /// for this call and the chain went on to DONTNEED + mprotect, or the protecting step
     /// failed (VMA limit) and guard markers, which need no VMA, made the range trap instead.
     fallback_fault_guard => FallbackFaultGuard,
-    /// fault: the protecting step failed; the chain went on to mmap(PROT_NONE, MAP_FIXED).
+    /// fault: the releasing step (MADV_DONTNEED) failed; the chain went on to
+    /// mmap(PROT_NONE, MAP_FIXED), which releases and protects in one call.
     fallback_fault_remap => FallbackFaultRemap,
     /// fault: the range was released but could not be made to trap (VMA limit or policy).
     fallback_fault_open => FallbackFaultOpen,

@@ -27,8 +27,10 @@
 mod child;
 mod mem;
 mod procfs;
+mod profile;
 mod raw;
 mod seccomp;
+mod trap; // x86_64 only (SIGSYS handler edits ucontext registers)
 
 pub use child::{
     in_child, in_child_report, touch_in_child, ChildExit, Report, ReportBuf, Touch, BUS_ADRALN,
@@ -40,8 +42,17 @@ pub use procfs::{
     eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, SmapsEntry, SmapsSum,
     VmFlags, Vma,
 };
+pub use profile::{
+    append_testing_row, emit, enter_profile, profile_filter, profile_rules, run_under_profile,
+    ProfileRun, SuiteResult, PROFILES, PROFILE_ENV, PROFILE_TIMEOUT, RESULT_MARK,
+};
 pub use raw::{eprint_bytes, eprint_hex, eprint_u64, errno, fmt_hex, fmt_u64, write_all};
 pub use seccomp::{apply_filter_in_child, build_filter, in_child_filtered, Inject};
+#[cfg(target_arch = "x86_64")]
+pub use trap::{
+    apply_trap_filter_in_child, build_trap_filter, in_child_trapped, trap_counts, Trap, TrapCounts,
+    TrapFilter, MAX_TRAPS, TRAP_MAGIC,
+};
 
 /// The seccompiler crate, re-exported so users need no direct dependency.
 pub use seccompiler;
