@@ -39,6 +39,9 @@ pub(crate) const D_PM_DONTNEED: u32 = 1 << 8;
 pub(crate) const D_PM_GUARD: u32 = 1 << 9;
 /// Mapping names (PR_SET_VMA_ANON_NAME).
 pub(crate) const D_ANON_NAME: u32 = 1 << 10;
+pub(crate) const D_POPULATE: u32 = 1 << 11;
+pub(crate) const D_HUGEPAGE: u32 = 1 << 12;
+pub(crate) const D_NOHUGEPAGE: u32 = 1 << 13;
 
 static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
 
@@ -48,6 +51,9 @@ fn bit_of(advice: i32) -> u32 {
         sys::MADV_DONTNEED => D_DONTNEED,
         sys::MADV_GUARD_INSTALL | sys::MADV_GUARD_REMOVE => D_GUARD,
         sys::MADV_COLLAPSE => D_COLLAPSE,
+        sys::MADV_POPULATE_WRITE => D_POPULATE,
+        sys::MADV_HUGEPAGE => D_HUGEPAGE,
+        sys::MADV_NOHUGEPAGE => D_NOHUGEPAGE,
         _ => 0,
     }
 }
@@ -76,6 +82,7 @@ pub(crate) fn downgrade(bit: u32) {
             D_COLLAPSE => Counter::DowngradeCollapse,
             D_PM_SELF => Counter::DowngradePidfdSelf,
             D_ANON_NAME => Counter::DowngradeAnonName,
+            D_POPULATE | D_HUGEPAGE | D_NOHUGEPAGE => Counter::DowngradeHints,
             _ => Counter::DowngradeProcessMadvise,
         });
     }

@@ -423,9 +423,14 @@ impl Pidfd {
             }
             ProcessMadvise::Unsupported => {}
             _ => {
-                if let Ok(fd) = sys::pidfd_open_self() {
-                    self.fd = Some(fd);
-                    self.opened = true;
+                match advise::retry(sys::pidfd_open_self) {
+                    Ok(fd) => {
+                        self.fd = Some(fd);
+                        self.opened = true;
+                    }
+                    // No pidfds here, or refused by policy: no batch will get one.
+                    Err(Errno::ENOSYS | Errno::EPERM | Errno::EACCES) => advise::downgrade(D_PM),
+                    Err(_) => {}
                 }
             }
         }

@@ -17,7 +17,7 @@ pub(crate) fn name(addr: usize, len: usize, name: &'static [u8]) {
         return;
     }
     if let Err(Errno::EINVAL | Errno::EPERM | Errno::EACCES | Errno::ENOSYS) =
-        sys::set_anon_name(addr, len, name)
+        advise::retry(|| sys::set_anon_name(addr, len, name))
     {
         advise::downgrade(D_ANON_NAME);
     }

@@ -136,9 +136,15 @@ pub fn probe() -> &'static Probe {
 /// one question (is it downgraded?) and `selected()` agrees with what the chains will do.
 /// The probe's calls are definitive: private pages osmem owns, valid arguments.
 fn downgrade_missing(p: &Probe) {
-    use crate::advise::{self, D_COLLAPSE, D_DONTNEED, D_FREE, D_GUARD, D_PM, D_PM_SELF};
+    use crate::advise::{
+        self, D_COLLAPSE, D_DONTNEED, D_FREE, D_GUARD, D_HUGEPAGE, D_NOHUGEPAGE, D_PM, D_PM_SELF,
+        D_POPULATE,
+    };
     for (works, bit) in [
         (p.advice.free, D_FREE),
+        (p.advice.populate_write, D_POPULATE),
+        (p.advice.hugepage, D_HUGEPAGE),
+        (p.advice.nohugepage, D_NOHUGEPAGE),
         (p.advice.dontneed, D_DONTNEED),
         (p.advice.guard_install, D_GUARD),
         (p.advice.collapse, D_COLLAPSE),

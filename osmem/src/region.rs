@@ -184,17 +184,19 @@ impl Reservation {
             len,
         })?;
         // SAFETY: a fresh mapping; nothing else can be at the address the kernel picks.
-        let raw = unsafe { sys::mmap_anon(0, total, sys::PROT_NONE, false, true) }
-            .map_err(|e| os(op, Syscall::Mmap, e, false))?;
+        let raw =
+            advise::retry(|| unsafe { sys::mmap_anon(0, total, sys::PROT_NONE, false, true) })
+                .map_err(|e| os(op, Syscall::Mmap, e, false))?;
         let base = (raw + extra) & !(align - 1);
-        // SAFETY: head and tail are parts of the mapping just created, not handed out.
+        // SAFETY: head and tail are parts of the mapping just created, not handed out. A
+        // trim refused for good (a sandbox) leaves PROT_NONE address space with no memory.
         unsafe {
             if base > raw {
-                let _ = sys::munmap(raw, base - raw);
+                let _ = advise::retry(|| sys::munmap(raw, base - raw));
             }
             let tail = raw + total - (base + len);
             if tail > 0 {
-                let _ = sys::munmap(base + len, tail);
+                let _ = advise::retry(|| sys::munmap(base + len, tail));
             }
         }
         let r = Self::adopt(op, base, len, RESERVED, true)?;
@@ -214,7 +216,7 @@ impl Reservation {
         let op = Op::Alloc;
         check_len(op, len, page_size_checked())?;
         // SAFETY: a fresh mapping.
-        let base = unsafe { sys::mmap_anon(0, len, sys::PROT_RW, false, false) }
+        let base = advise::retry(|| unsafe { sys::mmap_anon(0, len, sys::PROT_RW, false, false) })
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
         let r = Self::adopt(op, base, len, READY, false)?;
         stats::bump(Counter::AllocOps);
@@ -228,17 +230,19 @@ impl Reservation {
         // Whole words, and whole pages for mmap.
         let table_len = round_up(pages.max(1), ps);
         // SAFETY: a fresh mapping for the table.
-        let table = match unsafe { sys::mmap_anon(0, table_len, sys::PROT_RW, false, true) } {
+        let table = match advise::retry(|| unsafe {
+            sys::mmap_anon(0, table_len, sys::PROT_RW, false, true)
+        }) {
             Ok(t) => t,
             Err(e) => {
                 // SAFETY: the region was mapped by our caller and not handed out.
-                let _ = unsafe { sys::munmap(base, len) };
+                let _ = advise::retry(|| unsafe { sys::munmap(base, len) });
                 return Err(os(op, Syscall::Mmap, e, false));
             }
         };
         // Best effort: without it the table may merge with a neighbour (see the module doc).
         // SAFETY: the table is ours.
-        let _ = unsafe { sys::madvise(table, table_len, sys::MADV_DONTDUMP) };
+        let _ = advise::retry(|| unsafe { sys::madvise(table, table_len, sys::MADV_DONTDUMP) });
         names::name(base, len, b"osmem\0");
         names::name(table, table_len, b"osmem state\0");
         let r = Reservation {
@@ -601,7 +605,7 @@ impl Reservation {
             huge::skipped();
             return Ok(());
         }
-        if !probe::probe().advice.hugepage {
+        if !advise::usable(advise::D_HUGEPAGE) {
             return Err(Error::Unsupported { op });
         }
         match huge::interior(self.addr(first), len, probe::probe().pmd_size) {
@@ -625,7 +629,7 @@ impl Reservation {
     pub fn nohugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::NoHugePage;
         let (first, _) = self.range(op, offset, len)?;
-        if !probe::probe().advice.nohugepage {
+        if !advise::usable(advise::D_NOHUGEPAGE) {
             return Err(Error::Unsupported { op });
         }
         huge::hint(op, self.addr(first), len, huge::NOHUGEPAGE)
@@ -826,9 +830,7 @@ impl Drop for Reservation {
 /// else one write per page. `fetch_or(0)` writes without changing the byte: a Prepared range's
 /// contents are undefined, but MADV_FREE'd pages may still hold data a caller peeks at.
 fn prefault(addr: usize, len: usize, ps: usize) {
-    if probe::probe().advice.populate_write
-        && advise::advise(addr, len, sys::MADV_POPULATE_WRITE).is_ok()
-    {
+    if advise::advise(addr, len, sys::MADV_POPULATE_WRITE).is_ok() {
         return;
     }
     let mut a = addr;

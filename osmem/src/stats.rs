@@ -180,6 +180,9 @@ counters! {
     /// Sticky downgrades: mapping names (PR_SET_VMA_ANON_NAME) turned off (kernels built
     /// without CONFIG_ANON_VMA_NAME answer EINVAL).
     downgrade_anon_name => DowngradeAnonName,
+    /// Sticky downgrades: MADV_POPULATE_WRITE, MADV_HUGEPAGE or MADV_NOHUGEPAGE known not to
+    /// work (each counted once).
+    downgrade_hints => DowngradeHints,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
