@@ -16,6 +16,7 @@
 //! A downgrade is a bit in one atomic word, set with `fetch_or` so it is counted exactly once
 //! even when several threads hit the same failure at the same time.
 
+use crate::config::{self, Thp};
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
@@ -119,4 +120,22 @@ pub(crate) fn advise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> 
         _ => {}
     }
     r
+}
+
+/// `mmap(prot, MAP_FIXED)` over `[addr, addr+len)`, a range inside a mapping osmem owns whose
+/// contents the caller gave up, retrying transient errors. A fresh mapping loses the VMA's
+/// hints; `thp=never` is put back (Go re-applies it after its MAP_FIXED in sysMapOS too), so
+/// the knob holds whatever link of a chain a range went through.
+pub(crate) fn remap_fixed(
+    addr: usize,
+    len: usize,
+    prot: i32,
+    noreserve: bool,
+) -> Result<(), Errno> {
+    // SAFETY: the caller's contract above: osmem's own range, contents given up.
+    retry(|| unsafe { sys::mmap_anon(addr, len, prot, true, noreserve) })?;
+    if config::config().thp_policy() == Thp::Never {
+        let _ = advise(addr, len, sys::MADV_NOHUGEPAGE);
+    }
+    Ok(())
 }

@@ -153,8 +153,7 @@ pub(crate) fn unprotectable(addr: usize, len: usize) -> FaultHow {
 /// with DONTNEED and make it trap with guard markers if possible, else report that it does
 /// not trap.
 fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<FaultHow, Error> {
-    // SAFETY: see `fault`.
-    let r = advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_NONE, true, noreserve) });
+    let r = advise::remap_fixed(addr, len, sys::PROT_NONE, noreserve);
     let errno = match r {
         Ok(_) => return Ok(FaultHow::Remap),
         Err(e) => e,

@@ -360,8 +360,7 @@ impl Reservation {
     fn remap_rw(&self, addr: usize, len: usize) -> Result<(), Errno> {
         stats::bump(Counter::FallbackMapRemap);
         // SAFETY: inside our region; the range holds no data anyone may still want.
-        advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_RW, true, self.noreserve) })
-            .map(|_| ())
+        advise::remap_fixed(addr, len, sys::PROT_RW, self.noreserve)
     }
 
     /// Prepared → Ready (Go's sysUsed). A no-op for the kernel unless harddecommit left the
@@ -618,6 +617,9 @@ impl Reservation {
     }
 
     /// Ask the kernel not to use transparent huge pages for the range (Go's sysNoHugePage).
+    /// Like every VMA hint, it does not survive a MAP_FIXED remap (the last link of the
+    /// unused and fault chains); for a process-wide "no THP", use the `thp=never` knob, which
+    /// osmem re-applies after every remap.
     /// A kernel without THP (or a sandbox refusing the advice) gives [`Error::Unsupported`]
     /// without a syscall.
     ///

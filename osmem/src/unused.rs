@@ -70,7 +70,7 @@ pub(crate) fn release(
         stats::bump(Counter::FallbackUnusedRemap);
     }
     // SAFETY: the range is inside osmem's own mapping and the caller gave up its contents.
-    match advise::retry(|| unsafe { sys::mmap_anon(addr, len, sys::PROT_RW, true, noreserve) }) {
+    match advise::remap_fixed(addr, len, sys::PROT_RW, noreserve) {
         Ok(_) => Ok(UnusedHow::Remap),
         Err(errno) => Err(Error::Os {
             op: Op::Unused,
