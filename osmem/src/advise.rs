@@ -16,7 +16,7 @@
 //! A downgrade is a bit in one atomic word, set with `fetch_or` so it is counted exactly once
 //! even when several threads hit the same failure at the same time.
 
-use crate::config::{self, Thp};
+use crate::config;
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
@@ -113,13 +113,22 @@ pub(crate) fn advise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> 
     // SAFETY: callers pass ranges inside a region osmem owns, in a state the transition
     // table allows this advice for.
     let r = retry(|| unsafe { sys::madvise(addr, len, advice) });
-    match r {
-        Err(Errno::ENOSYS) => downgrade(D_MADVISE),
-        Err(Errno::EPERM | Errno::EACCES) if bit != 0 => downgrade(bit),
-        Err(Errno::EINVAL) if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
-        _ => {}
+    if let Err(e) = r {
+        on_error(e, bit, addr, advice);
     }
     r
+}
+
+/// The errno rules, out of line: the success path of every advice stays a few instructions.
+#[cold]
+#[inline(never)]
+fn on_error(e: Errno, bit: u32, addr: usize, advice: i32) {
+    match e {
+        Errno::ENOSYS => downgrade(D_MADVISE),
+        Errno::EPERM | Errno::EACCES if bit != 0 => downgrade(bit),
+        Errno::EINVAL if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
+        _ => {}
+    }
 }
 
 /// `mmap(prot, MAP_FIXED)` over `[addr, addr+len)`, a range inside a mapping osmem owns whose
@@ -134,7 +143,7 @@ pub(crate) fn remap_fixed(
 ) -> Result<(), Errno> {
     // SAFETY: the caller's contract above: osmem's own range, contents given up.
     retry(|| unsafe { sys::mmap_anon(addr, len, prot, true, noreserve) })?;
-    if config::config().thp_policy() == Thp::Never {
+    if config::thp_never() {
         let _ = advise(addr, len, sys::MADV_NOHUGEPAGE);
     }
     Ok(())

@@ -507,6 +507,32 @@ pub fn config() -> Config {
     }
 }
 
+// Single-knob reads for the operation paths: one relaxed load each instead of assembling a
+// whole `Config` (measured: a few ns per call, on calls whose whole budget is ~50 ns).
+#[inline]
+pub(crate) fn harddecommit_on() -> bool {
+    env_init();
+    HARDDECOMMIT.load(Ordering::Relaxed) != 0
+}
+
+#[inline]
+pub(crate) fn checked_on() -> bool {
+    env_init();
+    CHECKED.load(Ordering::Relaxed) != 0
+}
+
+#[inline]
+pub(crate) fn prefault_on() -> bool {
+    env_init();
+    PREFAULT.load(Ordering::Relaxed) != 0
+}
+
+#[inline]
+pub(crate) fn thp_never() -> bool {
+    env_init();
+    THP_VALUES[THP.load(Ordering::Relaxed) as usize].1 == Thp::Never
+}
+
 /// What was wrong with the `OSMEM` variable when it was read (empty when it was fine or unset).
 ///
 /// ```

@@ -19,7 +19,7 @@
 //! pages next to it, which would make the region's `/proc/self/smaps` lines include it.
 
 use crate::advise;
-use crate::config::{self, FaultStrategy, Thp, UnusedAdvice};
+use crate::config::{self, FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
 use crate::huge;
@@ -264,7 +264,7 @@ impl Reservation {
             unsafe { core::ptr::write_bytes(table as *mut u8, code, pages) };
         }
         r.account(state_of(code), len as u64, true);
-        if config::config().thp_policy() == Thp::Never {
+        if config::thp_never() {
             let _ = advise::advise(base, len, sys::MADV_NOHUGEPAGE);
         }
         Ok(r)
@@ -391,7 +391,7 @@ impl Reservation {
             done = true;
             Ok(())
         })?;
-        if config::config().is_prefault() {
+        if config::prefault_on() {
             prefault(self.addr(first), n << self.page_shift, 1 << self.page_shift);
         }
         stats::bump(Counter::UsedOps);
@@ -450,7 +450,7 @@ impl Reservation {
     /// resident page left.
     pub(crate) fn verify_unused(&self, first: usize, n: usize, u: &Unused) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if config::config().is_checked() && u.zeroed && !verify::released(addr, len) {
+        if config::checked_on() && u.zeroed && !verify::released(addr, len) {
             return Err(Error::Unverified {
                 op: Op::Unused,
                 offset: addr - self.base,
@@ -464,7 +464,7 @@ impl Reservation {
     /// faulted range must have no resident page left.
     pub(crate) fn verify_fault(&self, first: usize, n: usize, f: &Faulted) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if config::config().is_checked()
+        if config::checked_on()
             && (!verify::released(addr, len) || (f.traps() && !verify::traps(addr, len)))
         {
             return Err(Error::Unverified {
@@ -480,7 +480,7 @@ impl Reservation {
     pub(crate) fn finish_unused(&self, first: usize, n: usize, from: u8, how: UnusedHow) -> Unused {
         let (addr, len) = (self.addr(first), n << self.page_shift);
         let mut protected = false;
-        if config::config().is_harddecommit() {
+        if config::harddecommit_on() {
             // SAFETY: the range is ours and was just released.
             protected =
                 advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
@@ -600,7 +600,7 @@ impl Reservation {
     pub fn hugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::HugePage;
         let (first, _) = self.range(op, offset, len)?;
-        if config::config().thp_policy() == Thp::Never {
+        if config::thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -652,7 +652,7 @@ impl Reservation {
     pub fn collapse(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Collapse;
         let (first, _) = self.range(op, offset, len)?;
-        if config::config().thp_policy() == Thp::Never {
+        if config::thp_never() {
             huge::skipped();
             return Ok(());
         }

@@ -1,0 +1,126 @@
+//! Every ratio osmem-bench measures, as Markdown tables (what BENCHMARKS.md quotes).
+//!
+//! `cargo run --release -p osmem-bench --example ratios [-- [--quick] [--no-sibling] [--batch-only]]`
+//!
+//! `--quick`: a tenth of the iterations; `--no-sibling`: skip the per-op table with a spinning
+//! sibling thread; `--batch-only`: only the batch-vs-loop table.
+//!
+//! Ratios, not absolute times, are what to compare: each ratio is measured side by side in
+//! one run (osmem and raw iterations alternate on the same range; batch and loop alternate
+//! on the same region).
+
+use osmem_bench::{
+    batch_vs_loop_op, default_batch_iters, default_iters, paired, quick_iters, size_label, BatchOp,
+    Op, BATCH_CONFIGS, MIN_ITERS, SIZES,
+};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sibling_too = !args.iter().any(|a| a == "--no-sibling");
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "--quick" | "--no-sibling" | "--batch-only"))
+    {
+        eprintln!("unknown argument {bad}; usage: ratios [--quick] [--no-sibling] [--batch-only]");
+        std::process::exit(2);
+    }
+    let iters = |size| {
+        if quick {
+            quick_iters(size)
+        } else {
+            default_iters(size)
+        }
+    };
+    let t0 = Instant::now();
+
+    let p = osmem::probe();
+    println!("# osmem-bench ratios");
+    println!();
+    println!(
+        "kernel {}, {} CPUs, THP {:?}, iterations: {}",
+        p.release(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        p.thp,
+        if quick { "quick" } else { "default" }
+    );
+
+    let batch_only = args.iter().any(|a| a == "--batch-only");
+    let modes: &[bool] = match (batch_only, sibling_too) {
+        (true, _) => &[],
+        (false, true) => &[false, true],
+        (false, false) => &[false],
+    };
+    for &sibling in modes {
+        println!();
+        println!(
+            "## osmem vs raw libc calls, {} (target: osmem/raw ≤ 1.03)",
+            if sibling {
+                "with a spinning sibling thread"
+            } else {
+                "alone"
+            }
+        );
+        println!();
+        println!("| op | raw calls | size | pairs | osmem µs | raw µs | osmem/raw | median of pair ratios |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|");
+        for op in Op::ALL {
+            if !op.is_supported() {
+                println!(
+                    "| {} | {} | — | unsupported on this kernel | | | | |",
+                    op.name(),
+                    op.raw_calls()
+                );
+                continue;
+            }
+            for size in SIZES {
+                let r = paired(op, size, iters(size), sibling);
+                println!(
+                    "| {} | {} | {} | {} | {:.2} | {:.2} | {:.3} | {:.3} |",
+                    op.name(),
+                    op.raw_calls(),
+                    size_label(size),
+                    r.pairs,
+                    r.osmem_ns / 1e3,
+                    r.raw_ns / 1e3,
+                    r.ratio,
+                    r.pair_ratio
+                );
+            }
+        }
+    }
+
+    println!();
+    println!("## one osmem Batch vs a loop of per-range osmem calls (target at 1024 × 4KiB: ≥ 5× alone, ≥ 50× with sibling)");
+    println!();
+    println!("| op | ranges × size | sibling | iters | batch µs | loop µs | loop/batch | raw batch µs | raw loop µs | raw loop/batch |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for op in BatchOp::ALL {
+        if !op.is_supported() {
+            continue;
+        }
+        for (ranges, size) in BATCH_CONFIGS {
+            for &sibling in &[false, true] {
+                let n = default_batch_iters(ranges, size);
+                let n = if quick { (n / 10).max(MIN_ITERS) } else { n };
+                let r = batch_vs_loop_op(op, ranges, size, n, sibling);
+                println!(
+                    "| {} | {} × {} | {} | {} | {:.1} | {:.1} | {:.1}× | {:.1} | {:.1} | {:.1}× |",
+                    op.name(),
+                    ranges,
+                    size_label(size),
+                    if sibling { "sibling" } else { "alone" },
+                    r.iters,
+                    r.batch_ns / 1e3,
+                    r.loop_ns / 1e3,
+                    r.speedup,
+                    r.raw_batch_ns / 1e3,
+                    r.raw_loop_ns / 1e3,
+                    r.raw_speedup
+                );
+            }
+        }
+    }
+    eprintln!("ratios: done in {:.1} s", t0.elapsed().as_secs_f64());
+}
