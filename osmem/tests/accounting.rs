@@ -10,29 +10,14 @@
 //! The accounting is osmem's bookkeeping; every sequence here is also checked against the
 //! kernel (residency, perms, traps) so the numbers are tied to what actually happened.
 
-use osmem::{Config, FaultStrategy, Reservation, State, Stats, UnusedAdvice};
-use osmem_testkit::{self as tk, ChildExit, Report, ReportBuf, Touch, SEGV_MAPERR};
+mod common;
 
-macro_rules! ck {
-    ($rep:expr, $c:expr) => {
-        if !$c {
-            $rep.push(line!() as u64);
-            return 1;
-        }
-    };
-}
-
-macro_rules! ok {
-    ($rep:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(_) => {
-                $rep.push(line!() as u64);
-                return 1;
-            }
-        }
-    };
-}
+use common::{
+    check_cycle_final, child_ok, ck, cycle_slots, ok, warm, CycleHooks, CYCLE_SLOT as SLOT,
+    CYCLE_SLOTS as SLOTS, STATES,
+};
+use osmem::{Config, FaultStrategy, Faulted, Reservation, State, Stats, UnusedAdvice};
+use osmem_testkit::{self as tk, Report, Touch, SEGV_MAPERR};
 
 /// In a child: `$got == $want` (u64s), or report line, got, want and exit 1.
 macro_rules! ck_eq {
@@ -46,28 +31,6 @@ macro_rules! ck_eq {
         }
     }};
 }
-
-/// Run osmem's one-time initialisation (probe, knobs) in the test process before forking, so
-/// no child is ever forked while another thread is half-way through it.
-fn warm() {
-    let _ = osmem::probe();
-    let _ = osmem::config();
-}
-
-fn child_ok(what: &str, (exit, buf): (ChildExit, ReportBuf)) {
-    assert_eq!(
-        exit,
-        ChildExit::Code(0),
-        "{what}: child failed; [line, got, want...] = {buf:?}"
-    );
-}
-
-const STATES: [State; 4] = [
-    State::Reserved,
-    State::Prepared,
-    State::Ready,
-    State::Faulted,
-];
 
 /// Per-region bytes by state: [Reserved, Prepared, Ready, Faulted].
 fn region(r: &Reservation) -> [u64; 4] {
@@ -420,6 +383,15 @@ fn prefault_and_harddecommit_counters() {
     );
 }
 
+/// Every fault of the workload must make its range trap.
+struct Traps;
+
+impl CycleHooks for Traps {
+    fn faulted(&mut self, _s: usize, _i: usize, _strat: FaultStrategy, f: &Faulted) {
+        assert!(f.traps());
+    }
+}
+
 /// Two threads on disjoint halves of one reservation, thousands of cycles each. Per-region
 /// figures are exact whatever the rest of the process does; the kernel's view of every slot
 /// is checked at the end. (The exact *global* deltas of the same workload are checked in
@@ -427,76 +399,13 @@ fn prefault_and_harddecommit_counters() {
 #[test]
 fn two_threads_disjoint_halves() {
     warm();
-    const SLOT: usize = 4; // pages per slot
-    const SLOTS: usize = 24; // slots per thread
     const CYCLES: usize = 2000; // per thread
     let ps = osmem::page_size();
     let r = Reservation::reserve(2 * SLOTS * SLOT * ps).unwrap();
     let base = r.as_ptr() as usize;
-    let slot_addr = |s: usize| base + s * SLOT * ps;
-    let strategies = [
-        FaultStrategy::Auto,
-        FaultStrategy::Guard,
-        FaultStrategy::Protect,
-        FaultStrategy::Go,
-        FaultStrategy::Remap,
-    ];
-    let advices = [
-        UnusedAdvice::DontNeed,
-        UnusedAdvice::Free,
-        UnusedAdvice::Remap,
-    ];
-    let first_byte_zero =
-        |s: usize| (0..SLOT).all(|i| unsafe { *((slot_addr(s) + i * ps) as *const u8) } == 0);
-    let work = |t: usize| {
-        let len = SLOT * ps;
-        for i in 0..CYCLES {
-            let s = t * SLOTS + i % SLOTS;
-            let off = s * len;
-            if i < SLOTS {
-                r.map(off, len).unwrap();
-                r.used(off, len).unwrap();
-            }
-            let mark = |v: u8| {
-                for k in 0..SLOT {
-                    unsafe { *((slot_addr(s) + k * ps) as *mut u8) = v };
-                }
-            };
-            mark((i % 251) as u8 + 1);
-            let adv = advices[(i / SLOTS) % 3];
-            let u = unsafe { r.unused_with(off, len, adv) }.unwrap();
-            r.used(off, len).unwrap();
-            if u.zeroed {
-                assert!(
-                    first_byte_zero(s),
-                    "slot {s} cycle {i}: not zero after {adv:?}"
-                );
-            }
-            mark(0xee);
-            let f = unsafe { r.fault_with(off, len, strategies[(i / SLOTS) % 5]) }.unwrap();
-            assert!(f.traps());
-            r.map(off, len).unwrap();
-            r.used(off, len).unwrap();
-            assert!(
-                first_byte_zero(s),
-                "slot {s} cycle {i}: not zero after fault + map"
-            );
-        }
-        // Final state by slot: Ready (marked), Prepared, Faulted.
-        for k in 0..SLOTS {
-            let s = t * SLOTS + k;
-            match k % 3 {
-                0 => unsafe {
-                    core::ptr::write_bytes(slot_addr(s) as *mut u8, 0xa0 + k as u8, len)
-                },
-                1 => drop(unsafe { r.unused_with(s * len, len, UnusedAdvice::DontNeed) }.unwrap()),
-                _ => drop(unsafe { r.fault_with(s * len, len, FaultStrategy::Guard) }.unwrap()),
-            }
-        }
-    };
     std::thread::scope(|sc| {
-        let h = sc.spawn(|| work(1));
-        work(0);
+        let h = sc.spawn(|| cycle_slots(&r, 1, CYCLES, &mut Traps));
+        cycle_slots(&r, 0, CYCLES, &mut Traps);
         h.join().unwrap();
     });
 
@@ -507,31 +416,7 @@ fn two_threads_disjoint_halves() {
         [0, n * slot_bytes, n * slot_bytes, n * slot_bytes]
     );
     // The kernel agrees with the table, slot by slot.
-    for s in 0..2 * SLOTS {
-        let k = s % SLOTS;
-        let a = slot_addr(s);
-        match k % 3 {
-            0 => {
-                assert_eq!(tk::resident_pages(a, SLOT * ps), SLOT, "slot {s}");
-                let v = 0xa0 + k as u8;
-                assert!(
-                    (0..SLOT * ps).all(|i| unsafe { *((a + i) as *const u8) } == v),
-                    "slot {s}"
-                );
-            }
-            1 => assert_eq!(tk::resident_pages(a, SLOT * ps), 0, "slot {s}"),
-            _ => {
-                assert_eq!(tk::resident_pages(a, SLOT * ps), 0, "slot {s}");
-                assert_eq!(
-                    tk::touch_in_child(a + ps, true),
-                    Touch::Segv {
-                        si_code: SEGV_MAPERR
-                    },
-                    "slot {s}"
-                );
-            }
-        }
-    }
+    check_cycle_final(&r, 1);
     // Every PROT_NONE fault was undone by its map and merged back: one RW VMA covers the
     // region (guards do not split VMAs).
     let v = tk::vma_at(base).unwrap();

@@ -4,7 +4,10 @@
 //! checked mode reports `Error::Unverified` where the unchecked default is fooled.
 //! Runs in forked children: the knob is process-wide.
 
-use osmem::{Config, Error, FaultStrategy, Op, Reservation, UnusedAdvice};
+mod common;
+
+use common::{ADVICES, STRATEGIES};
+use osmem::{Config, Error, FaultStrategy, Op, Reservation};
 use osmem_testkit::{build_filter, in_child_filtered, in_child_report, resident_pages, Inject};
 
 /// Encodes a result for the report: 0 ok, 1 Unverified, 2 any other error.
@@ -24,25 +27,11 @@ fn checked_mode_passes_on_a_real_kernel() {
         let ps = osmem::page_size();
         let r = Reservation::alloc(64 * ps).unwrap();
         unsafe { r.as_ptr().write_bytes(1, 64 * ps) };
-        for (i, a) in [
-            UnusedAdvice::DontNeed,
-            UnusedAdvice::Free,
-            UnusedAdvice::Remap,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, a) in ADVICES.into_iter().enumerate() {
             out.push(code(unsafe { r.unused_with(i * 4 * ps, 4 * ps, a) }));
         }
-        for (i, s) in [
-            FaultStrategy::Guard,
-            FaultStrategy::Protect,
-            FaultStrategy::Go,
-            FaultStrategy::Remap,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        // Every strategy but Auto (which is one of them).
+        for (i, s) in STRATEGIES.into_iter().skip(1).enumerate() {
             out.push(code(unsafe { r.fault_with((16 + i * 4) * ps, 4 * ps, s) }));
         }
         0

@@ -37,22 +37,22 @@
 //! 16-bit hash of the name and a 16-bit value through the testkit `Report`, and the parent
 //! compares them with [`Fields::expect`], which prints every mismatch at once.
 
+mod common;
+
+use common::{
+    all_bytes, call_code, fault_code, op_code, perms_code, ps, slot_len, touch_code, unused_code,
+    Slots, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE, MADV_DONTNEED, MADV_FREE,
+    MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, P_NONE, P_RW, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK,
+    U_DONTNEED, U_FREE, U_REMAP,
+};
 use osmem::{
-    Config, Error, FaultHow, FaultStrategy, Op, Reservation, State, Syscall, UnusedAdvice,
+    Config, Error, FaultStrategy, Op, Reservation, State, Stats, Syscall, Unused, UnusedAdvice,
     UnusedHow,
 };
 use osmem_testkit::{
     apply_filter_in_child, build_filter, in_child_filtered, in_child_report, is_zero,
-    resident_pages, smaps_at, touch_in_child, vma_at, ChildExit, Inject, Report, ReportBuf, Touch,
-    REPORT_CAP,
+    resident_pages, smaps_at, ChildExit, Inject, Report, ReportBuf, REPORT_CAP,
 };
-
-const MADV_DONTNEED: i32 = libc::MADV_DONTNEED;
-const MADV_FREE: i32 = libc::MADV_FREE;
-const MADV_COLLAPSE: i32 = 25;
-const MADV_GUARD_INSTALL: i32 = 102;
-const MADV_GUARD_REMOVE: i32 = 103;
-const PROT_RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
 
 // ---------------------------------------------------------------------------------------
 // Child → parent protocol
@@ -231,31 +231,6 @@ fn run_filter_after(
 // ---------------------------------------------------------------------------------------
 // Encodings of osmem's enums and the kernel's view (child side, allocation-free)
 
-fn unused_how(h: UnusedHow) -> u64 {
-    match h {
-        UnusedHow::Free => 1,
-        UnusedHow::DontNeed => 2,
-        UnusedHow::Remap => 3,
-    }
-}
-const U_FREE: u64 = 1;
-const U_DONTNEED: u64 = 2;
-const U_REMAP: u64 = 3;
-
-fn fault_how(h: FaultHow) -> u64 {
-    match h {
-        FaultHow::Guard => 1,
-        FaultHow::Protect => 2,
-        FaultHow::Go => 3,
-        FaultHow::Remap => 4,
-        FaultHow::ReleasedOnly => 5,
-    }
-}
-const F_GUARD: u64 = 1;
-const F_PROTECT: u64 = 2;
-const F_REMAP: u64 = 4;
-const F_RELEASED_ONLY: u64 = 5;
-
 fn strategy(s: FaultStrategy) -> u64 {
     match s {
         FaultStrategy::Auto => 0,
@@ -280,33 +255,6 @@ const S_PREPARED: u64 = 2;
 const S_READY: u64 = 3;
 const S_FAULTED: u64 = 4;
 
-fn op_code(op: Op) -> u64 {
-    match op {
-        Op::Alloc => 1,
-        Op::Reserve => 2,
-        Op::Map => 3,
-        Op::Used => 4,
-        Op::Unused => 5,
-        Op::Fault => 6,
-        Op::Free => 7,
-        Op::HugePage => 8,
-        Op::NoHugePage => 9,
-        Op::Collapse => 10,
-    }
-}
-
-fn call_code(c: Syscall) -> u64 {
-    match c {
-        Syscall::Mmap => 1,
-        Syscall::Munmap => 2,
-        Syscall::Mprotect => 3,
-        Syscall::PidfdOpen => 4,
-        Syscall::Prctl => 5,
-        Syscall::Madvise(a) => 1000 + a as u64,
-        Syscall::ProcessMadvise(a) => 2000 + a as u64,
-    }
-}
-
 /// `err_kind` 1 = Os (with op/call/errno/changed), 2 = WrongState, 3 = Unsupported, 4 = other.
 fn put_err(o: &mut Out, e: Error) {
     match e {
@@ -327,33 +275,6 @@ fn put_err(o: &mut Out, e: Error) {
         _ => o.put("err_kind", 4),
     }
 }
-
-/// `Touch::Ok` = 1, SIGSEGV = 100 + si_code, SIGBUS = 200 + si_code, anything else 300.
-fn touch(addr: usize, write: bool) -> u64 {
-    match touch_in_child(addr, write) {
-        Touch::Ok => 1,
-        Touch::Segv { si_code } => 100 + si_code as u64,
-        Touch::Bus { si_code } => 200 + si_code as u64,
-        Touch::Other(_) => 300,
-    }
-}
-const T_OK: u64 = 1;
-const T_ACCERR: u64 = 100 + osmem_testkit::SEGV_ACCERR as u64;
-const T_MAPERR: u64 = 100 + osmem_testkit::SEGV_MAPERR as u64;
-
-/// Permissions of the VMA holding `addr` as rwx bits (rw-p = 6, ---p = 0); 9 = not mapped.
-fn perms(addr: usize) -> u64 {
-    match vma_at(addr) {
-        None => 9,
-        Some(v) => {
-            (if v.perms[0] == b'r' { 4 } else { 0 })
-                | (if v.perms[1] == b'w' { 2 } else { 0 })
-                | (if v.perms[2] == b'x' { 1 } else { 0 })
-        }
-    }
-}
-const P_RW: u64 = 6;
-const P_NONE: u64 = 0;
 
 /// The kernel's view of `[addr, addr+len)`, measured BEFORE anything reads the range (a read
 /// maps the zero page, which mincore counts): resident pages (mincore), and the smaps entry
@@ -380,7 +301,7 @@ fn view(o: &mut Out, tag: &str, addr: usize, len: usize) {
     o.put(cat(&mut buf, tag, "_lazy_kb"), lazy);
     o.flag(cat(&mut buf, tag, "_vma_exact"), exact);
     o.flag(cat(&mut buf, tag, "_vma_covers"), covers);
-    o.put(cat(&mut buf, tag, "_perms"), perms(addr));
+    o.put(cat(&mut buf, tag, "_perms"), perms_code(addr));
 }
 
 /// `view` plus "reads as zero" (only for RW ranges; reading last, see `view`).
@@ -399,81 +320,113 @@ fn cat<'a>(buf: &'a mut [u8; 32], tag: &str, suffix: &str) -> &'a str {
     core::str::from_utf8(&buf[..t.len() + s.len()]).unwrap_or("?")
 }
 
-/// The expectations of `view_zero` for a range whose memory the kernel has dropped.
-fn released(tag: &str) -> [(String, u64); 5] {
+impl Fields {
+    /// The expectations of `view_zero` for a range whose memory the kernel has dropped.
+    fn expect_released(&self, tag: &str) {
+        let names = ["_resident", "_rss_kb", "_lazy_kb", "_vma_exact", "_zero"]
+            .map(|x| format!("{tag}{x}"));
+        let v: Vec<(&str, u64)> = names
+            .iter()
+            .map(String::as_str)
+            .zip([0, 0, 0, 1, 1])
+            .collect();
+        self.expect(&v);
+    }
+}
+
+/// `is_err`, and for an error what `put_err` reports.
+fn put_result<T>(o: &mut Out, r: Result<T, Error>) {
+    o.flag("is_err", r.is_err());
+    if let Err(e) = r {
+        put_err(o, e);
+    }
+}
+
+/// What `put_result` reports for `Error::Os { op, call, errno, changed: false }`.
+fn os_error(op: Op, call: Syscall, errno: i32) -> [(&'static str, u64); 6] {
     [
-        (format!("{tag}_resident"), 0),
-        (format!("{tag}_rss_kb"), 0),
-        (format!("{tag}_lazy_kb"), 0),
-        (format!("{tag}_vma_exact"), 1),
-        (format!("{tag}_zero"), 1),
+        ("is_err", 1),
+        ("err_kind", 1),
+        ("err_op", op_code(op)),
+        ("err_call", call_code(call)),
+        ("err_errno", errno as u64),
+        ("err_changed", 0),
     ]
 }
 
-fn expect_owned(f: &Fields, want: &[(String, u64)]) {
-    let v: Vec<(&str, u64)> = want.iter().map(|(n, x)| (n.as_str(), *x)).collect();
-    f.expect(&v);
+/// The errno of a raw call that returned `rc` (0 if it succeeded).
+fn errno_of(rc: i32) -> u64 {
+    if rc == 0 {
+        0
+    } else {
+        osmem_testkit::errno() as u64
+    }
 }
 
-fn all_bytes(addr: usize, len: usize, byte: u8) -> bool {
-    // SAFETY: callers pass a mapped read-write range.
-    (0..len).all(|i| unsafe { core::ptr::read_volatile((addr + i) as *const u8) } == byte)
+/// `(stats before, f(), stats after)`.
+fn measured<T>(f: impl FnOnce() -> T) -> (Stats, T, Stats) {
+    let a = osmem::stats();
+    let r = f();
+    (a, r, osmem::stats())
 }
+
+/// Slots `0..n` made Ready with `byte` ("setup"), then a measured `unused` of slot 0 (`advice`
+/// `None`: the default), its link reported as "how0" and the kernel's view as "s0_*".
+fn unused_slot0(
+    o: &mut Out,
+    s: &Slots,
+    n: usize,
+    byte: u8,
+    advice: Option<UnusedAdvice>,
+) -> (Stats, Result<Unused, Error>, Stats) {
+    o.flag("setup", (0..n).all(|i| s.ready(i, byte)));
+    let (a, u, b) = measured(|| unsafe {
+        match advice {
+            None => s.r.unused(s.off(0), slot_len()),
+            Some(adv) => s.r.unused_with(s.off(0), slot_len(), adv),
+        }
+    });
+    o.put("how0", u.map_or(0, |u| unused_code(u.how)));
+    view_zero(o, "s0", s.addr(0), slot_len());
+    (a, u, b)
+}
+
+// ---------------------------------------------------------------------------------------
+// Injections several scenarios share
+
+const fn madv(advice: i32, errno: i32) -> Inject {
+    Inject::Madvise { advice, errno }
+}
+
+/// `mprotect(.., prot)` fails with `errno`.
+const fn mprotect_to(prot: i32, errno: i32) -> Inject {
+    Inject::SyscallArg {
+        nr: libc::SYS_mprotect,
+        arg: 2,
+        value: prot as u32,
+        errno,
+    }
+}
+
+const MMAP_ENOMEM: Inject = Inject::Syscall {
+    nr: libc::SYS_mmap,
+    errno: libc::ENOMEM,
+};
+
+const MPROTECT_RW_ENOMEM: Inject = mprotect_to(libc::PROT_READ | libc::PROT_WRITE, libc::ENOMEM);
+
+/// Neither way back to RW works: mprotect(RW), nor the mmap(RW, MAP_FIXED) fallback.
+const NO_WAY_TO_RW: [Inject; 2] = [MPROTECT_RW_ENOMEM, MMAP_ENOMEM];
 
 // ---------------------------------------------------------------------------------------
 // Slot layout
 
-const SLOT_PAGES: usize = 16;
-
-fn ps() -> usize {
-    osmem::page_size()
-}
-
-fn slot_len() -> usize {
-    SLOT_PAGES * ps()
-}
+// `common::Slots`: made in the PARENT (`Slots::new`), so the child inherits the reservation
+// even when its filter refuses mmap; the parent never touches the slots, so every page the
+// child sees there is the child's own.
 
 fn slot_kb() -> u64 {
     (slot_len() / 1024) as u64
-}
-
-/// A reservation of `n` slots of 16 pages, each between two Reserved (PROT_NONE) gaps, made
-/// in the PARENT (so the child inherits it even when its filter refuses mmap). Each slot that
-/// is made RW is then its own VMA: PROT_NONE neighbours cannot merge with it, so the smaps
-/// entry of a slot covers exactly that slot. The parent never touches the slots, so every
-/// page the child sees there is the child's own.
-struct Slots {
-    r: Reservation,
-}
-
-impl Slots {
-    fn new(n: usize) -> Slots {
-        // Probe and read the knobs in the parent, so no child probes under its filter.
-        let _ = osmem::probe();
-        let _ = osmem::config();
-        Slots {
-            r: Reservation::reserve_aligned((2 * n + 1) * slot_len(), 2 << 20).unwrap(),
-        }
-    }
-
-    fn off(&self, i: usize) -> usize {
-        (2 * i + 1) * slot_len()
-    }
-
-    fn addr(&self, i: usize) -> usize {
-        self.r.as_ptr() as usize + self.off(i)
-    }
-
-    /// Child side: map + used + fill slot `i` with `byte`; true when every page is resident.
-    fn ready(&self, i: usize, byte: u8) -> bool {
-        let (off, len) = (self.off(i), slot_len());
-        if self.r.map(off, len).is_err() || self.r.used(off, len).is_err() {
-            return false;
-        }
-        // SAFETY: the slot is Ready (RW) and nothing else references it.
-        unsafe { core::ptr::write_bytes(self.addr(i) as *mut u8, byte, len) };
-        resident_pages(self.addr(i), len) == SLOT_PAGES
-    }
 }
 
 macro_rules! delta {
@@ -491,25 +444,17 @@ fn seed2_free_einval_dontneed_enosys() {
     let f = run(
         "seed2",
         &[
-            Inject::Madvise {
-                advice: MADV_FREE,
-                errno: libc::EINVAL,
-            },
-            Inject::Madvise {
-                advice: MADV_DONTNEED,
-                errno: libc::ENOSYS,
-            },
+            madv(MADV_FREE, libc::EINVAL),
+            madv(MADV_DONTNEED, libc::ENOSYS),
         ],
         |o| {
             osmem::configure(Config::new().unused(UnusedAdvice::Free));
             o.flag("setup", (0..6).all(|i| s.ready(i, 0xA5)));
             view(o, "before", s.addr(0), slot_len());
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused(s.off(0), slot_len()) };
-            let b = osmem::stats();
+            let (a, u, b) = measured(|| unsafe { s.r.unused(s.off(0), slot_len()) });
             match u {
                 Ok(u) => {
-                    o.put("how", unused_how(u.how));
+                    o.put("how", unused_code(u.how));
                     o.flag("zeroed", u.zeroed);
                 }
                 Err(e) => put_err(o, e),
@@ -530,14 +475,12 @@ fn seed2_free_einval_dontneed_enosys() {
                 fallback_unused_remap,
                 unused_ops
             );
-            o.put("selected_unused", unused_how(osmem::selected().unused));
+            o.put("selected_unused", unused_code(osmem::selected().unused));
 
             // Five more calls on other slots: each must be released by the remap alone.
             let (mut remap_zeroed, mut gone, mut one_mmap, mut madv) = (0, 0, 0, 0);
             for i in 1..6 {
-                let x = osmem::stats();
-                let u = unsafe { s.r.unused(s.off(i), slot_len()) };
-                let y = osmem::stats();
+                let (x, u, y) = measured(|| unsafe { s.r.unused(s.off(i), slot_len()) });
                 if matches!(u, Ok(u) if u.how == UnusedHow::Remap && u.zeroed) {
                     remap_zeroed += 1;
                 }
@@ -606,7 +549,7 @@ fn seed2_free_einval_dontneed_enosys() {
         // The chain still passes the (skipped) FREE link and counts it per call.
         ("later_fallback_unused_free", 5),
     ]);
-    expect_owned(&f, &released("first"));
+    f.expect_released("first");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -615,51 +558,39 @@ fn seed2_free_einval_dontneed_enosys() {
 #[test]
 fn dontneed_eperm_is_sticky_for_dontneed_only() {
     let s = Slots::new(3);
-    let f = run(
-        "dontneed_eperm",
-        &[Inject::Madvise {
-            advice: MADV_DONTNEED,
-            errno: libc::EPERM,
-        }],
-        |o| {
-            o.flag("setup", (0..3).all(|i| s.ready(i, 0x11)));
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused(s.off(0), slot_len()) };
-            let b = osmem::stats();
-            o.put("how0", u.map_or(0, |u| unused_how(u.how)));
-            view_zero(o, "s0", s.addr(0), slot_len());
-            delta!(
-                o,
-                a,
-                b,
-                downgrade_dontneed,
-                downgrade_madvise,
-                madvise_calls,
-                mmap_calls
-            );
+    let f = run("dontneed_eperm", &[madv(MADV_DONTNEED, libc::EPERM)], |o| {
+        let (a, _, b) = unused_slot0(o, &s, 3, 0x11, None);
+        delta!(
+            o,
+            a,
+            b,
+            downgrade_dontneed,
+            downgrade_madvise,
+            madvise_calls,
+            mmap_calls
+        );
 
-            // FREE is a different advice: still used.
-            let u = unsafe { s.r.unused_with(s.off(1), slot_len(), UnusedAdvice::Free) };
-            let c = osmem::stats();
-            o.put("how1", u.map_or(0, |u| unused_how(u.how)));
-            o.flag("zeroed1", u.is_ok_and(|u| u.zeroed));
-            view(o, "s1", s.addr(1), slot_len());
-            o.put("free_madvise_calls", c.madvise_calls - b.madvise_calls);
-            o.put("free_madv_free", c.madv_free - b.madv_free);
+        // FREE is a different advice: still used.
+        let u = unsafe { s.r.unused_with(s.off(1), slot_len(), UnusedAdvice::Free) };
+        let c = osmem::stats();
+        o.put("how1", u.map_or(0, |u| unused_code(u.how)));
+        o.flag("zeroed1", u.is_ok_and(|u| u.zeroed));
+        view(o, "s1", s.addr(1), slot_len());
+        o.put("free_madvise_calls", c.madvise_calls - b.madvise_calls);
+        o.put("free_madv_free", c.madv_free - b.madv_free);
 
-            // DONTNEED is not retried.
-            let u = unsafe { s.r.unused(s.off(2), slot_len()) };
-            let d = osmem::stats();
-            o.put("how2", u.map_or(0, |u| unused_how(u.how)));
-            o.put("later_madvise_calls", d.madvise_calls - c.madvise_calls);
-            o.put("later_mmap_calls", d.mmap_calls - c.mmap_calls);
-            o.put(
-                "total_downgrade_dontneed",
-                d.downgrade_dontneed - a.downgrade_dontneed,
-            );
-            o.put("selected_unused", unused_how(osmem::selected().unused));
-        },
-    );
+        // DONTNEED is not retried.
+        let u = unsafe { s.r.unused(s.off(2), slot_len()) };
+        let d = osmem::stats();
+        o.put("how2", u.map_or(0, |u| unused_code(u.how)));
+        o.put("later_madvise_calls", d.madvise_calls - c.madvise_calls);
+        o.put("later_mmap_calls", d.mmap_calls - c.mmap_calls);
+        o.put(
+            "total_downgrade_dontneed",
+            d.downgrade_dontneed - a.downgrade_dontneed,
+        );
+        o.put("selected_unused", unused_code(osmem::selected().unused));
+    });
     f.expect(&[
         ("setup", 1),
         ("how0", U_REMAP),
@@ -682,7 +613,7 @@ fn dontneed_eperm_is_sticky_for_dontneed_only() {
         ("total_downgrade_dontneed", 1),
         ("selected_unused", U_REMAP),
     ]);
-    expect_owned(&f, &released("s0"));
+    f.expect_released("s0");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -693,29 +624,14 @@ fn free_einval_from_seccomp_is_sticky() {
     let s = Slots::new(2);
     let f = run(
         "free_einval_seccomp",
-        &[Inject::Madvise {
-            advice: MADV_FREE,
-            errno: libc::EINVAL,
-        }],
+        &[madv(MADV_FREE, libc::EINVAL)],
         |o| {
             // What the probe sees: seccomp compares only the advice, so the zero-length call
             // gets EINVAL as well ("unknown advice"), unlike the kernel's own per-range EINVAL.
             let p = unsafe { libc::madvise(s.addr(0) as *mut _, 0, MADV_FREE) };
-            o.put(
-                "raw_probe_errno",
-                if p == 0 {
-                    0
-                } else {
-                    osmem_testkit::errno() as u64
-                },
-            );
-            o.flag("setup", (0..2).all(|i| s.ready(i, 0x22)));
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused_with(s.off(0), slot_len(), UnusedAdvice::Free) };
-            let b = osmem::stats();
-            o.put("how0", u.map_or(0, |u| unused_how(u.how)));
+            o.put("raw_probe_errno", errno_of(p));
+            let (a, u, b) = unused_slot0(o, &s, 2, 0x22, Some(UnusedAdvice::Free));
             o.flag("zeroed0", u.is_ok_and(|u| u.zeroed));
-            view_zero(o, "s0", s.addr(0), slot_len());
             delta!(
                 o,
                 a,
@@ -730,11 +646,11 @@ fn free_einval_from_seccomp_is_sticky() {
 
             let u = unsafe { s.r.unused_with(s.off(1), slot_len(), UnusedAdvice::Free) };
             let c = osmem::stats();
-            o.put("how1", u.map_or(0, |u| unused_how(u.how)));
+            o.put("how1", u.map_or(0, |u| unused_code(u.how)));
             o.put("later_madv_free", c.madv_free - b.madv_free);
             o.put("later_madvise_calls", c.madvise_calls - b.madvise_calls);
             osmem::configure(Config::new().unused(UnusedAdvice::Free));
-            o.put("selected_unused", unused_how(osmem::selected().unused));
+            o.put("selected_unused", unused_code(osmem::selected().unused));
         },
     );
     f.expect(&[
@@ -753,7 +669,7 @@ fn free_einval_from_seccomp_is_sticky() {
         ("later_madvise_calls", 1),
         ("selected_unused", U_DONTNEED),
     ]);
-    expect_owned(&f, &released("s0"));
+    f.expect_released("s0");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -767,28 +683,21 @@ fn mlocked_unused_free_per_call_einval() {
         // What the kernel itself does on a locked range (slot 2, not used by osmem below).
         let a2 = s.addr(2) as *mut libc::c_void;
         o.put("lock2", unsafe { libc::mlock(a2, slot_len()) } as u64);
-        let e = |rc: i32| {
-            if rc == 0 {
-                0
-            } else {
-                osmem_testkit::errno() as u64
-            }
-        };
         o.put(
             "raw_free_errno",
-            e(unsafe { libc::madvise(a2, slot_len(), MADV_FREE) }),
+            errno_of(unsafe { libc::madvise(a2, slot_len(), MADV_FREE) }),
         );
         o.put(
             "raw_dontneed_errno",
-            e(unsafe { libc::madvise(a2, slot_len(), MADV_DONTNEED) }),
+            errno_of(unsafe { libc::madvise(a2, slot_len(), MADV_DONTNEED) }),
         );
         o.put(
             "raw_free_probe_errno",
-            e(unsafe { libc::madvise(a2, 0, MADV_FREE) }),
+            errno_of(unsafe { libc::madvise(a2, 0, MADV_FREE) }),
         );
         o.put(
             "raw_dontneed_probe_errno",
-            e(unsafe { libc::madvise(a2, 0, MADV_DONTNEED) }),
+            errno_of(unsafe { libc::madvise(a2, 0, MADV_DONTNEED) }),
         );
         o.put(
             "raw2_resident",
@@ -802,10 +711,9 @@ fn mlocked_unused_free_per_call_einval() {
             "locked_before",
             smaps_at(s.addr(0)).is_some_and(|e| e.vm_flags.contains("lo")),
         );
-        let a = osmem::stats();
-        let u = unsafe { s.r.unused_with(s.off(0), slot_len(), UnusedAdvice::Free) };
-        let b = osmem::stats();
-        o.put("how0", u.map_or(0, |u| unused_how(u.how)));
+        let (a, u, b) =
+            measured(|| unsafe { s.r.unused_with(s.off(0), slot_len(), UnusedAdvice::Free) });
+        o.put("how0", u.map_or(0, |u| unused_code(u.how)));
         o.flag("zeroed0", u.is_ok_and(|u| u.zeroed));
         o.flag(
             "locked_after",
@@ -829,10 +737,10 @@ fn mlocked_unused_free_per_call_einval() {
 
         // Unlocked memory: FREE works again, nothing was made sticky.
         let u = unsafe { s.r.unused_with(s.off(1), slot_len(), UnusedAdvice::Free) };
-        o.put("how1", u.map_or(0, |u| unused_how(u.how)));
+        o.put("how1", u.map_or(0, |u| unused_code(u.how)));
         o.put("selected_unused_free", {
             osmem::configure(Config::new().unused(UnusedAdvice::Free));
-            unused_how(osmem::selected().unused)
+            unused_code(osmem::selected().unused)
         });
     });
     f.expect(&[
@@ -864,7 +772,7 @@ fn mlocked_unused_free_per_call_einval() {
         ("how1", U_FREE),
         ("selected_unused_free", U_FREE),
     ]);
-    expect_owned(&f, &released("s0"));
+    f.expect_released("s0");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -872,43 +780,31 @@ fn mlocked_unused_free_per_call_einval() {
 
 fn transient(test: &'static str, errno: i32) {
     let s = Slots::new(2);
-    let f = run(
-        test,
-        &[Inject::Madvise {
-            advice: MADV_DONTNEED,
-            errno,
-        }],
-        |o| {
-            o.flag("setup", (0..2).all(|i| s.ready(i, 0x44)));
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused(s.off(0), slot_len()) };
-            let b = osmem::stats();
-            o.put("how0", u.map_or(0, |u| unused_how(u.how)));
-            view_zero(o, "s0", s.addr(0), slot_len());
-            delta!(
-                o,
-                a,
-                b,
-                transient_retries,
-                madv_dontneed,
-                madvise_calls,
-                mmap_calls,
-                downgrade_dontneed,
-                downgrade_madvise,
-                fallback_unused_remap
-            );
-            let u = unsafe { s.r.unused(s.off(1), slot_len()) };
-            let c = osmem::stats();
-            o.put("how1", u.map_or(0, |u| unused_how(u.how)));
-            view_zero(o, "s1", s.addr(1), slot_len());
-            o.put("again_madv_dontneed", c.madv_dontneed - b.madv_dontneed);
-            o.put(
-                "again_transient_retries",
-                c.transient_retries - b.transient_retries,
-            );
-            o.put("selected_unused", unused_how(osmem::selected().unused));
-        },
-    );
+    let f = run(test, &[madv(MADV_DONTNEED, errno)], |o| {
+        let (a, _, b) = unused_slot0(o, &s, 2, 0x44, None);
+        delta!(
+            o,
+            a,
+            b,
+            transient_retries,
+            madv_dontneed,
+            madvise_calls,
+            mmap_calls,
+            downgrade_dontneed,
+            downgrade_madvise,
+            fallback_unused_remap
+        );
+        let u = unsafe { s.r.unused(s.off(1), slot_len()) };
+        let c = osmem::stats();
+        o.put("how1", u.map_or(0, |u| unused_code(u.how)));
+        view_zero(o, "s1", s.addr(1), slot_len());
+        o.put("again_madv_dontneed", c.madv_dontneed - b.madv_dontneed);
+        o.put(
+            "again_transient_retries",
+            c.transient_retries - b.transient_retries,
+        );
+        o.put("selected_unused", unused_code(osmem::selected().unused));
+    });
     f.expect(&[
         ("setup", 1),
         ("how0", U_REMAP),
@@ -926,8 +822,8 @@ fn transient(test: &'static str, errno: i32) {
         ("again_transient_retries", 4),
         ("selected_unused", U_DONTNEED),
     ]);
-    expect_owned(&f, &released("s0"));
-    expect_owned(&f, &released("s1"));
+    f.expect_released("s0");
+    f.expect_released("s1");
 }
 
 #[test]
@@ -952,20 +848,12 @@ fn unused_all_links_fail_loses_nothing() {
             Inject::AnyMadvise {
                 errno: libc::ENOSYS,
             },
-            Inject::Syscall {
-                nr: libc::SYS_mmap,
-                errno: libc::ENOMEM,
-            },
+            MMAP_ENOMEM,
         ],
         |o| {
             o.flag("setup", s.ready(0, 0x5A));
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused(s.off(0), slot_len()) };
-            let b = osmem::stats();
-            o.flag("is_err", u.is_err());
-            if let Err(e) = u {
-                put_err(o, e);
-            }
+            let (a, u, b) = measured(|| unsafe { s.r.unused(s.off(0), slot_len()) });
+            put_result(o, u);
             o.flag("data_intact", all_bytes(s.addr(0), slot_len(), 0x5A));
             view(o, "s0", s.addr(0), slot_len());
             o.put("state", state(s.r.state(s.off(0))));
@@ -1003,14 +891,9 @@ fn unused_all_links_fail_loses_nothing() {
             o.flag("again_data_intact", all_bytes(s.addr(0), slot_len(), 0x5A));
         },
     );
+    f.expect(&os_error(Op::Unused, Syscall::Mmap, libc::ENOMEM));
     f.expect(&[
         ("setup", 1),
-        ("is_err", 1),
-        ("err_kind", 1),
-        ("err_op", op_code(Op::Unused)),
-        ("err_call", call_code(Syscall::Mmap)),
-        ("err_errno", libc::ENOMEM as u64),
-        ("err_changed", 0),
         // The kernel still holds every page with its data, in the same RW VMA.
         ("data_intact", 1),
         ("s0_resident", SLOT_PAGES as u64),
@@ -1044,19 +927,15 @@ fn guard_install_einval_falls_to_protect() {
     );
     let f = run(
         "guard_einval",
-        &[Inject::Madvise {
-            advice: MADV_GUARD_INSTALL,
-            errno: libc::EINVAL,
-        }],
+        &[madv(MADV_GUARD_INSTALL, libc::EINVAL)],
         |o| {
             o.flag("setup", (0..2).all(|i| s.ready(i, 0x66)));
-            let a = osmem::stats();
-            let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Guard) };
-            let b = osmem::stats();
-            o.put("how0", r.map_or(0, |f| fault_how(f.how)));
+            let (a, r, b) =
+                measured(|| unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Guard) });
+            o.put("how0", r.map_or(0, |f| fault_code(f.how)));
             o.flag("traps0", r.is_ok_and(|f| f.traps()));
             view(o, "s0", s.addr(0), slot_len());
-            o.put("touch0", touch(s.addr(0), false));
+            o.put("touch0", touch_code(s.addr(0), false));
             o.put("state0", state(s.r.state(s.off(0))));
             delta!(
                 o,
@@ -1071,20 +950,20 @@ fn guard_install_einval_falls_to_protect() {
             // The default (Auto) now resolves to Protect and never tries guards again.
             let r = unsafe { s.r.fault(s.off(1), slot_len()) };
             let c = osmem::stats();
-            o.put("how1", r.map_or(0, |f| fault_how(f.how)));
+            o.put("how1", r.map_or(0, |f| fault_code(f.how)));
             o.put(
                 "later_guard_install",
                 c.madv_guard_install - b.madv_guard_install,
             );
-            o.put("touch1", touch(s.addr(1), true));
+            o.put("touch1", touch_code(s.addr(1), true));
             // map makes the PROT_NONE range usable and zero-filled.
             o.flag(
                 "map",
                 s.r.map(s.off(0), slot_len()).is_ok() && s.r.used(s.off(0), slot_len()).is_ok(),
             );
-            o.put("perms_after_map", perms(s.addr(0)));
+            o.put("perms_after_map", perms_code(s.addr(0)));
             o.flag("zero_after_map", unsafe { is_zero(s.addr(0), slot_len()) });
-            o.put("touch_after_map", touch(s.addr(0), true));
+            o.put("touch_after_map", touch_code(s.addr(0), true));
         },
     );
     f.expect(&[
@@ -1123,27 +1002,17 @@ fn fault_at_vma_limit(test: &'static str, strat: FaultStrategy) {
         // Guard markers refused as well: with them, the chain would make the range trap
         // anyway (osmem/tests/vma.rs checks that at the real limit).
         &[
-            Inject::SyscallArg {
-                nr: libc::SYS_mprotect,
-                arg: 2,
-                value: libc::PROT_NONE as u32,
-                errno: libc::ENOMEM,
-            },
-            Inject::Madvise {
-                advice: MADV_GUARD_INSTALL,
-                errno: libc::EINVAL,
-            },
+            mprotect_to(libc::PROT_NONE, libc::ENOMEM),
+            madv(MADV_GUARD_INSTALL, libc::EINVAL),
         ],
         |o| {
             o.flag("setup", s.ready(0, 0x77));
-            let a = osmem::stats();
-            let r = unsafe { s.r.fault_with(s.off(0), slot_len(), strat) };
-            let b = osmem::stats();
-            o.put("how", r.map_or(0, |f| fault_how(f.how)));
+            let (a, r, b) = measured(|| unsafe { s.r.fault_with(s.off(0), slot_len(), strat) });
+            o.put("how", r.map_or(0, |f| fault_code(f.how)));
             o.flag("traps", r.is_ok_and(|f| f.traps()));
             o.put("state", state(s.r.state(s.off(0))));
             // Touch before view_zero's read: the grandchild's access must simply succeed.
-            o.put("touch", touch(s.addr(0), false));
+            o.put("touch", touch_code(s.addr(0), false));
             view_zero(o, "s0", s.addr(0), slot_len());
             delta!(
                 o,
@@ -1163,23 +1032,22 @@ fn fault_at_vma_limit(test: &'static str, strat: FaultStrategy) {
             o.flag("roundtrip", all_bytes(s.addr(0), slot_len(), 0x78));
         },
     );
-    let mut want = released("s0").to_vec();
-    want.extend([
-        ("setup".into(), 1),
-        ("how".into(), F_RELEASED_ONLY),
-        ("traps".into(), 0),
-        ("state".into(), S_FAULTED),
-        ("touch".into(), T_OK),
-        ("s0_perms".into(), P_RW),
-        ("d_fallback_fault_open".into(), 1),
-        ("d_mprotect_errors".into(), 1),
-        ("d_madv_dontneed".into(), 1),
-        ("d_fault_ops".into(), 1),
-        ("map_used".into(), 1),
-        ("map_mprotect_calls".into(), 0),
-        ("roundtrip".into(), 1),
+    f.expect_released("s0");
+    f.expect(&[
+        ("setup", 1),
+        ("how", F_RELEASED_ONLY),
+        ("traps", 0),
+        ("state", S_FAULTED),
+        ("touch", T_OK),
+        ("s0_perms", P_RW),
+        ("d_fallback_fault_open", 1),
+        ("d_mprotect_errors", 1),
+        ("d_madv_dontneed", 1),
+        ("d_fault_ops", 1),
+        ("map_used", 1),
+        ("map_mprotect_calls", 0),
+        ("roundtrip", 1),
     ]);
-    expect_owned(&f, &want);
 }
 
 #[test]
@@ -1200,24 +1068,14 @@ fn remap_fault_mmap_enomem_released_only() {
     let s = Slots::new(1);
     let f = run(
         "remap_fault_enomem",
-        &[
-            Inject::Syscall {
-                nr: libc::SYS_mmap,
-                errno: libc::ENOMEM,
-            },
-            Inject::Madvise {
-                advice: MADV_GUARD_INSTALL,
-                errno: libc::EINVAL,
-            },
-        ],
+        &[MMAP_ENOMEM, madv(MADV_GUARD_INSTALL, libc::EINVAL)],
         |o| {
             o.flag("setup", s.ready(0, 0x88));
-            let a = osmem::stats();
-            let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Remap) };
-            let b = osmem::stats();
-            o.put("how", r.map_or(0, |f| fault_how(f.how)));
+            let (a, r, b) =
+                measured(|| unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Remap) });
+            o.put("how", r.map_or(0, |f| fault_code(f.how)));
             o.flag("traps", r.is_ok_and(|f| f.traps()));
-            o.put("touch", touch(s.addr(0), true));
+            o.put("touch", touch_code(s.addr(0), true));
             view_zero(o, "s0", s.addr(0), slot_len());
             delta!(o, a, b, fallback_fault_open, mmap_errors, madv_dontneed);
             o.flag(
@@ -1226,19 +1084,18 @@ fn remap_fault_mmap_enomem_released_only() {
             );
         },
     );
-    let mut want = released("s0").to_vec();
-    want.extend([
-        ("setup".into(), 1),
-        ("how".into(), F_RELEASED_ONLY),
-        ("traps".into(), 0),
-        ("touch".into(), T_OK),
-        ("s0_perms".into(), P_RW),
-        ("d_fallback_fault_open".into(), 1),
-        ("d_mmap_errors".into(), 1),
-        ("d_madv_dontneed".into(), 1),
-        ("map_used".into(), 1),
+    f.expect_released("s0");
+    f.expect(&[
+        ("setup", 1),
+        ("how", F_RELEASED_ONLY),
+        ("traps", 0),
+        ("touch", T_OK),
+        ("s0_perms", P_RW),
+        ("d_fallback_fault_open", 1),
+        ("d_mmap_errors", 1),
+        ("d_madv_dontneed", 1),
+        ("map_used", 1),
     ]);
-    expect_owned(&f, &want);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1249,19 +1106,16 @@ fn protect_dontneed_enosys_falls_to_remap() {
     let s = Slots::new(1);
     let f = run(
         "protect_dontneed_enosys",
-        &[Inject::Madvise {
-            advice: MADV_DONTNEED,
-            errno: libc::ENOSYS,
-        }],
+        &[madv(MADV_DONTNEED, libc::ENOSYS)],
         |o| {
             o.flag("setup", s.ready(0, 0x99));
-            let a = osmem::stats();
-            let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Protect) };
-            let b = osmem::stats();
-            o.put("how", r.map_or(0, |f| fault_how(f.how)));
+            let (a, r, b) = measured(|| unsafe {
+                s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Protect)
+            });
+            o.put("how", r.map_or(0, |f| fault_code(f.how)));
             o.flag("traps", r.is_ok_and(|f| f.traps()));
             view(o, "s0", s.addr(0), slot_len());
-            o.put("touch", touch(s.addr(0), false));
+            o.put("touch", touch_code(s.addr(0), false));
             delta!(
                 o,
                 a,
@@ -1277,7 +1131,7 @@ fn protect_dontneed_enosys_falls_to_remap() {
                 "zero_after_map",
                 m && unsafe { is_zero(s.addr(0), slot_len()) },
             );
-            o.put("touch_after_map", touch(s.addr(0), true));
+            o.put("touch_after_map", touch_code(s.addr(0), true));
         },
     );
     f.expect(&[
@@ -1306,36 +1160,25 @@ fn protect_dontneed_enosys_falls_to_remap() {
 #[test]
 fn map_mprotect_enomem_falls_to_mmap() {
     let s = Slots::new(1);
-    let f = run(
-        "map_mprotect_enomem",
-        &[Inject::SyscallArg {
-            nr: libc::SYS_mprotect,
-            arg: 2,
-            value: PROT_RW,
-            errno: libc::ENOMEM,
-        }],
-        |o| {
-            o.put("perms_before", perms(s.addr(0)));
-            let a = osmem::stats();
-            let m = s.r.map(s.off(0), slot_len());
-            let b = osmem::stats();
-            o.flag("map_ok", m.is_ok());
-            o.put("state", state(s.r.state(s.off(0))));
-            delta!(
-                o,
-                a,
-                b,
-                fallback_map_remap,
-                mprotect_errors,
-                mmap_calls,
-                map_ops
-            );
-            o.flag("used_ok", s.r.used(s.off(0), slot_len()).is_ok());
-            unsafe { core::ptr::write_bytes(s.addr(0) as *mut u8, 0xAB, slot_len()) };
-            view(o, "s0", s.addr(0), slot_len());
-            o.flag("roundtrip", all_bytes(s.addr(0), slot_len(), 0xAB));
-        },
-    );
+    let f = run("map_mprotect_enomem", &[MPROTECT_RW_ENOMEM], |o| {
+        o.put("perms_before", perms_code(s.addr(0)));
+        let (a, m, b) = measured(|| s.r.map(s.off(0), slot_len()));
+        o.flag("map_ok", m.is_ok());
+        o.put("state", state(s.r.state(s.off(0))));
+        delta!(
+            o,
+            a,
+            b,
+            fallback_map_remap,
+            mprotect_errors,
+            mmap_calls,
+            map_ops
+        );
+        o.flag("used_ok", s.r.used(s.off(0), slot_len()).is_ok());
+        unsafe { core::ptr::write_bytes(s.addr(0) as *mut u8, 0xAB, slot_len()) };
+        view(o, "s0", s.addr(0), slot_len());
+        o.flag("roundtrip", all_bytes(s.addr(0), slot_len(), 0xAB));
+    });
     f.expect(&[
         ("perms_before", P_NONE),
         ("map_ok", 1),
@@ -1356,43 +1199,18 @@ fn map_mprotect_enomem_falls_to_mmap() {
 #[test]
 fn map_all_links_fail_changes_nothing() {
     let s = Slots::new(1);
-    let f = run(
-        "map_all_fail",
-        &[
-            Inject::SyscallArg {
-                nr: libc::SYS_mprotect,
-                arg: 2,
-                value: PROT_RW,
-                errno: libc::ENOMEM,
-            },
-            Inject::Syscall {
-                nr: libc::SYS_mmap,
-                errno: libc::ENOMEM,
-            },
-        ],
-        |o| {
-            let a = osmem::stats();
-            let m = s.r.map(s.off(0), slot_len());
-            let b = osmem::stats();
-            o.flag("is_err", m.is_err());
-            if let Err(e) = m {
-                put_err(o, e);
-            }
-            o.put("state", state(s.r.state(s.off(0))));
-            o.put("perms", perms(s.addr(0)));
-            o.put("touch", touch(s.addr(0), false));
-            o.flag("reserved_same", a.reserved_bytes == b.reserved_bytes);
-            o.flag("prepared_same", a.prepared_bytes == b.prepared_bytes);
-            delta!(o, a, b, map_ops);
-        },
-    );
+    let f = run("map_all_fail", &NO_WAY_TO_RW, |o| {
+        let (a, m, b) = measured(|| s.r.map(s.off(0), slot_len()));
+        put_result(o, m);
+        o.put("state", state(s.r.state(s.off(0))));
+        o.put("perms", perms_code(s.addr(0)));
+        o.put("touch", touch_code(s.addr(0), false));
+        o.flag("reserved_same", a.reserved_bytes == b.reserved_bytes);
+        o.flag("prepared_same", a.prepared_bytes == b.prepared_bytes);
+        delta!(o, a, b, map_ops);
+    });
+    f.expect(&os_error(Op::Map, Syscall::Mmap, libc::ENOMEM));
     f.expect(&[
-        ("is_err", 1),
-        ("err_kind", 1),
-        ("err_op", op_code(Op::Map)),
-        ("err_call", call_code(Syscall::Mmap)),
-        ("err_errno", libc::ENOMEM as u64),
-        ("err_changed", 0),
         ("state", S_RESERVED),
         ("perms", P_NONE),
         ("touch", T_ACCERR),
@@ -1410,19 +1228,12 @@ fn harddecommit_mprotect_eperm_still_released() {
     let s = Slots::new(1);
     let f = run(
         "harddecommit_eperm",
-        &[Inject::SyscallArg {
-            nr: libc::SYS_mprotect,
-            arg: 2,
-            value: libc::PROT_NONE as u32,
-            errno: libc::EPERM,
-        }],
+        &[mprotect_to(libc::PROT_NONE, libc::EPERM)],
         |o| {
             osmem::configure(Config::new().harddecommit(true));
             o.flag("setup", s.ready(0, 0xCD));
-            let a = osmem::stats();
-            let u = unsafe { s.r.unused(s.off(0), slot_len()) };
-            let b = osmem::stats();
-            o.put("how", u.map_or(0, |u| unused_how(u.how)));
+            let (a, u, b) = measured(|| unsafe { s.r.unused(s.off(0), slot_len()) });
+            o.put("how", u.map_or(0, |u| unused_code(u.how)));
             o.flag("protected", u.is_ok_and(|u| u.protected));
             o.flag("zeroed", u.is_ok_and(|u| u.zeroed));
             o.put("state", state(s.r.state(s.off(0))));
@@ -1440,25 +1251,24 @@ fn harddecommit_mprotect_eperm_still_released() {
             o.flag("used_ok", used);
             // Left RW, so used has nothing to undo.
             o.put("used_mprotect_calls", c.mprotect_calls - b.mprotect_calls);
-            o.put("touch_after_used", touch(s.addr(0), true));
+            o.put("touch_after_used", touch_code(s.addr(0), true));
         },
     );
-    let mut want = released("s0").to_vec();
-    want.extend([
-        ("setup".into(), 1),
-        ("how".into(), U_DONTNEED),
-        ("protected".into(), 0),
-        ("zeroed".into(), 1),
-        ("state".into(), S_PREPARED),
-        ("s0_perms".into(), P_RW),
-        ("d_fallback_harddecommit_open".into(), 1),
-        ("d_mprotect_errors".into(), 1),
-        ("d_unused_ops".into(), 1),
-        ("used_ok".into(), 1),
-        ("used_mprotect_calls".into(), 0),
-        ("touch_after_used".into(), T_OK),
+    f.expect_released("s0");
+    f.expect(&[
+        ("setup", 1),
+        ("how", U_DONTNEED),
+        ("protected", 0),
+        ("zeroed", 1),
+        ("state", S_PREPARED),
+        ("s0_perms", P_RW),
+        ("d_fallback_harddecommit_open", 1),
+        ("d_mprotect_errors", 1),
+        ("d_unused_ops", 1),
+        ("used_ok", 1),
+        ("used_mprotect_calls", 0),
+        ("touch_after_used", T_OK),
     ]);
-    expect_owned(&f, &want);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1476,22 +1286,14 @@ fn collapse_eagain_bounded_no_downgrade() {
     let r = Reservation::reserve_aligned(3 * huge, huge).unwrap();
     let f = run(
         "collapse_eagain",
-        &[Inject::Madvise {
-            advice: MADV_COLLAPSE,
-            errno: libc::EAGAIN,
-        }],
+        &[madv(MADV_COLLAPSE, libc::EAGAIN)],
         |o| {
             let addr = r.as_ptr() as usize + huge;
             let ok = r.map(huge, huge).is_ok() && r.used(huge, huge).is_ok();
             unsafe { core::ptr::write_bytes(addr as *mut u8, 0x5C, huge) };
             o.flag("setup", ok);
-            let a = osmem::stats();
-            let c = r.collapse(huge, huge);
-            let b = osmem::stats();
-            o.flag("is_err", c.is_err());
-            if let Err(e) = c {
-                put_err(o, e);
-            }
+            let (a, c, b) = measured(|| r.collapse(huge, huge));
+            put_result(o, c);
             delta!(
                 o,
                 a,
@@ -1513,14 +1315,13 @@ fn collapse_eagain_bounded_no_downgrade() {
             o.put("resident", resident_pages(addr, huge) as u64);
         },
     );
+    f.expect(&os_error(
+        Op::Collapse,
+        Syscall::Madvise(MADV_COLLAPSE),
+        libc::EAGAIN,
+    ));
     f.expect(&[
         ("setup", 1),
-        ("is_err", 1),
-        ("err_kind", 1),
-        ("err_op", op_code(Op::Collapse)),
-        ("err_call", call_code(Syscall::Madvise(MADV_COLLAPSE))),
-        ("err_errno", libc::EAGAIN as u64),
-        ("err_changed", 0),
         ("d_transient_retries", 4),
         ("d_madv_collapse", 5),
         ("d_downgrade_collapse", 0),
@@ -1545,18 +1346,13 @@ fn guard_remove_eperm_map_remaps() {
     );
     let f = run(
         "guard_remove_eperm",
-        &[Inject::Madvise {
-            advice: MADV_GUARD_REMOVE,
-            errno: libc::EPERM,
-        }],
+        &[madv(MADV_GUARD_REMOVE, libc::EPERM)],
         |o| {
             o.flag("setup", s.ready(0, 0xEE));
             let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Guard) };
-            o.put("how", r.map_or(0, |f| fault_how(f.how)));
-            o.put("touch_faulted", touch(s.addr(0), false));
-            let a = osmem::stats();
-            let m = s.r.map(s.off(0), slot_len());
-            let b = osmem::stats();
+            o.put("how", r.map_or(0, |f| fault_code(f.how)));
+            o.put("touch_faulted", touch_code(s.addr(0), false));
+            let (a, m, b) = measured(|| s.r.map(s.off(0), slot_len()));
             o.flag("map_ok", m.is_ok());
             delta!(
                 o,
@@ -1567,34 +1363,33 @@ fn guard_remove_eperm_map_remaps() {
                 madv_guard_remove,
                 mmap_calls
             );
-            o.put("touch_mapped", touch(s.addr(0), false));
+            o.put("touch_mapped", touch_code(s.addr(0), false));
             o.put("state", state(s.r.state(s.off(0))));
             view_zero(o, "s0", s.addr(0), slot_len());
             o.flag("used_ok", s.r.used(s.off(0), slot_len()).is_ok());
-            o.put("touch_used", touch(s.addr(0), true));
+            o.put("touch_used", touch_code(s.addr(0), true));
             o.put("selected_fault", strategy(osmem::selected().fault));
         },
     );
-    let mut want = released("s0").to_vec();
-    want.extend([
-        ("setup".into(), 1),
-        ("how".into(), F_GUARD),
+    f.expect_released("s0");
+    f.expect(&[
+        ("setup", 1),
+        ("how", F_GUARD),
         // Guard markers: SEGV_MAPERR without a VMA change.
-        ("touch_faulted".into(), T_MAPERR),
-        ("map_ok".into(), 1),
-        ("d_fallback_map_remap".into(), 1),
-        ("d_downgrade_guard".into(), 1),
-        ("d_madv_guard_remove".into(), 1),
-        ("d_mmap_calls".into(), 1),
+        ("touch_faulted", T_MAPERR),
+        ("map_ok", 1),
+        ("d_fallback_map_remap", 1),
+        ("d_downgrade_guard", 1),
+        ("d_madv_guard_remove", 1),
+        ("d_mmap_calls", 1),
         // mmap(MAP_FIXED) over the range removed the markers.
-        ("touch_mapped".into(), T_OK),
-        ("state".into(), S_PREPARED),
-        ("s0_perms".into(), P_RW),
-        ("used_ok".into(), 1),
-        ("touch_used".into(), T_OK),
-        ("selected_fault".into(), strategy(FaultStrategy::Protect)),
+        ("touch_mapped", T_OK),
+        ("state", S_PREPARED),
+        ("s0_perms", P_RW),
+        ("used_ok", 1),
+        ("touch_used", T_OK),
+        ("selected_fault", strategy(FaultStrategy::Protect)),
     ]);
-    expect_owned(&f, &want);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1613,12 +1408,11 @@ fn mlocked_fault_guard_per_call_fallback() {
             "lock",
             unsafe { libc::mlock(s.addr(0) as *const _, slot_len()) } as u64,
         );
-        let a = osmem::stats();
-        let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Guard) };
-        let b = osmem::stats();
-        o.put("how0", r.map_or(0, |f| fault_how(f.how)));
+        let (a, r, b) =
+            measured(|| unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Guard) });
+        o.put("how0", r.map_or(0, |f| fault_code(f.how)));
         view(o, "s0", s.addr(0), slot_len());
-        o.put("touch0", touch(s.addr(0), false));
+        o.put("touch0", touch_code(s.addr(0), false));
         delta!(
             o,
             a,
@@ -1632,12 +1426,12 @@ fn mlocked_fault_guard_per_call_fallback() {
         );
         // Not sticky: an unlocked range still gets guard markers.
         let r = unsafe { s.r.fault_with(s.off(1), slot_len(), FaultStrategy::Guard) };
-        o.put("how1", r.map_or(0, |f| fault_how(f.how)));
-        o.put("touch1", touch(s.addr(1), false));
+        o.put("how1", r.map_or(0, |f| fault_code(f.how)));
+        o.put("touch1", touch_code(s.addr(1), false));
         o.put("resident1", resident_pages(s.addr(1), slot_len()) as u64);
         o.put("selected_fault", strategy(osmem::selected().fault));
         o.flag("map0", s.r.map(s.off(0), slot_len()).is_ok());
-        o.put("touch0_mapped", touch(s.addr(0), true));
+        o.put("touch0_mapped", touch_code(s.addr(0), true));
     });
     f.expect(&[
         ("setup", 1),
@@ -1671,55 +1465,39 @@ fn mlocked_fault_guard_per_call_fallback() {
 #[test]
 fn go_mlocked_mmap_enomem_restores_ready() {
     let s = Slots::new(1);
-    let f = run(
-        "go_mlocked_all_fail",
-        &[Inject::Syscall {
-            nr: libc::SYS_mmap,
-            errno: libc::ENOMEM,
-        }],
-        |o| {
-            o.flag("setup", s.ready(0, 0x4D));
-            o.put(
-                "lock",
-                unsafe { libc::mlock(s.addr(0) as *const _, slot_len()) } as u64,
-            );
-            let a = osmem::stats();
-            let r = unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Go) };
-            let b = osmem::stats();
-            o.flag("is_err", r.is_err());
-            if let Err(e) = r {
-                put_err(o, e);
-            }
-            o.put("state", state(s.r.state(s.off(0))));
-            view(o, "s0", s.addr(0), slot_len());
-            o.put("touch", touch(s.addr(0), true));
-            o.flag("data_intact", all_bytes(s.addr(0), slot_len(), 0x4D));
-            delta!(
-                o,
-                a,
-                b,
-                fault_ops,
-                mprotect_calls,
-                madv_dontneed,
-                einval_probes,
-                mmap_errors
-            );
-            o.flag("ready_same", a.ready_bytes == b.ready_bytes);
-            unsafe { libc::munlock(s.addr(0) as *const _, slot_len()) };
-        },
-    );
+    let f = run("go_mlocked_all_fail", &[MMAP_ENOMEM], |o| {
+        o.flag("setup", s.ready(0, 0x4D));
+        o.put(
+            "lock",
+            unsafe { libc::mlock(s.addr(0) as *const _, slot_len()) } as u64,
+        );
+        let (a, r, b) =
+            measured(|| unsafe { s.r.fault_with(s.off(0), slot_len(), FaultStrategy::Go) });
+        put_result(o, r);
+        o.put("state", state(s.r.state(s.off(0))));
+        view(o, "s0", s.addr(0), slot_len());
+        o.put("touch", touch_code(s.addr(0), true));
+        o.flag("data_intact", all_bytes(s.addr(0), slot_len(), 0x4D));
+        delta!(
+            o,
+            a,
+            b,
+            fault_ops,
+            mprotect_calls,
+            madv_dontneed,
+            einval_probes,
+            mmap_errors
+        );
+        o.flag("ready_same", a.ready_bytes == b.ready_bytes);
+        unsafe { libc::munlock(s.addr(0) as *const _, slot_len()) };
+    });
+    // PROT_NONE applied; DONTNEED refused on VM_LOCKED (twice: in the Go order and as the
+    // remap's fallback), the PROT_NONE remap refused: nothing released → typed error, and
+    // the protection undone, so "changed: false" is true of the kernel's view.
+    f.expect(&os_error(Op::Fault, Syscall::Mmap, libc::ENOMEM));
     f.expect(&[
         ("setup", 1),
         ("lock", 0),
-        // PROT_NONE applied; DONTNEED refused on VM_LOCKED (twice: in the Go order and as the
-        // remap's fallback), the PROT_NONE remap refused: nothing released → typed error, and
-        // the protection undone, so "changed: false" is true of the kernel's view.
-        ("is_err", 1),
-        ("err_kind", 1),
-        ("err_op", op_code(Op::Fault)),
-        ("err_call", call_code(Syscall::Mmap)),
-        ("err_errno", libc::ENOMEM as u64),
-        ("err_changed", 0),
         ("state", S_READY),
         ("s0_perms", P_RW),
         ("s0_resident", SLOT_PAGES as u64),
@@ -1745,18 +1523,7 @@ fn used_all_links_fail_names_the_failed_call() {
     let s = Slots::new(1);
     let f = run_filter_after(
         "used_all_fail",
-        &[
-            Inject::SyscallArg {
-                nr: libc::SYS_mprotect,
-                arg: 2,
-                value: PROT_RW,
-                errno: libc::ENOMEM,
-            },
-            Inject::Syscall {
-                nr: libc::SYS_mmap,
-                errno: libc::ENOMEM,
-            },
-        ],
+        &NO_WAY_TO_RW,
         |o| {
             osmem::configure(Config::new().harddecommit(true));
             o.flag("setup", s.ready(0, 0x1F));
@@ -1764,16 +1531,11 @@ fn used_all_links_fail_names_the_failed_call() {
             o.flag("protected", u.is_ok_and(|u| u.protected));
         },
         |o| {
-            let a = osmem::stats();
-            let r = s.r.used(s.off(0), slot_len());
-            let b = osmem::stats();
-            o.flag("is_err", r.is_err());
-            if let Err(e) = r {
-                put_err(o, e);
-            }
+            let (a, r, b) = measured(|| s.r.used(s.off(0), slot_len()));
+            put_result(o, r);
             o.put("state", state(s.r.state(s.off(0))));
-            o.put("perms", perms(s.addr(0)));
-            o.put("touch", touch(s.addr(0), false));
+            o.put("perms", perms_code(s.addr(0)));
+            o.put("touch", touch_code(s.addr(0), false));
             delta!(
                 o,
                 a,
@@ -1785,24 +1547,19 @@ fn used_all_links_fail_names_the_failed_call() {
             );
         },
     );
+    // mprotect(RW) failed, then the mmap(RW, MAP_FIXED) fallback failed: last is mmap.
+    f.expect(&os_error(Op::Used, Syscall::Mmap, libc::ENOMEM));
     f.expect(&[
         ("setup", 1),
         ("protected", 1),
-        ("is_err", 1),
-        ("err_kind", 1),
-        ("err_op", op_code(Op::Used)),
-        ("err_errno", libc::ENOMEM as u64),
-        ("err_changed", 0),
         // Nothing changed in the kernel: still PROT_NONE, still Prepared.
         ("state", S_PREPARED),
         ("perms", P_NONE),
         ("touch", T_ACCERR),
-        // mprotect(RW) failed, then the mmap(RW, MAP_FIXED) fallback failed: last is mmap.
         ("d_mprotect_errors", 1),
         ("d_mmap_errors", 1),
         ("d_fallback_map_remap", 1),
         ("d_used_ops", 0),
-        ("err_call", call_code(Syscall::Mmap)),
     ]);
 }
 

@@ -59,17 +59,26 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+mod common;
+
+use common::{
+    all_bytes, call_code, fault_code, op_code, perms_code, ps, slot_len, slot_off, touch_code,
+    unused_code, Slots, F_GO, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE,
+    MADV_DONTDUMP, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE,
+    MADV_POPULATE_WRITE, PIDFD_SELF, P_NONE, P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR,
+    T_OK, U_DONTNEED, U_FREE, U_REMAP,
+};
 use osmem::{
     Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Faulted, Op, Reservation, Stats,
-    Syscall, Unused, UnusedAdvice, UnusedHow,
+    Syscall, Unused, UnusedAdvice,
 };
 use osmem_testkit::seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
 use osmem_testkit::{
     append_testing_row, apply_filter_in_child, apply_trap_filter_in_child, build_trap_filter,
-    in_child_report, is_zero, maps_line_count, resident_pages, smaps_at, touch_in_child,
-    trap_counts, vma_at, BpfProgram, ChildExit, Report, Touch, Trap, TrapFilter, REPORT_CAP,
+    in_child_report, is_zero, maps_line_count, resident_pages, smaps_at, trap_counts, BpfProgram,
+    ChildExit, Report, Trap, TrapFilter, REPORT_CAP,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -402,19 +411,7 @@ const fn ge(k: K, v: u64) -> Want {
     (k, Cmp::Ge(v))
 }
 
-// Codes of osmem's enums and of the kernel's view.
-const U_FREE: u64 = 1;
-const U_DONTNEED: u64 = 2;
-const U_REMAP: u64 = 3;
-const F_GUARD: u64 = 11;
-const F_PROTECT: u64 = 12;
-const F_REMAP: u64 = 14;
-const T_OK: u64 = 1;
-const T_MAPERR: u64 = 100 + osmem_testkit::SEGV_MAPERR as u64;
-const T_ACCERR: u64 = 100 + osmem_testkit::SEGV_ACCERR as u64;
-const P_RW: u64 = 6;
-const P_NONE: u64 = 0;
-const P_UNMAPPED: u64 = 9;
+// Codes of osmem's enums and of the kernel's view: `common::{U_*, F_*, T_*, P_*}`.
 
 fn how_name(v: u64) -> &'static str {
     match v {
@@ -423,9 +420,9 @@ fn how_name(v: u64) -> &'static str {
         U_REMAP => "remap",
         F_GUARD => "guard",
         F_PROTECT => "protect",
-        13 => "go",
+        F_GO => "go",
         F_REMAP => "remap",
-        15 => "released-only",
+        F_RELEASED_ONLY => "released-only",
         _ => "?",
     }
 }
@@ -504,15 +501,6 @@ const NORES: u32 = libc::MAP_NORESERVE as u32;
 const FIXED: u32 = libc::MAP_FIXED as u32;
 const RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
 const NONE: u32 = libc::PROT_NONE as u32;
-const MADV_HUGEPAGE: i32 = 14;
-const MADV_NOHUGEPAGE: i32 = 15;
-const MADV_DONTDUMP: i32 = 16;
-const MADV_POPULATE_WRITE: i32 = 23;
-const MADV_COLLAPSE: i32 = 25;
-const MADV_GUARD_INSTALL: i32 = 102;
-const MADV_GUARD_REMOVE: i32 = 103;
-/// `PIDFD_SELF_THREAD_GROUP`.
-const PIDFD_SELF: i32 = -10001;
 const PR_SET_VMA: i32 = 0x5356_4d41;
 
 const fn mmap(prot: u32, flags: u32) -> Target {
@@ -658,33 +646,6 @@ fn progs(s: &Scenario) -> Progs {
         None
     };
     Progs { errno, trap }
-}
-
-fn op_code(op: Op) -> u64 {
-    match op {
-        Op::Alloc => 1,
-        Op::Reserve => 2,
-        Op::Map => 3,
-        Op::Used => 4,
-        Op::Unused => 5,
-        Op::Fault => 6,
-        Op::Free => 7,
-        Op::HugePage => 8,
-        Op::NoHugePage => 9,
-        Op::Collapse => 10,
-    }
-}
-
-fn call_code(c: Syscall) -> u64 {
-    match c {
-        Syscall::Mmap => 1,
-        Syscall::Munmap => 2,
-        Syscall::Mprotect => 3,
-        Syscall::PidfdOpen => 4,
-        Syscall::Prctl => 5,
-        Syscall::Madvise(a) => 100 + a as u64,
-        Syscall::ProcessMadvise(a) => 300 + a as u64,
-    }
 }
 
 fn where_code(op: Op, call: Syscall) -> u64 {
@@ -1072,29 +1033,13 @@ impl Ctx<'_> {
 
     fn unused(&mut self, r: Result<Unused, Error>) -> Option<Unused> {
         let u = self.result(r)?;
-        self.set(
-            K::How,
-            match u.how {
-                UnusedHow::Free => U_FREE,
-                UnusedHow::DontNeed => U_DONTNEED,
-                UnusedHow::Remap => U_REMAP,
-            },
-        );
+        self.set(K::How, unused_code(u.how));
         Some(u)
     }
 
     fn fault(&mut self, r: Result<Faulted, Error>) -> Option<Faulted> {
         let f = self.result(r)?;
-        self.set(
-            K::How,
-            match f.how {
-                FaultHow::Guard => F_GUARD,
-                FaultHow::Protect => F_PROTECT,
-                FaultHow::Go => 13,
-                FaultHow::Remap => F_REMAP,
-                FaultHow::ReleasedOnly => 15,
-            },
-        );
+        self.set(K::How, fault_code(f.how));
         Some(f)
     }
 
@@ -1102,7 +1047,7 @@ impl Ctx<'_> {
     /// would map the zero page, which mincore counts).
     fn view(&mut self, addr: usize, len: usize) {
         self.set(K::Resident, resident_pages(addr, len) as u64);
-        self.set(K::Perms, perms(addr));
+        self.set(K::Perms, perms_code(addr));
         let lazy = smaps_at(addr).map_or(UNSET, |e| e.lazy_free_kb * 1024 / ps() as u64);
         self.set(K::Lazy, lazy);
     }
@@ -1114,12 +1059,7 @@ impl Ctx<'_> {
     }
 
     fn touch(&mut self, k: K, addr: usize, write: bool) -> u64 {
-        let t = match touch_in_child(addr, write) {
-            Touch::Ok => T_OK,
-            Touch::Segv { si_code } => 100 + si_code as u64,
-            Touch::Bus { si_code } => 200 + si_code as u64,
-            Touch::Other(_) => 300,
-        };
+        let t = touch_code(addr, write);
         self.set(k, t);
         t
     }
@@ -1187,58 +1127,7 @@ fn child(s: &Scenario, p: &Progs, rep: &mut Report) -> i32 {
     0
 }
 
-// ----- regions
-
-const SLOT_PAGES: usize = 16;
-
-fn ps() -> usize {
-    osmem::page_size()
-}
-
-fn slot() -> usize {
-    SLOT_PAGES * ps()
-}
-
-/// `n` slots of 16 pages, each between two Reserved gaps: a slot made RW is its own VMA
-/// (PROT_NONE neighbours cannot merge with it), so its smaps entry is exactly the slot.
-fn slots(n: usize) -> Option<Reservation> {
-    Reservation::reserve_aligned((2 * n + 1) * slot(), 2 << 20).ok()
-}
-
-fn off(i: usize) -> usize {
-    (2 * i + 1) * slot()
-}
-
-fn at(r: &Reservation, i: usize) -> usize {
-    r.as_ptr() as usize + off(i)
-}
-
-/// map + used + fill slot `i`; true when every page is resident.
-fn ready(r: &Reservation, i: usize, byte: u8) -> bool {
-    if r.map(off(i), slot()).is_err() || r.used(off(i), slot()).is_err() {
-        return false;
-    }
-    // SAFETY: the slot is Ready and nothing else references it.
-    unsafe { core::ptr::write_bytes(at(r, i) as *mut u8, byte, slot()) };
-    resident_pages(at(r, i), slot()) == SLOT_PAGES
-}
-
-fn all_bytes(addr: usize, len: usize, byte: u8) -> bool {
-    // SAFETY: callers pass a mapped read-write range.
-    (0..len).all(|i| unsafe { core::ptr::read_volatile((addr + i) as *const u8) } == byte)
-}
-
-/// Protection of the VMA at `addr` as rwx bits (rw-p = 6, ---p = 0); 9 = not mapped.
-fn perms(addr: usize) -> u64 {
-    match vma_at(addr) {
-        None => P_UNMAPPED,
-        Some(v) => {
-            (if v.perms[0] == b'r' { 4 } else { 0 })
-                | (if v.perms[1] == b'w' { 2 } else { 0 })
-                | (if v.perms[2] == b'x' { 1 } else { 0 })
-        }
-    }
-}
+// ----- regions: `common::Slots` (16-page slots between Reserved gaps)
 
 /// The state table's length for a region of `len` bytes (region.rs: one byte per page,
 /// rounded up to whole pages).
@@ -1253,79 +1142,85 @@ fn stats_delta(a: &Stats, b: &Stats, f: fn(&Stats) -> u64) -> u64 {
 
 // ----- operations (one per kind of scenario; each arms the injection after its setup)
 
-/// `reserve_aligned`, then drop; the next: another reserve_aligned + drop.
-fn op_reserve(c: &mut Ctx<'_>) {
+/// A new region from `make`, then drop; on error `unchanged` must hold of the stats around
+/// the call (maps are checked for every row), on success X1 is `fact` of the region. The
+/// next: another `make` + drop.
+fn create(
+    c: &mut Ctx<'_>,
+    make: fn() -> Result<Reservation, Error>,
+    unchanged: fn(&Stats, &Stats) -> bool,
+    fact: fn(&Reservation) -> bool,
+) {
     c.setup(true);
     c.arm();
     let a = osmem::stats();
-    let r = Reservation::reserve_aligned(4 * slot(), 2 << 20);
+    let r = make();
     let b = osmem::stats();
     if r.is_err() {
-        // Nothing changed: no byte accounted (maps are checked for every row).
-        c.flag(
-            K::Unchanged,
-            a.reserved_bytes == b.reserved_bytes && a.reserve_ops == b.reserve_ops,
-        );
+        c.flag(K::Unchanged, unchanged(&a, &b));
     }
     if let Some(r) = c.result(r) {
-        c.set(K::Perms, perms(r.as_ptr() as usize));
-        c.flag(K::X1, r.as_ptr() as usize % (2 << 20) == 0);
+        c.set(K::Perms, perms_code(r.as_ptr() as usize));
+        c.flag(K::X1, fact(&r));
     }
-    c.again(|| drop(Reservation::reserve_aligned(4 * slot(), 2 << 20)));
+    c.again(|| drop(make()));
 }
 
-/// `alloc`, use, drop; the next: another alloc + drop.
+/// `reserve_aligned` (X1: aligned); nothing changed: no byte accounted.
+fn op_reserve(c: &mut Ctx<'_>) {
+    create(
+        c,
+        || Reservation::reserve_aligned(4 * slot_len(), 2 << 20),
+        |a, b| a.reserved_bytes == b.reserved_bytes && a.reserve_ops == b.reserve_ops,
+        |r| r.as_ptr() as usize % (2 << 20) == 0,
+    );
+}
+
+/// `alloc` (X1: writes read back).
 fn op_alloc(c: &mut Ctx<'_>) {
-    c.setup(true);
-    c.arm();
-    let a = osmem::stats();
-    let r = Reservation::alloc(slot());
-    let b = osmem::stats();
-    if r.is_err() {
-        c.flag(
-            K::Unchanged,
-            a.ready_bytes == b.ready_bytes && a.alloc_ops == b.alloc_ops,
-        );
-    }
-    if let Some(r) = c.result(r) {
-        c.set(K::Perms, perms(r.as_ptr() as usize));
-        // SAFETY: a fresh Ready region.
-        unsafe { core::ptr::write_bytes(r.as_ptr(), 1, slot()) };
-        c.flag(K::X1, all_bytes(r.as_ptr() as usize, slot(), 1));
-    }
-    c.again(|| drop(Reservation::alloc(slot())));
+    create(
+        c,
+        || Reservation::alloc(slot_len()),
+        |a, b| a.ready_bytes == b.ready_bytes && a.alloc_ops == b.alloc_ops,
+        |r| {
+            // SAFETY: a fresh Ready region.
+            unsafe { core::ptr::write_bytes(r.as_ptr(), 1, slot_len()) };
+            all_bytes(r.as_ptr() as usize, slot_len(), 1)
+        },
+    );
 }
 
 /// After an unused that failed: data intact, still Ready, byte accounting unchanged.
-fn unused_unchanged(c: &mut Ctx<'_>, r: &Reservation, i: usize, byte: u8, a: &Stats) {
+fn unused_unchanged(c: &mut Ctx<'_>, s: &Slots, i: usize, byte: u8, a: &Stats) {
     let b = osmem::stats();
     c.flag(
         K::Unchanged,
-        all_bytes(at(r, i), slot(), byte)
-            && r.state(off(i)) == Some(osmem::State::Ready)
+        all_bytes(s.addr(i), slot_len(), byte)
+            && s.r.state(slot_off(i)) == Some(osmem::State::Ready)
             && a.ready_bytes == b.ready_bytes
             && a.prepared_bytes == b.prepared_bytes
-            && resident_pages(at(r, i), slot()) == SLOT_PAGES,
+            && resident_pages(s.addr(i), slot_len()) == SLOT_PAGES,
     );
 }
 
 /// `unused_with(advice)` of a filled slot; the next: the same on another slot.
 fn unused_with(c: &mut Ctx<'_>, advice: UnusedAdvice) {
-    let Some(r) = slots(2) else { return };
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5));
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5));
     c.arm();
     let a = osmem::stats();
-    let u = unsafe { r.unused_with(off(0), slot(), advice) };
+    let u = unsafe { r.unused_with(slot_off(0), slot_len(), advice) };
     let failed = u.is_err();
     c.unused(u);
-    c.view(at(&r, 0), slot());
+    c.view(s.addr(0), slot_len());
     if failed {
-        unused_unchanged(c, &r, 0, 0xA5, &a);
+        unused_unchanged(c, &s, 0, 0xA5, &a);
     } else {
-        c.zero(at(&r, 0), slot());
+        c.zero(s.addr(0), slot_len());
     }
     c.again(|| {
-        let _ = unsafe { r.unused_with(off(1), slot(), advice) };
+        let _ = unsafe { r.unused_with(slot_off(1), slot_len(), advice) };
     });
 }
 
@@ -1344,14 +1239,15 @@ fn op_unused_dontneed(c: &mut Ctx<'_>) {
 /// `fault_with(strategy)` (None: the configured `Auto`) of a filled slot: how, residency,
 /// trap; then `map` + `used` must give zero-filled memory. The next: another slot.
 fn fault_with(c: &mut Ctx<'_>, strategy: Option<FaultStrategy>) {
-    let Some(r) = slots(2) else { return };
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5));
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5));
     c.arm();
     let a = osmem::stats();
     let f = |i| unsafe {
         match strategy {
-            Some(s) => r.fault_with(off(i), slot(), s),
-            None => r.fault(off(i), slot()),
+            Some(s) => r.fault_with(slot_off(i), slot_len(), s),
+            None => r.fault(slot_off(i), slot_len()),
         }
     };
     let failed = c.fault(f(0)).is_none();
@@ -1360,10 +1256,11 @@ fn fault_with(c: &mut Ctx<'_>, strategy: Option<FaultStrategy>) {
         K::Fallback,
         stats_delta(&a, &b, |s| s.fallback_fault_guard + s.fallback_fault_remap),
     );
-    c.view(at(&r, 0), slot());
-    c.touch(K::Touch, at(&r, 0), false);
-    if !failed && r.map(off(0), slot()).is_ok() && r.used(off(0), slot()).is_ok() {
-        c.zero(at(&r, 0), slot());
+    c.view(s.addr(0), slot_len());
+    c.touch(K::Touch, s.addr(0), false);
+    if !failed && r.map(slot_off(0), slot_len()).is_ok() && r.used(slot_off(0), slot_len()).is_ok()
+    {
+        c.zero(s.addr(0), slot_len());
     }
     c.again(|| {
         let _ = f(1);
@@ -1385,142 +1282,149 @@ fn op_fault_auto(c: &mut Ctx<'_>) {
 /// `map` of a Reserved slot: protection, write access, zero; on error nothing changed. The
 /// next: map another slot.
 fn op_map(c: &mut Ctx<'_>) {
-    let Some(r) = slots(2) else { return };
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
     c.setup(true);
     c.arm();
     let a = osmem::stats();
-    let m = r.map(off(0), slot());
+    let m = r.map(slot_off(0), slot_len());
     let b = osmem::stats();
     c.set(K::Fallback, stats_delta(&a, &b, |s| s.fallback_map_remap));
     let ok = c.result(m).is_some();
-    c.set(K::Perms, perms(at(&r, 0)));
-    c.touch(K::Touch, at(&r, 0), true);
+    c.set(K::Perms, perms_code(s.addr(0)));
+    c.touch(K::Touch, s.addr(0), true);
     if ok {
-        c.zero(at(&r, 0), slot());
+        c.zero(s.addr(0), slot_len());
     } else {
         c.flag(
             K::Unchanged,
-            r.state(off(0)) == Some(osmem::State::Reserved)
+            r.state(slot_off(0)) == Some(osmem::State::Reserved)
                 && a.reserved_bytes == b.reserved_bytes
                 && a.prepared_bytes == b.prepared_bytes
-                && perms(at(&r, 0)) == P_NONE,
+                && perms_code(s.addr(0)) == P_NONE,
         );
     }
     c.again(|| {
-        let _ = r.map(off(1), slot());
+        let _ = r.map(slot_off(1), slot_len());
+    });
+}
+
+/// Two filled slots taken out of Ready by `leave` (which must report success), then `back`
+/// makes slot 0 usable again (through its fallback, `fallback_map_remap`, where the first way
+/// is refused): protection, write access, zero. The next: `back` on slot 1.
+fn back_to_rw(
+    c: &mut Ctx<'_>,
+    leave: fn(&Reservation, usize, usize) -> bool,
+    back: fn(&Reservation, usize, usize) -> Result<(), Error>,
+) {
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    let left = |i| leave(r, slot_off(i), slot_len());
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5) && left(0) && left(1));
+    c.arm();
+    let a = osmem::stats();
+    let m = back(r, slot_off(0), slot_len());
+    let b = osmem::stats();
+    c.set(K::Fallback, stats_delta(&a, &b, |s| s.fallback_map_remap));
+    if c.result(m).is_some() {
+        c.set(K::Perms, perms_code(s.addr(0)));
+        c.touch(K::Touch, s.addr(0), true);
+        c.zero(s.addr(0), slot_len());
+    }
+    c.again(|| {
+        let _ = back(r, slot_off(1), slot_len());
     });
 }
 
 /// `map` of a guard-faulted slot (`MADV_GUARD_REMOVE`, else the remap).
 fn op_map_guarded(c: &mut Ctx<'_>) {
-    let Some(r) = slots(2) else { return };
-    let guarded =
-        |i| matches!(unsafe { r.fault(off(i), slot()) }, Ok(f) if f.how == FaultHow::Guard);
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5) && guarded(0) && guarded(1));
-    c.arm();
-    let a = osmem::stats();
-    let m = r.map(off(0), slot());
-    let b = osmem::stats();
-    c.set(K::Fallback, stats_delta(&a, &b, |s| s.fallback_map_remap));
-    if c.result(m).is_some() {
-        c.set(K::Perms, perms(at(&r, 0)));
-        c.touch(K::Touch, at(&r, 0), true);
-        c.zero(at(&r, 0), slot());
-    }
-    c.again(|| {
-        let _ = r.map(off(1), slot());
-    });
+    back_to_rw(
+        c,
+        |r, off, len| matches!(unsafe { r.fault(off, len) }, Ok(f) if f.how == FaultHow::Guard),
+        Reservation::map,
+    );
 }
 
 /// harddecommit: `used` of a PROT_NONE Prepared slot (`mprotect(RW)`, else the remap).
 fn op_used_harddecommit(c: &mut Ctx<'_>) {
     osmem::configure(Config::new().harddecommit(true));
-    let Some(r) = slots(2) else { return };
-    let hd = |i| matches!(unsafe { r.unused(off(i), slot()) }, Ok(u) if u.protected);
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5) && hd(0) && hd(1));
-    c.arm();
-    let a = osmem::stats();
-    let u = r.used(off(0), slot());
-    let b = osmem::stats();
-    c.set(K::Fallback, stats_delta(&a, &b, |s| s.fallback_map_remap));
-    if c.result(u).is_some() {
-        c.set(K::Perms, perms(at(&r, 0)));
-        c.touch(K::Touch, at(&r, 0), true);
-        c.zero(at(&r, 0), slot());
-    }
-    c.again(|| {
-        let _ = r.used(off(1), slot());
-    });
+    back_to_rw(
+        c,
+        |r, off, len| matches!(unsafe { r.unused(off, len) }, Ok(u) if u.protected),
+        Reservation::used,
+    );
 }
 
 /// harddecommit: `unused` (DONTNEED, then `mprotect(PROT_NONE)`).
 fn op_unused_harddecommit(c: &mut Ctx<'_>) {
     osmem::configure(Config::new().harddecommit(true));
-    let Some(r) = slots(2) else { return };
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5));
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5));
     c.arm();
     let a = osmem::stats();
-    let u = c.unused(unsafe { r.unused(off(0), slot()) });
+    let u = c.unused(unsafe { r.unused(slot_off(0), slot_len()) });
     let b = osmem::stats();
     c.set(
         K::Fallback,
         stats_delta(&a, &b, |s| s.fallback_harddecommit_open),
     );
     c.flag(K::Flag, u.is_some_and(|u| u.protected));
-    c.view(at(&r, 0), slot());
-    c.touch(K::Touch, at(&r, 0), false);
+    c.view(s.addr(0), slot_len());
+    c.touch(K::Touch, s.addr(0), false);
     c.again(|| {
-        let _ = unsafe { r.unused(off(1), slot()) };
+        let _ = unsafe { r.unused(slot_off(1), slot_len()) };
     });
 }
 
 /// prefault: `used` of a Prepared slot (`MADV_POPULATE_WRITE`, else a write per page).
 fn op_used_prefault(c: &mut Ctx<'_>) {
     osmem::configure(Config::new().prefault(true));
-    let Some(r) = slots(2) else { return };
-    let mapped = r.map(off(0), slot()).is_ok() && r.map(off(1), slot()).is_ok();
-    c.setup(mapped && resident_pages(at(&r, 0), slot()) == 0);
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    let mapped = r.map(slot_off(0), slot_len()).is_ok() && r.map(slot_off(1), slot_len()).is_ok();
+    c.setup(mapped && resident_pages(s.addr(0), slot_len()) == 0);
     c.arm();
-    let u = r.used(off(0), slot());
+    let u = r.used(slot_off(0), slot_len());
     if c.result(u).is_some() {
-        c.view(at(&r, 0), slot());
+        c.view(s.addr(0), slot_len());
     }
     c.again(|| {
-        let _ = r.used(off(1), slot());
+        let _ = r.used(slot_off(1), slot_len());
     });
 }
 
 /// `drop` of a region with a filled slot. The next: reserve + drop another (no trims).
 fn op_drop(c: &mut Ctx<'_>) {
-    let Some(r) = slots(1) else { return };
-    c.setup(ready(&r, 0, 0xA5));
-    let (base, len) = (r.as_ptr() as usize, r.len());
+    let Some(s) = Slots::try_new(1) else { return };
+    c.setup(s.ready(0, 0xA5));
+    let (base, len) = (s.r.as_ptr() as usize, s.r.len());
     c.arm();
-    drop(r);
+    drop(s);
     c.set(K::Result, 0);
-    c.set(K::Perms, perms(base));
+    c.set(K::Perms, perms_code(base));
     c.set(K::Resident, resident_pages(base, len) as u64);
     // What stays when munmap is refused: both regions and their tables, nothing else.
     c.set(
         K::X1,
-        (len + table_len(len) + slot() + table_len(slot())) as u64,
+        (len + table_len(len) + slot_len() + table_len(slot_len())) as u64,
     );
-    c.again(|| drop(Reservation::reserve(slot())));
+    c.again(|| drop(Reservation::reserve(slot_len())));
 }
 
 /// `reserve_aligned` (over-reserve, then munmap head and tail), then drop.
 fn op_reserve_trim(c: &mut Ctx<'_>) {
     c.setup(true);
     c.arm();
-    let r = Reservation::reserve_aligned(slot(), 2 << 20);
+    let r = Reservation::reserve_aligned(slot_len(), 2 << 20);
     if let Some(r) = c.result(r) {
         c.flag(K::X2, r.as_ptr() as usize % (2 << 20) == 0);
-        c.set(K::Perms, perms(r.as_ptr() as usize));
+        c.set(K::Perms, perms_code(r.as_ptr() as usize));
     }
     // When munmap is refused: two over-reservations and two tables stay.
-    let raw = slot() + (2 << 20) - ps();
-    c.set(K::X1, 2 * (raw + table_len(slot())) as u64);
-    c.again(|| drop(Reservation::reserve_aligned(slot(), 2 << 20)));
+    let raw = slot_len() + (2 << 20) - ps();
+    c.set(K::X1, 2 * (raw + table_len(slot_len())) as u64);
+    c.again(|| drop(Reservation::reserve_aligned(slot_len(), 2 << 20)));
 }
 
 /// `hugepage` / `nohugepage` on a 2 MiB-aligned range: the VMA flag ("hg" / "nh").
@@ -1594,7 +1498,7 @@ fn op_collapse(c: &mut Ctx<'_>) {
 fn op_reserve_dontdump(c: &mut Ctx<'_>) {
     c.setup(true);
     c.arm();
-    let r = Reservation::reserve(slot());
+    let r = Reservation::reserve(slot_len());
     if let Some(r) = c.result(r) {
         let (base, end) = (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
         // The table: the one new writable mapping outside the region.
@@ -1616,10 +1520,10 @@ fn op_reserve_dontdump(c: &mut Ctx<'_>) {
         // The region itself works.
         c.flag(
             K::X1,
-            r.map(0, ps()).is_ok() && r.used(0, ps()).is_ok() && perms(base) == P_RW,
+            r.map(0, ps()).is_ok() && r.used(0, ps()).is_ok() && perms_code(base) == P_RW,
         );
     }
-    c.again(|| drop(Reservation::reserve(slot())));
+    c.again(|| drop(Reservation::reserve(slot_len())));
 }
 
 /// Mapping names: the first reservation of the process names its region and its table.
@@ -1629,32 +1533,33 @@ fn op_reserve_named(c: &mut Ctx<'_>) {
     c.setup(osmem::stats().downgrade_anon_name == 0);
     c.arm();
     let a = osmem::stats();
-    let r = Reservation::reserve(slot());
+    let r = Reservation::reserve(slot_len());
     let b = osmem::stats();
     c.set(K::X1, b.prctl_calls - a.prctl_calls);
     if let Some(r) = c.result(r) {
         let base = r.as_ptr() as usize;
         c.flag(
             K::X2,
-            perms(base) == P_NONE
+            perms_code(base) == P_NONE
                 && r.map(0, ps()).is_ok()
                 && r.used(0, ps()).is_ok()
-                && perms(base) == P_RW,
+                && perms_code(base) == P_RW,
         );
     }
-    c.again(|| drop(Reservation::reserve(slot())));
+    c.again(|| drop(Reservation::reserve(slot_len())));
 }
 
 /// A batch of the 8 even pages of a filled slot. Resident: pages of the slot still resident
 /// (the 8 odd ones); Zero: the batched pages read zero and the others kept their data.
 fn batch(c: &mut Ctx<'_>, kind: BatchKind) {
-    let Some(r) = slots(2) else { return };
-    c.setup(ready(&r, 0, 0xA5) && ready(&r, 1, 0xA5));
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5));
     c.arm();
     let flush = |i: usize| {
         let mut b: Batch<'_, 16> = Batch::new(kind);
         for p in (0..SLOT_PAGES).step_by(2) {
-            if unsafe { b.push(&r, off(i) + p * ps(), ps()) }.is_err() {
+            if unsafe { b.push(r, slot_off(i) + p * ps(), ps()) }.is_err() {
                 return None;
             }
         }
@@ -1666,8 +1571,8 @@ fn batch(c: &mut Ctx<'_>, kind: BatchKind) {
         (rep.failed != 0 || rep.ranges != SLOT_PAGES / 2) as u64,
     );
     c.set(K::PerRange, rep.per_range as u64);
-    let base = at(&r, 0);
-    c.set(K::Resident, resident_pages(base, slot()) as u64);
+    let base = s.addr(0);
+    c.set(K::Resident, resident_pages(base, slot_len()) as u64);
     match kind {
         BatchKind::Unused(_) => {
             let ok = (0..SLOT_PAGES).all(|p| {

@@ -51,12 +51,19 @@
 // Page-indexed loops over the model's parallel per-page arrays read better than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
+use common::{
+    bytes_name, expected_how_fault as how_fault, expected_how_unused as how_unused, linux_6_14,
+    read_marks, write_marks, BatchOutcome, Data, Expect, PageKind as K, ADVICES, PM_GUARD_BIT,
+    PM_PRESENT_BIT, STATES, STRATEGIES,
+};
 use core::fmt::Write as _;
 use osmem::{
-    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Op as OsOp, ProcessMadvise,
-    Reservation, State, Thp, UnusedAdvice, UnusedHow,
+    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, State, Thp,
+    UnusedAdvice, UnusedHow,
 };
-use osmem_testkit::{self as tk, ChildExit, Touch, SEGV_ACCERR, SEGV_MAPERR};
+use osmem_testkit::{self as tk, ChildExit};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestError, TestRunner};
@@ -177,19 +184,6 @@ enum Step {
     },
 }
 
-const ADVICES: [UnusedAdvice; 3] = [
-    UnusedAdvice::DontNeed,
-    UnusedAdvice::Free,
-    UnusedAdvice::Remap,
-];
-const STRATEGIES: [FaultStrategy; 5] = [
-    FaultStrategy::Auto,
-    FaultStrategy::Guard,
-    FaultStrategy::Protect,
-    FaultStrategy::Go,
-    FaultStrategy::Remap,
-];
-
 fn advice_s() -> impl Strategy<Value = UnusedAdvice> {
     prop::sample::select(&ADVICES[..])
 }
@@ -262,47 +256,7 @@ fn step_s() -> impl Strategy<Value = Step> {
     ]
 }
 
-// ----- the model -----
-
-/// A page's state as osmem and the kernel hold it: the public state plus how the kernel sees
-/// it (protection, guard markers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum K {
-    Reserved,
-    /// Prepared, RW.
-    Prepared,
-    /// Prepared, PROT_NONE (harddecommit).
-    PreparedNone,
-    Ready,
-    /// Faulted with guard markers (RW underneath).
-    FaultGuard,
-    /// Faulted PROT_NONE (Protect, Go, Remap).
-    FaultNone,
-}
-
-impl K {
-    fn state(self) -> State {
-        match self {
-            K::Reserved => State::Reserved,
-            K::Prepared | K::PreparedNone => State::Prepared,
-            K::Ready => State::Ready,
-            K::FaultGuard | K::FaultNone => State::Faulted,
-        }
-    }
-
-    fn prot_none(self) -> bool {
-        matches!(self, K::Reserved | K::PreparedNone | K::FaultNone)
-    }
-}
-
-/// What a page holds: bytes 0 and ps-1 are the written value, every other byte is zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Data {
-    Zero,
-    Val(u8),
-    /// Released with MADV_FREE: `Val` if the kernel has not reclaimed it, else `Zero`.
-    FreeOr(u8),
-}
+// ----- the model (page kinds `K` and contents `Data`: `common`) -----
 
 /// Whether pagemap must report the page present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,57 +277,6 @@ struct Env {
     presence: bool,
 }
 
-/// Expected counter deltas, by `Stats` field name (fixed capacity: usable in the child).
-#[derive(Clone, Copy)]
-struct Delta {
-    items: [(&'static str, i64); 32],
-    len: usize,
-    /// An `add` found no room (a test bug, reported by `check_delta`).
-    full: bool,
-}
-
-impl Delta {
-    const NONE: Delta = Delta {
-        items: [("", 0); 32],
-        len: 0,
-        full: false,
-    };
-
-    fn add(&mut self, name: &'static str, v: i64) {
-        if let Some(it) = self.items[..self.len].iter_mut().find(|it| it.0 == name) {
-            it.1 += v;
-        } else if self.len < self.items.len() {
-            self.items[self.len] = (name, v);
-            self.len += 1;
-        } else {
-            self.full = true;
-        }
-    }
-
-    fn get(&self, name: &str) -> i64 {
-        self.items[..self.len]
-            .iter()
-            .find(|it| it.0 == name)
-            .map_or(0, |it| it.1)
-    }
-
-    fn mv(&mut self, from: State, to: State, bytes: usize) {
-        if from != to {
-            self.add(bytes_name(from), -(bytes as i64));
-            self.add(bytes_name(to), bytes as i64);
-        }
-    }
-}
-
-fn bytes_name(s: State) -> &'static str {
-    match s {
-        State::Reserved => "reserved_bytes",
-        State::Prepared => "prepared_bytes",
-        State::Ready => "ready_bytes",
-        State::Faulted => "faulted_bytes",
-    }
-}
-
 /// An expected (or observed) result of a step. (Lives on the stack of one step; its size does
 /// not matter.)
 #[allow(clippy::large_enum_variant)]
@@ -386,22 +289,7 @@ enum Want {
     Batch(BatchWant),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct BatchWant {
-    /// Per range: the error `push` returned, if any.
-    pushes: [Option<Error>; MAX_BATCH],
-    ranges: usize,
-    bytes: usize,
-    per_range: usize,
-    not_zeroed: usize,
-    not_trapping: usize,
-    failed: usize,
-    error: Option<Error>,
-    /// `state` of the last queued range's first page, just before the batch ends.
-    queued_state: Option<State>,
-    /// A direct `unused_with(DontNeed)` of that page, just before the batch ends.
-    direct: Option<Result<(), Error>>,
-}
+type BatchWant = BatchOutcome<MAX_BATCH>;
 
 #[derive(Clone, Copy)]
 struct Model {
@@ -412,24 +300,6 @@ struct Model {
     knobs: Knobs,
     /// Successful transitions so far (progress of the walk).
     moved: usize,
-}
-
-fn how_unused(a: UnusedAdvice) -> UnusedHow {
-    match a {
-        UnusedAdvice::Free => UnusedHow::Free,
-        UnusedAdvice::DontNeed => UnusedHow::DontNeed,
-        UnusedAdvice::Remap => UnusedHow::Remap,
-    }
-}
-
-/// The strategy and what `fault` reports on a kernel with guard markers.
-fn how_fault(s: FaultStrategy) -> FaultHow {
-    match s {
-        FaultStrategy::Auto | FaultStrategy::Guard => FaultHow::Guard,
-        FaultStrategy::Protect => FaultHow::Protect,
-        FaultStrategy::Go => FaultHow::Go,
-        FaultStrategy::Remap => FaultHow::Remap,
-    }
 }
 
 fn map_ok(k: K) -> bool {
@@ -520,7 +390,7 @@ impl Model {
         }
     }
 
-    fn set(&mut self, first: usize, n: usize, to: K, d: &mut Delta) {
+    fn set(&mut self, first: usize, n: usize, to: K, d: &mut Expect) {
         for p in first..first + n {
             d.mv(self.k[p].state(), to.state(), self.env.ps);
             self.k[p] = to;
@@ -600,7 +470,7 @@ impl Model {
     }
 
     /// The common tail of unused (direct or batched), after the release itself.
-    fn settle_unused(&mut self, first: usize, n: usize, how: UnusedHow, d: &mut Delta) -> bool {
+    fn settle_unused(&mut self, first: usize, n: usize, how: UnusedHow, d: &mut Expect) -> bool {
         let hd = self.knobs.harddecommit;
         if hd {
             d.add("mprotect_calls", 1);
@@ -623,7 +493,7 @@ impl Model {
         hd
     }
 
-    fn settle_fault(&mut self, first: usize, n: usize, how: FaultHow, d: &mut Delta) {
+    fn settle_fault(&mut self, first: usize, n: usize, how: FaultHow, d: &mut Expect) {
         self.released(first, n);
         let to = if how == FaultHow::Guard {
             K::FaultGuard
@@ -635,35 +505,14 @@ impl Model {
         self.moved += 1;
     }
 
-    /// The syscalls of a direct fault with `how`.
-    fn fault_calls(&self, how: FaultHow, d: &mut Delta) {
-        match how {
-            FaultHow::Guard => {
-                d.add("madvise_calls", 1);
-                d.add("madv_guard_install", 1);
-            }
-            FaultHow::Protect | FaultHow::Go => {
-                d.add("madvise_calls", 1);
-                d.add("madv_dontneed", 1);
-                d.add("mprotect_calls", 1);
-            }
-            _ => self.remapped(1, d),
-        }
-    }
-
-    /// A MAP_FIXED remap link ran `n` times: one mmap each, and under `thp=never` the
-    /// MADV_NOHUGEPAGE osmem puts back on the fresh VMA.
-    fn remapped(&self, n: i64, d: &mut Delta) {
-        d.add("mmap_calls", n);
-        if self.knobs.thp == Thp::Never {
-            d.add("madvise_calls", n);
-            d.add("madv_nohugepage", n);
-        }
+    /// Whether a MAP_FIXED remap link is followed by MADV_NOHUGEPAGE (`Expect::remapped`).
+    fn thp_never(&self) -> bool {
+        self.knobs.thp == Thp::Never
     }
 
     /// Predict a concrete step: its result and counter deltas; apply it to the model if it
     /// succeeds (a refused step leaves the model unchanged).
-    fn predict(&mut self, step: &Concrete<'_>, d: &mut Delta) -> Want {
+    fn predict(&mut self, step: &Concrete<'_>, d: &mut Expect) -> Want {
         match *step {
             Concrete::Borrowed(s) => self.predict_simple(s, d),
             Concrete::Own(ref s) => self.predict_simple(s, d),
@@ -671,16 +520,10 @@ impl Model {
         }
     }
 
-    fn predict_simple(&mut self, step: &Step, d: &mut Delta) -> Want {
+    fn predict_simple(&mut self, step: &Step, d: &mut Expect) -> Want {
         match *step {
             Step::Map(r) => Want::Unit(self.validate(OsOp::Map, r, map_ok).map(|(f, n)| {
-                self.runs(f, n, |k| match k {
-                    K::FaultGuard => {
-                        d.add("madvise_calls", 1);
-                        d.add("madv_guard_remove", 1);
-                    }
-                    _ => d.add("mprotect_calls", 1),
-                });
+                self.runs(f, n, |k| d.map_run_calls(k == K::FaultGuard));
                 self.released(f, n);
                 self.set(f, n, K::Prepared, d);
                 d.add("map_ops", 1);
@@ -707,17 +550,7 @@ impl Model {
                 let a = a.unwrap_or(self.knobs.unused);
                 Want::Unused(self.validate(OsOp::Unused, r, ready).map(|(f, n)| {
                     let how = how_unused(a);
-                    match how {
-                        UnusedHow::Free => {
-                            d.add("madvise_calls", 1);
-                            d.add("madv_free", 1);
-                        }
-                        UnusedHow::DontNeed => {
-                            d.add("madvise_calls", 1);
-                            d.add("madv_dontneed", 1);
-                        }
-                        UnusedHow::Remap => self.remapped(1, d),
-                    }
+                    d.unused_calls(how, self.thp_never());
                     let prot = self.settle_unused(f, n, how, d);
                     (how, how != UnusedHow::Free, prot)
                 }))
@@ -725,7 +558,7 @@ impl Model {
             Step::Fault(r, s) => {
                 let how = how_fault(s.unwrap_or(self.knobs.fault));
                 Want::Fault(self.validate(OsOp::Fault, r, ready).map(|(f, n)| {
-                    self.fault_calls(how, d);
+                    d.fault_calls(how, self.thp_never());
                     self.settle_fault(f, n, how, d);
                     how
                 }))
@@ -756,7 +589,7 @@ impl Model {
         }
     }
 
-    fn predict_batch(&mut self, kind: BatchKind, rs: &[R], end: End, d: &mut Delta) -> Want {
+    fn predict_batch(&mut self, kind: BatchKind, rs: &[R], end: End, d: &mut Expect) -> Want {
         let op = match kind {
             BatchKind::Unused(_) => OsOp::Unused,
             BatchKind::Fault(_) => OsOp::Fault,
@@ -813,7 +646,7 @@ impl Model {
         queued: &[(usize, usize)],
         pend: &mut [bool; PAGES],
         w: &mut BatchWant,
-        d: &mut Delta,
+        d: &mut Expect,
     ) {
         if queued.is_empty() {
             return;
@@ -822,7 +655,7 @@ impl Model {
         d.add("batch_flushes", 1);
         d.add("batch_ranges", nq);
         // One process_madvise per submitted advice (≤ 1024 ranges); the sentinel needs no fd.
-        let submit = |calls: i64, d: &mut Delta| {
+        let submit = |calls: i64, d: &mut Expect| {
             d.add("process_madvise_calls", calls);
             if self.env.pidfd_open {
                 d.add("pidfd_open_calls", 1);
@@ -831,7 +664,7 @@ impl Model {
         match kind {
             BatchKind::Unused(a) => {
                 match a {
-                    UnusedAdvice::Remap => self.remapped(nq, d),
+                    UnusedAdvice::Remap => d.remapped(nq, self.thp_never()),
                     _ => submit(1, d),
                 }
                 for &(f, n) in queued {
@@ -852,7 +685,7 @@ impl Model {
                     // Not batched: the per-range chain.
                     _ => {
                         for _ in queued {
-                            self.fault_calls(how, d);
+                            d.fault_calls(how, self.thp_never());
                         }
                     }
                 }
@@ -929,9 +762,7 @@ unsafe fn exec(r: &Reservation, step: &Concrete<'_>, k: &[K; PAGES], ps: usize) 
         Step::Write(at, n, v) => {
             for p in at..(at + n).min(PAGES) {
                 if k[p] == K::Ready {
-                    let a = r.as_ptr().add(p * ps);
-                    a.write_volatile(v);
-                    a.add(ps - 1).write_volatile(v);
+                    write_marks(r.as_ptr() as usize + p * ps, ps, v);
                 }
             }
             Want::Unit(Ok(()))
@@ -971,14 +802,7 @@ unsafe fn exec_batch(r: &Reservation, kind: BatchKind, rs: &[R], end: End, ps: u
         drop(b);
         return Want::Batch(w);
     }
-    let rep = b.flush();
-    w.ranges = rep.ranges;
-    w.bytes = rep.bytes;
-    w.per_range = rep.per_range;
-    w.not_zeroed = rep.not_zeroed;
-    w.not_trapping = rep.not_trapping;
-    w.failed = rep.failed;
-    w.error = rep.error;
+    w.reported(&b.flush());
     Want::Batch(w)
 }
 
@@ -1062,35 +886,24 @@ macro_rules! ensure {
     };
 }
 
-const STATES: [State; 4] = [
-    State::Reserved,
-    State::Prepared,
-    State::Ready,
-    State::Faulted,
-];
-
 /// Compare a stats delta with the expectation, every field.
 fn check_delta(
     out: &Shared,
     what: &str,
     before: &osmem::Stats,
     after: &osmem::Stats,
-    d: &Delta,
+    d: &Expect,
 ) -> Result<(), ()> {
-    let mut known = 0;
-    for ((name, b), (_, a)) in before.fields().zip(after.fields()) {
-        let got = a.wrapping_sub(b) as i64;
-        let want = d.get(name);
-        known += usize::from(d.items[..d.len].iter().any(|it| it.0 == name));
+    if let Some((name, got, want)) = d.mismatches(before, after).next() {
         ensure!(
             out,
-            got == want,
+            false,
             "{what}: stats.{name} moved by {got}, model says {want}"
         );
     }
     ensure!(
         out,
-        known == d.len && !d.full,
+        d.names_ok(),
         "{what}: test bug: unknown counter name or too many names"
     );
     Ok(())
@@ -1141,7 +954,7 @@ fn check_all(
             perms: *b"????",
         });
         while p < PAGES && base + p * ps < vma.end {
-            let want: &[u8; 4] = if m.k[p].prot_none() { b"---p" } else { b"rw-p" };
+            let want = m.k[p].perms();
             ensure!(
                 out,
                 &vma.perms == want,
@@ -1170,8 +983,8 @@ fn check_all(
         "pread(/proc/self/pagemap) = {n}"
     );
     for p in 0..PAGES {
-        let guard = ents[p] >> 58 & 1 == 1;
-        let present = ents[p] >> 63 & 1 == 1;
+        let guard = ents[p] >> PM_GUARD_BIT & 1 == 1;
+        let present = ents[p] >> PM_PRESENT_BIT & 1 == 1;
         ensure!(
             out,
             guard == (m.k[p] == K::FaultGuard),
@@ -1199,18 +1012,8 @@ fn check_all(
         }
         let a = base + p * ps;
         // SAFETY: the page is Ready: mapped RW, no guard (checked above).
-        let (first, last, mid) = unsafe {
-            (
-                (a as *const u8).read_volatile(),
-                ((a + ps - 1) as *const u8).read_volatile(),
-                tk::is_zero(a + 1, ps - 2),
-            )
-        };
-        let ok = match m.data[p] {
-            Data::Zero => (first, last) == (0, 0),
-            Data::Val(v) => (first, last) == (v, v),
-            Data::FreeOr(v) => (first, last) == (0, 0) || (first, last) == (v, v),
-        };
+        let ((first, last), mid) = unsafe { read_marks(a, ps) };
+        let ok = m.data[p].admits((first, last));
         ensure!(
             out,
             ok && mid,
@@ -1226,18 +1029,6 @@ fn check_all(
         m.pres[p] = Pres::Present;
     }
     Ok(())
-}
-
-fn touch_want(k: K) -> Touch {
-    match k {
-        K::FaultGuard => Touch::Segv {
-            si_code: SEGV_MAPERR,
-        },
-        k if k.prot_none() => Touch::Segv {
-            si_code: SEGV_ACCERR,
-        },
-        _ => Touch::Ok,
-    }
 }
 
 fn child_case(
@@ -1285,7 +1076,7 @@ fn child_case(
         out.word(1).store(i as u64, Relaxed);
         let c = m.resolve_into(step, &mut buf);
         let k_before = m.k;
-        let mut d = Delta::NONE;
+        let mut d = Expect::NONE;
         let want = m.predict(&c, &mut d);
         let before = osmem::stats();
         // SAFETY: nothing references the region's memory; writes go to model-Ready pages.
@@ -1323,7 +1114,7 @@ fn child_case(
             continue;
         }
         let got = tk::touch_in_child(base + p * ps, true);
-        let want = touch_want(m.k[p]);
+        let want = m.k[p].touch();
         ensure!(
             out,
             got == want,
@@ -1335,7 +1126,7 @@ fn child_case(
     let before = osmem::stats();
     drop(r);
     let after = osmem::stats();
-    let mut d = Delta::NONE;
+    let mut d = Expect::NONE;
     for s in STATES {
         let n = m.k.iter().filter(|k| k.state() == s).count();
         d.add(bytes_name(s), -((n * ps) as i64));
@@ -1355,24 +1146,11 @@ fn child_case(
 // ----- the parent -----
 
 fn env() -> Env {
-    let p = osmem::probe();
-    let _ = osmem::config();
-    assert!(
-        p.advice.guard_install
-            && p.advice.free
-            && p.advice.populate_write
-            && p.advice.hugepage
-            && p.advice.nohugepage
-            && p.process_madvise != ProcessMadvise::Unsupported,
-        "the model assumes Linux ≥ 6.14 (guard markers and their pagemap bit, process_madvise \
-         of the own process, MADV_FREE, MADV_POPULATE_WRITE, THP)"
-    );
-    // Warm up the first reservation's one-time work (e.g. the anon-name downgrade) here, not
-    // in a child's first step.
-    drop(Reservation::reserve(p.page_size).unwrap());
+    // Also warms up the first reservation's one-time work here, not in a child's first step.
+    let e = linux_6_14();
     Env {
-        ps: p.page_size,
-        pidfd_open: p.process_madvise == ProcessMadvise::PidfdOpen,
+        ps: e.ps,
+        pidfd_open: e.pidfd_open,
         presence: small_folios_off(),
     }
 }
@@ -1438,7 +1216,7 @@ fn listing(steps: &[Step], start: Start, env: Env, upto: usize) -> String {
                 _ => s += &format!("  #{i}: {c_str}\n"),
             }
         }
-        let mut d = Delta::NONE;
+        let mut d = Expect::NONE;
         m.predict(&c, &mut d);
     }
     s

@@ -2,7 +2,10 @@
 //! A counting global allocator, armed only on this test's thread (the harness allocates on its
 //! own threads), proves it across a full cycle of every operation, every strategy and knob.
 
-use osmem::{Config, FaultStrategy, Reservation, Thp, UnusedAdvice};
+mod common;
+
+use common::{ADVICES, STRATEGIES};
+use osmem::{Config, Reservation, Thp, UnusedAdvice};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,28 +66,12 @@ fn full_cycle() {
     r.hugepage(0, len).unwrap();
     let _ = r.collapse(0, huge); // may be EAGAIN/unsupported; it must not allocate either way
     r.nohugepage(0, len).unwrap();
-    for (i, advice) in [
-        UnusedAdvice::DontNeed,
-        UnusedAdvice::Free,
-        UnusedAdvice::Remap,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, advice) in ADVICES.into_iter().enumerate() {
         let off = i * 16 * ps;
         unsafe { r.unused_with(off, 16 * ps, advice).unwrap() };
         r.used(off, 16 * ps).unwrap();
     }
-    for (i, s) in [
-        FaultStrategy::Auto,
-        FaultStrategy::Guard,
-        FaultStrategy::Protect,
-        FaultStrategy::Go,
-        FaultStrategy::Remap,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, s) in STRATEGIES.into_iter().enumerate() {
         let off = huge + i * 16 * ps;
         unsafe { r.fault_with(off, 16 * ps, s).unwrap() };
         r.map(off, 16 * ps).unwrap();

@@ -32,25 +32,20 @@
 use std::fmt::Debug;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod common;
+
+use common::{
+    MADV_COLD, MADV_COLLAPSE, MADV_DONTNEED, MADV_FREE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE,
+    MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE, PIDFD_SELF, STATES, STRATEGIES,
+};
 use osmem::{
-    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Op, ProcessMadvise, Reservation,
-    State, Thp, UnusedAdvice, UnusedHow,
+    Batch, BatchKind, BatchReport, Config, Error, FaultHow, FaultStrategy, Op, ProcessMadvise,
+    Reservation, State, Thp, UnusedAdvice, UnusedHow,
 };
 use osmem_testkit::{
     emit, enter_profile, is_zero, resident_pages, run_under_profile, smaps_at, touch_in_child,
     vma_at, Touch, PROFILES, SEGV_ACCERR, SEGV_MAPERR,
 };
-
-const MADV_DONTNEED: i32 = libc::MADV_DONTNEED;
-const MADV_FREE: i32 = 8;
-const MADV_HUGEPAGE: i32 = 14;
-const MADV_NOHUGEPAGE: i32 = 15;
-const MADV_COLD: i32 = 20;
-const MADV_POPULATE_WRITE: i32 = 23;
-const MADV_COLLAPSE: i32 = 25;
-const MADV_GUARD_INSTALL: i32 = 102;
-const MADV_GUARD_REMOVE: i32 = 103;
-const PIDFD_SELF_THREAD_GROUP: i32 = -10001;
 
 const MIB2: usize = 2 << 20;
 
@@ -185,7 +180,7 @@ impl Kernel {
         let nohugepage = raw_madvise(page, 0, MADV_NOHUGEPAGE);
         let collapse = raw_madvise(page, 0, MADV_COLLAPSE);
         touch();
-        let pm_self = raw_process_madvise(PIDFD_SELF_THREAD_GROUP, page, ps, MADV_DONTNEED);
+        let pm_self = raw_process_madvise(PIDFD_SELF, page, ps, MADV_DONTNEED);
         // SAFETY: plain syscall.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0u32) } as i32;
         let (pm_open, pm_cold_errno) = if fd >= 0 {
@@ -316,6 +311,31 @@ fn perms(addr: usize) -> String {
 
 fn base(r: &Reservation) -> usize {
     r.as_ptr() as usize
+}
+
+/// A fresh `reserve_aligned(len, align)` region, mapped and used: all Ready.
+fn ready_region(c: &Checks, len: usize, align: usize) -> Result<Reservation, String> {
+    let r = c.op("reserve", Reservation::reserve_aligned(len, align))?;
+    c.op("map", r.map(0, len))?;
+    c.op("used", r.used(0, len))?;
+    Ok(r)
+}
+
+/// A flushed batch of `kind` over every other page of `r`: `n` single-page ranges, from page 0.
+fn batch_every_other(
+    c: &Checks,
+    r: &Reservation,
+    kind: BatchKind,
+    n: usize,
+    ps: usize,
+) -> Result<BatchReport, String> {
+    let mut batch: Batch = Batch::new(kind);
+    for i in 0..n {
+        // SAFETY: nothing references the queued pages.
+        c.op("push", unsafe { batch.push(r, 2 * i * ps, ps) })?;
+    }
+    // SAFETY: as above.
+    Ok(unsafe { batch.flush() })
 }
 
 /// Fill page `i` of `[addr, addr+pages*ps)` with `seed + i`.
@@ -603,10 +623,8 @@ fn suite_used(k: &Kernel) -> Result<String, String> {
     let ps = k.page_size;
     let n = 32;
     let len = n * ps;
-    let r = c.op("reserve", Reservation::reserve_aligned(len, MIB2))?;
+    let r = ready_region(&c, len, MIB2)?;
     let b = base(&r);
-    c.op("map", r.map(0, len))?;
-    c.op("used", r.used(0, len))?;
     c.eq("state", r.state(len - ps), Some(State::Ready));
     c.eq("bytes_in(Ready)", r.bytes_in(State::Ready), len as u64);
     c.eq("perms", perms(b), "rw-p".into());
@@ -663,10 +681,8 @@ fn suite_unused(k: &Kernel) -> Result<String, String> {
         ("dontneed", Some(UnusedAdvice::DontNeed)),
         ("remap", Some(UnusedAdvice::Remap)),
     ] {
-        let r = c.op("reserve", Reservation::reserve_aligned(len, MIB2))?;
+        let r = ready_region(&c, len, MIB2)?;
         let b = base(&r);
-        c.op("map", r.map(0, len))?;
-        c.op("used", r.used(0, len))?;
         fill_pages(b, n, ps, 0xA0);
         c.eq(
             format!("{label}: resident before"),
@@ -775,17 +791,9 @@ fn suite_fault(k: &Kernel) -> Result<String, String> {
     // Fault the middle [4, 28): the pages around must stay Ready and intact.
     let (off, flen) = (4 * ps, 24 * ps);
     let mut taken = Vec::new();
-    for s in [
-        FaultStrategy::Auto,
-        FaultStrategy::Guard,
-        FaultStrategy::Protect,
-        FaultStrategy::Go,
-        FaultStrategy::Remap,
-    ] {
-        let r = c.op("reserve", Reservation::reserve_aligned(len, MIB2))?;
+    for s in STRATEGIES {
+        let r = ready_region(&c, len, MIB2)?;
         let b = base(&r);
-        c.op("map", r.map(0, len))?;
-        c.op("used", r.used(0, len))?;
         fill_pages(b, n, ps, 0x50);
         // SAFETY: nothing references the range.
         let f = c.op(&format!("{s:?}: fault"), unsafe {
@@ -923,10 +931,8 @@ fn suite_huge(k: &Kernel) -> Result<String, String> {
         ("hugepage", "hg", k.hugepage),
         ("nohugepage", "nh", k.nohugepage),
     ] {
-        let r = c.op("reserve", Reservation::reserve_aligned(2 * pmd, pmd))?;
+        let r = ready_region(&c, 2 * pmd, pmd)?;
         let b = base(&r);
-        c.op("map", r.map(0, 2 * pmd))?;
-        c.op("used", r.used(0, 2 * pmd))?;
         let (res, op) = if flag == "hg" {
             (r.hugepage(0, 2 * pmd), Op::HugePage)
         } else {
@@ -943,10 +949,8 @@ fn suite_huge(k: &Kernel) -> Result<String, String> {
     }
 
     // collapse: a touched, aligned Ready range becomes one huge page, data intact.
-    let r = c.op("reserve", Reservation::reserve_aligned(pmd, pmd))?;
+    let r = ready_region(&c, pmd, pmd)?;
     let b = base(&r);
-    c.op("map", r.map(0, pmd))?;
-    c.op("used", r.used(0, pmd))?;
     let pages = pmd / ps;
     fill_pages(b, pages, ps, 1);
     let res = r.collapse(0, pmd);
@@ -1012,22 +1016,13 @@ fn suite_batch(k: &Kernel) -> Result<String, String> {
     let mut c = Checks::default();
     let ps = k.page_size;
     let pages = 2 * RANGES;
-    let r = c.op("reserve", Reservation::reserve_aligned(pages * ps, MIB2))?;
+    let r = ready_region(&c, pages * ps, MIB2)?;
     let b = base(&r);
-    c.op("map", r.map(0, pages * ps))?;
-    c.op("used", r.used(0, pages * ps))?;
     fill_pages(b, pages, ps, 9);
     c.eq("resident before", resident_pages(b, pages * ps), pages);
     let before = osmem::stats();
-    let rep = {
-        let mut batch: Batch = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
-        for i in 0..RANGES {
-            // SAFETY: nothing references the queued pages.
-            c.op("push", unsafe { batch.push(&r, 2 * i * ps, ps) })?;
-        }
-        // SAFETY: as above.
-        unsafe { batch.flush() }
-    };
+    let kind = BatchKind::Unused(UnusedAdvice::DontNeed);
+    let rep = batch_every_other(&c, &r, kind, RANGES, ps)?;
     let after = osmem::stats();
     let d = |f: fn(&osmem::Stats) -> u64| f(&after) - f(&before);
     c.eq("report.ranges", rep.ranges, RANGES);
@@ -1093,23 +1088,11 @@ fn suite_batch(k: &Kernel) -> Result<String, String> {
     // A FREE batch: lazily freed where the kernel has MADV_FREE (pages stay resident,
     // LazyFree), else released through the next link (gone now, zero).
     const FREE_RANGES: usize = 512;
-    let r = c.op(
-        "reserve",
-        Reservation::reserve_aligned(2 * FREE_RANGES * ps, MIB2),
-    )?;
+    let r = ready_region(&c, 2 * FREE_RANGES * ps, MIB2)?;
     let b = base(&r);
-    c.op("map", r.map(0, 2 * FREE_RANGES * ps))?;
-    c.op("used", r.used(0, 2 * FREE_RANGES * ps))?;
     fill_pages(b, 2 * FREE_RANGES, ps, 0x21);
-    let rep = {
-        let mut batch: Batch = Batch::new(BatchKind::Unused(UnusedAdvice::Free));
-        for i in 0..FREE_RANGES {
-            // SAFETY: nothing references the queued pages.
-            c.op("push", unsafe { batch.push(&r, 2 * i * ps, ps) })?;
-        }
-        // SAFETY: as above.
-        unsafe { batch.flush() }
-    };
+    let kind = BatchKind::Unused(UnusedAdvice::Free);
+    let rep = batch_every_other(&c, &r, kind, FREE_RANGES, ps)?;
     c.eq("free report.ranges", rep.ranges, FREE_RANGES);
     c.eq("free report.failed", rep.failed, 0);
     let lazily = if k.free { FREE_RANGES } else { 0 };
@@ -1127,21 +1110,11 @@ fn suite_batch(k: &Kernel) -> Result<String, String> {
 
     // A fault batch: 256 scattered ranges trap, the pages between stay.
     const FR: usize = 256;
-    let r = c.op("reserve", Reservation::reserve_aligned(2 * FR * ps, MIB2))?;
+    let r = ready_region(&c, 2 * FR * ps, MIB2)?;
     let b = base(&r);
-    c.op("map", r.map(0, 2 * FR * ps))?;
-    c.op("used", r.used(0, 2 * FR * ps))?;
     fill_pages(b, 2 * FR, ps, 0x77);
     let before = osmem::stats();
-    let rep = {
-        let mut batch: Batch = Batch::new(BatchKind::Fault(FaultStrategy::Auto));
-        for i in 0..FR {
-            // SAFETY: nothing references the queued pages.
-            c.op("push", unsafe { batch.push(&r, 2 * i * ps, ps) })?;
-        }
-        // SAFETY: as above.
-        unsafe { batch.flush() }
-    };
+    let rep = batch_every_other(&c, &r, BatchKind::Fault(FaultStrategy::Auto), FR, ps)?;
     let after = osmem::stats();
     c.eq("fault report.ranges", rep.ranges, FR);
     c.eq("fault report.failed", rep.failed, 0);
@@ -1199,12 +1172,6 @@ fn suite_accounting(k: &Kernel) -> Result<String, String> {
     let start = osmem::stats();
     // Model, in pages: [Reserved, Prepared, Ready, Faulted].
     let mut m = [0i64; 4];
-    let states = [
-        State::Reserved,
-        State::Prepared,
-        State::Ready,
-        State::Faulted,
-    ];
     let global = |s: &osmem::Stats| {
         [
             s.reserved_bytes.wrapping_sub(start.reserved_bytes) as i64,
@@ -1216,7 +1183,7 @@ fn suite_accounting(k: &Kernel) -> Result<String, String> {
     let check = |c: &mut Checks, step: &str, r: Option<&Reservation>, m: &[i64; 4]| {
         let want: Vec<i64> = m.iter().map(|&p| p * ps as i64).collect();
         if let Some(r) = r {
-            let got: Vec<i64> = states.iter().map(|&s| r.bytes_in(s) as i64).collect();
+            let got: Vec<i64> = STATES.iter().map(|&s| r.bytes_in(s) as i64).collect();
             c.eq(format!("{step}: bytes_in"), got, want.clone());
         }
         c.eq(

@@ -33,12 +33,18 @@
 // Page-indexed loops over the per-page arrays read better than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use osmem::{
-    Batch, BatchKind, Error, FaultHow, FaultStrategy, Op as OsOp, ProcessMadvise, Reservation,
-    State, Stats, UnusedAdvice, UnusedHow,
+mod common;
+
+use common::{
+    assert_deltas, bytes_name, expected_how_fault as how_fault, expected_how_unused as how_unused,
+    linux_6_14, read_marks, write_marks, BatchOutcome, Data, Expect, ModelEnv as Env,
+    PageKind as K, ADVICES, PM_GUARD_BIT, STATES, STRATEGIES,
 };
-use osmem_testkit::{self as tk, Touch, SEGV_ACCERR, SEGV_MAPERR};
-use std::collections::BTreeMap;
+use osmem::{
+    Batch, BatchKind, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, State, UnusedAdvice,
+    UnusedHow,
+};
+use osmem_testkit as tk;
 
 const THREADS: usize = 4;
 const SIZES: [usize; 7] = [1, 2, 3, 5, 7, 11, 13];
@@ -46,25 +52,6 @@ const SLOTS: usize = SIZES.len() * THREADS;
 const OPS: usize = 8000;
 const BATCH_CAP: usize = 4;
 const MAX_BATCH: usize = 6;
-
-const ADVICES: [UnusedAdvice; 3] = [
-    UnusedAdvice::DontNeed,
-    UnusedAdvice::Free,
-    UnusedAdvice::Remap,
-];
-const STRATEGIES: [FaultStrategy; 5] = [
-    FaultStrategy::Auto,
-    FaultStrategy::Guard,
-    FaultStrategy::Protect,
-    FaultStrategy::Go,
-    FaultStrategy::Remap,
-];
-const STATES: [State; 4] = [
-    State::Reserved,
-    State::Prepared,
-    State::Ready,
-    State::Faulted,
-];
 
 /// (first page, pages) of slot `j`.
 fn slot(j: usize) -> (usize, usize) {
@@ -88,85 +75,6 @@ impl Lcg {
     }
 }
 
-/// A page's state as osmem and the kernel hold it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum K {
-    Reserved,
-    Prepared,
-    /// Prepared and PROT_NONE (harddecommit).
-    PreparedNone,
-    Ready,
-    FaultGuard,
-    /// Faulted PROT_NONE (Protect, Go, Remap).
-    FaultNone,
-}
-
-impl K {
-    fn state(self) -> State {
-        match self {
-            K::Reserved => State::Reserved,
-            K::Prepared | K::PreparedNone => State::Prepared,
-            K::Ready => State::Ready,
-            K::FaultGuard | K::FaultNone => State::Faulted,
-        }
-    }
-
-    fn prot_none(self) -> bool {
-        matches!(self, K::Reserved | K::PreparedNone | K::FaultNone)
-    }
-}
-
-/// Bytes 0 and ps-1 of a page; every other byte is zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Data {
-    Zero,
-    Val(u8),
-    /// Released with MADV_FREE: `Val` until the kernel reclaims it, then `Zero`.
-    FreeOr(u8),
-}
-
-/// Expected deltas of `Stats` fields, by name.
-#[derive(Default, Debug)]
-struct Expect(BTreeMap<&'static str, i64>);
-
-impl Expect {
-    fn add(&mut self, name: &'static str, v: i64) {
-        *self.0.entry(name).or_default() += v;
-    }
-
-    fn mv(&mut self, from: State, to: State, bytes: usize) {
-        if from != to {
-            self.add(bytes_name(from), -(bytes as i64));
-            self.add(bytes_name(to), bytes as i64);
-        }
-    }
-
-    fn merge(&mut self, other: &Expect) {
-        for (k, v) in &other.0 {
-            self.add(k, *v);
-        }
-    }
-}
-
-fn bytes_name(s: State) -> &'static str {
-    match s {
-        State::Reserved => "reserved_bytes",
-        State::Prepared => "prepared_bytes",
-        State::Ready => "ready_bytes",
-        State::Faulted => "faulted_bytes",
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Env {
-    ps: usize,
-    pidfd_open: bool,
-    harddecommit: bool,
-    prefault: bool,
-    unused: UnusedAdvice,
-    fault: FaultStrategy,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tr {
     Map,
@@ -184,55 +92,13 @@ enum Res {
     Fault(Result<FaultHow, Error>),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Rep {
-    pushes: [Option<Error>; MAX_BATCH],
-    ranges: usize,
-    bytes: usize,
-    per_range: usize,
-    not_zeroed: usize,
-    not_trapping: usize,
-    failed: usize,
-    error: Option<Error>,
-}
-
-fn how_unused(a: UnusedAdvice) -> UnusedHow {
-    match a {
-        UnusedAdvice::Free => UnusedHow::Free,
-        UnusedAdvice::DontNeed => UnusedHow::DontNeed,
-        UnusedAdvice::Remap => UnusedHow::Remap,
-    }
-}
-
-fn how_fault(s: FaultStrategy) -> FaultHow {
-    match s {
-        FaultStrategy::Auto | FaultStrategy::Guard => FaultHow::Guard,
-        FaultStrategy::Protect => FaultHow::Protect,
-        FaultStrategy::Go => FaultHow::Go,
-        FaultStrategy::Remap => FaultHow::Remap,
-    }
-}
+type Rep = BatchOutcome<MAX_BATCH>;
 
 fn allowed(tr: Tr, k: K) -> bool {
     match tr {
         Tr::Map => matches!(k, K::Reserved | K::FaultGuard | K::FaultNone),
         Tr::Used => matches!(k, K::Prepared | K::PreparedNone),
         Tr::Unused(_) | Tr::Fault(_) => k == K::Ready,
-    }
-}
-
-fn fault_calls(how: FaultHow, e: &mut Expect) {
-    match how {
-        FaultHow::Guard => {
-            e.add("madvise_calls", 1);
-            e.add("madv_guard_install", 1);
-        }
-        FaultHow::Protect | FaultHow::Go => {
-            e.add("madvise_calls", 1);
-            e.add("madv_dontneed", 1);
-            e.add("mprotect_calls", 1);
-        }
-        _ => e.add("mmap_calls", 1),
     }
 }
 
@@ -263,7 +129,7 @@ impl<'r> Worker<'r> {
             k: vec![K::Reserved; n],
             data: vec![Data::Zero; n],
             rng: Lcg(seed.wrapping_add(t as u64 * 7919)),
-            exp: Expect::default(),
+            exp: Expect::NONE,
             writes: 0,
             moved: 0,
             pagemap: std::fs::File::open("/proc/self/pagemap").unwrap(),
@@ -366,12 +232,7 @@ impl<'r> Worker<'r> {
         match tr {
             Tr::Map => Res::Unit(checked.map(|()| {
                 for k in self.runs(f, n) {
-                    if k == K::FaultGuard {
-                        self.exp.add("madvise_calls", 1);
-                        self.exp.add("madv_guard_remove", 1);
-                    } else {
-                        self.exp.add("mprotect_calls", 1);
-                    }
+                    self.exp.map_run_calls(k == K::FaultGuard);
                 }
                 self.released(f, n);
                 self.set(f, n, K::Prepared);
@@ -395,23 +256,13 @@ impl<'r> Worker<'r> {
             })),
             Tr::Unused(a) => Res::Unused(checked.map(|()| {
                 let how = how_unused(a.unwrap_or(self.env.unused));
-                match how {
-                    UnusedHow::Free => {
-                        self.exp.add("madvise_calls", 1);
-                        self.exp.add("madv_free", 1);
-                    }
-                    UnusedHow::DontNeed => {
-                        self.exp.add("madvise_calls", 1);
-                        self.exp.add("madv_dontneed", 1);
-                    }
-                    UnusedHow::Remap => self.exp.add("mmap_calls", 1),
-                }
+                self.exp.unused_calls(how, false);
                 self.settle_unused(f, n, how);
                 (how, how != UnusedHow::Free, self.env.harddecommit)
             })),
             Tr::Fault(s) => Res::Fault(checked.map(|()| {
                 let how = how_fault(s.unwrap_or(self.env.fault));
-                fault_calls(how, &mut self.exp);
+                self.exp.fault_calls(how, false);
                 self.settle_fault(f, n, how);
                 how
             })),
@@ -500,7 +351,7 @@ impl<'r> Worker<'r> {
                         self.exp.add("pidfd_open_calls", opens);
                         self.exp.add("mprotect_calls", nq);
                     }
-                    _ => q.iter().for_each(|_| fault_calls(how, &mut self.exp)),
+                    _ => q.iter().for_each(|_| self.exp.fault_calls(how, false)),
                 }
                 for &(f, n) in q {
                     self.settle_fault(f, n, how);
@@ -568,14 +419,7 @@ impl<'r> Worker<'r> {
             got.pushes[j] = unsafe { b.push(self.r, f * ps, n * ps) }.err();
         }
         // SAFETY: as above.
-        let rep = unsafe { b.flush() };
-        got.ranges = rep.ranges;
-        got.bytes = rep.bytes;
-        got.per_range = rep.per_range;
-        got.not_zeroed = rep.not_zeroed;
-        got.not_trapping = rep.not_trapping;
-        got.failed = rep.failed;
-        got.error = rep.error;
+        got.reported(&unsafe { b.flush() });
         assert_eq!(
             got, want,
             "thread {} op {i}: batch {kind:?} of {ranges:?}",
@@ -591,10 +435,7 @@ impl<'r> Worker<'r> {
             if self.k[p] == K::Ready {
                 let a = self.r.as_ptr() as usize + p * self.ps();
                 // SAFETY: a Ready page of this thread.
-                unsafe {
-                    (a as *mut u8).write_volatile(v);
-                    ((a + self.ps() - 1) as *mut u8).write_volatile(v);
-                }
+                unsafe { write_marks(a, self.ps(), v) };
                 self.data[p] = Data::Val(v);
             }
         }
@@ -620,18 +461,8 @@ impl<'r> Worker<'r> {
         let ps = self.ps();
         let a = self.r.as_ptr() as usize + p * ps;
         // SAFETY: the model says the page is Ready (mapped RW, unguarded).
-        let (first, last, mid) = unsafe {
-            (
-                (a as *const u8).read_volatile(),
-                ((a + ps - 1) as *const u8).read_volatile(),
-                tk::is_zero(a + 1, ps - 2),
-            )
-        };
-        let ok = match self.data[p] {
-            Data::Zero => (first, last) == (0, 0),
-            Data::Val(v) => (first, last) == (v, v),
-            Data::FreeOr(v) => (first, last) == (0, 0) || (first, last) == (v, v),
-        };
+        let ((first, last), mid) = unsafe { read_marks(a, ps) };
+        let ok = self.data[p].admits((first, last));
         assert!(
             ok && mid,
             "{what}: page {p} reads {first}..{last} (middle zero: {mid}), model {:?}",
@@ -727,10 +558,9 @@ fn kernel_view(
     while p < start + len {
         let vma = tk::vma_at(base + p * ps).unwrap_or_else(|| panic!("{what}: page {p} unmapped"));
         while p < start + len && base + p * ps < vma.end {
-            let want = if k[p].prot_none() { "---p" } else { "rw-p" };
             assert_eq!(
-                vma.perms_str(),
-                want,
+                &vma.perms,
+                k[p].perms(),
                 "{what}: page {p} ({:?}) protection",
                 k[p]
             );
@@ -745,7 +575,7 @@ fn kernel_view(
         let v = u64::from_ne_bytes(e.try_into().unwrap());
         let p = start + i;
         assert_eq!(
-            v >> 58 & 1 == 1,
+            v >> PM_GUARD_BIT & 1 == 1,
             k[p] == K::FaultGuard,
             "{what}: page {p} ({:?}) guard marker",
             k[p]
@@ -753,65 +583,10 @@ fn kernel_view(
     }
 }
 
-fn touch_want(k: K) -> Touch {
-    match k {
-        K::FaultGuard => Touch::Segv {
-            si_code: SEGV_MAPERR,
-        },
-        k if k.prot_none() => Touch::Segv {
-            si_code: SEGV_ACCERR,
-        },
-        _ => Touch::Ok,
-    }
-}
-
-fn check_deltas(what: &str, before: &Stats, after: &Stats, exp: &Expect) {
-    let mut bad = Vec::new();
-    let mut known = 0;
-    for ((name, b), (_, a)) in before.fields().zip(after.fields()) {
-        let got = a.wrapping_sub(b) as i64;
-        let want = exp.0.get(name).copied().unwrap_or(0);
-        known += usize::from(exp.0.contains_key(name));
-        if got != want {
-            bad.push(format!("{name}: moved by {got}, expected {want}"));
-        }
-    }
-    assert_eq!(
-        known,
-        exp.0.len(),
-        "{what}: unknown counter names in {exp:?}"
-    );
-    assert!(
-        bad.is_empty(),
-        "{what}: global stats deltas:\n  {}",
-        bad.join("\n  ")
-    );
-}
-
 #[test]
 fn threads_on_disjoint_ranges_of_one_reservation() {
-    let p = osmem::probe();
-    assert!(
-        p.advice.guard_install
-            && p.advice.free
-            && p.advice.populate_write
-            && p.advice.hugepage
-            && p.advice.nohugepage
-            && p.process_madvise != ProcessMadvise::Unsupported,
-        "the expectations assume Linux ≥ 6.14 (guard markers, process_madvise of the own \
-         process, MADV_FREE, MADV_POPULATE_WRITE, THP)"
-    );
-    let c = osmem::config();
-    let env = Env {
-        ps: p.page_size,
-        pidfd_open: p.process_madvise == ProcessMadvise::PidfdOpen,
-        harddecommit: c.is_harddecommit(),
-        prefault: c.is_prefault(),
-        unused: c.unused_advice(),
-        fault: c.fault_strategy(),
-    };
-    // One-time work (e.g. the anon-name downgrade) before the baseline.
-    drop(Reservation::reserve(env.ps).unwrap());
+    // Also the one-time work (e.g. the anon-name downgrade) before the baseline.
+    let env = linux_6_14();
     // The operations are a function of the seed (the interleaving is not);
     // OSMEM_STRESS_SEED=n replays or varies them.
     let seed = std::env::var("OSMEM_STRESS_SEED")
@@ -841,7 +616,7 @@ fn threads_on_disjoint_ranges_of_one_reservation() {
 
     // Merge the threads' models.
     let mut k = vec![K::Reserved; n];
-    let mut exp = Expect::default();
+    let mut exp = Expect::NONE;
     let mut moved = 0;
     for w in &workers {
         for &(start, len) in &w.slots {
@@ -858,7 +633,7 @@ fn threads_on_disjoint_ranges_of_one_reservation() {
         moved * 3 > THREADS * OPS,
         "only {moved} successful transitions"
     );
-    check_deltas("after the threads", &before, &after, &exp);
+    assert_deltas("after the threads", &before, &after, &exp);
     for s in STATES {
         let want = (k.iter().filter(|k| k.state() == s).count() * env.ps) as u64;
         assert_eq!(r.bytes_in(s), want, "bytes_in({s:?})");
@@ -887,7 +662,7 @@ fn threads_on_disjoint_ranges_of_one_reservation() {
     {
         assert_eq!(
             tk::touch_in_child(base + probe * env.ps, true),
-            touch_want(k[probe]),
+            k[probe].touch(),
             "touching page {probe} ({:?})",
             k[probe]
         );
@@ -897,12 +672,12 @@ fn threads_on_disjoint_ranges_of_one_reservation() {
     let before = osmem::stats();
     drop(r);
     let after = osmem::stats();
-    let mut exp = Expect::default();
+    let mut exp = Expect::NONE;
     for s in STATES {
         let pages = k.iter().filter(|k| k.state() == s).count();
         exp.add(bytes_name(s), -((pages * env.ps) as i64));
     }
     exp.add("free_ops", 1);
     exp.add("munmap_calls", 2);
-    check_deltas("drop", &before, &after, &exp);
+    assert_deltas("drop", &before, &after, &exp);
 }

@@ -15,11 +15,13 @@
 //! This file holds exactly ONE `#[test]` on purpose: the global counters are shared by all
 //! tests of a process, so nothing else in this process may use osmem while it runs.
 
-use osmem::{
-    Batch, BatchKind, FaultStrategy, ProcessMadvise, Reservation, State, Stats, UnusedAdvice,
+mod common;
+
+use common::{
+    assert_deltas, linux_6_14, read_marks, write_marks, Data, Expect, ModelEnv as Env, PM_GUARD_BIT,
 };
+use osmem::{Batch, BatchKind, FaultStrategy, Reservation, State, UnusedAdvice};
 use osmem_testkit as tk;
-use std::collections::BTreeMap;
 
 const THREADS: usize = 4;
 const PER_THREAD: usize = 1536;
@@ -34,56 +36,21 @@ const KINDS: [BatchKind; 8] = [
     BatchKind::Fault(FaultStrategy::Remap),
 ];
 
-#[derive(Clone, Copy, Debug)]
-struct Env {
-    ps: usize,
-    pidfd_open: bool,
-    harddecommit: bool,
-    prefault: bool,
-}
-
-#[derive(Default, Debug)]
-struct Expect(BTreeMap<&'static str, i64>);
-
-impl Expect {
-    fn add(&mut self, name: &'static str, v: i64) {
-        *self.0.entry(name).or_default() += v;
-    }
-}
-
-/// Page `p` must hold `v` in bytes 0 and ps-1 and zeros elsewhere; with `or_zero` it may
-/// instead be all zeros (MADV_FREE'd data the kernel may or may not have reclaimed).
-fn check_page(r: &Reservation, p: usize, ps: usize, v: u8, or_zero: bool, what: &str) {
-    let a = r.as_ptr() as usize + p * ps;
+/// Page `p` must hold `want` (bytes 0 and ps-1; zeros elsewhere). `Data::FreeOr`: MADV_FREE'd
+/// data the kernel may or may not have reclaimed.
+fn check_page(r: &Reservation, p: usize, ps: usize, want: Data, what: &str) {
     // SAFETY: the caller's model says the page is Ready.
-    let (first, last, mid) = unsafe {
-        (
-            (a as *const u8).read_volatile(),
-            ((a + ps - 1) as *const u8).read_volatile(),
-            tk::is_zero(a + 1, ps - 2),
-        )
-    };
-    let ok = (first, last) == (v, v) || or_zero && (first, last) == (0, 0);
+    let ((first, last), mid) = unsafe { read_marks(r.as_ptr() as usize + p * ps, ps) };
     assert!(
-        ok && mid,
-        "{what}: page {p} reads {first}..{last} (middle zero: {mid}), want {v} (or zero: \
-         {or_zero})"
+        want.admits((first, last)) && mid,
+        "{what}: page {p} reads {first}..{last} (middle zero: {mid}), want {want:?}"
     );
-}
-
-fn write_page(r: &Reservation, p: usize, ps: usize, v: u8) {
-    let a = r.as_ptr() as usize + p * ps;
-    // SAFETY: the page is Ready and this thread's.
-    unsafe {
-        (a as *mut u8).write_volatile(v);
-        ((a + ps - 1) as *mut u8).write_volatile(v);
-    }
 }
 
 fn worker(t: usize, r: &Reservation, env: Env) -> Expect {
     let ps = env.ps;
     let own: Vec<usize> = (0..PER_THREAD).map(|i| i * THREADS + t).collect();
-    let mut e = Expect::default();
+    let mut e = Expect::NONE;
     let opens = i64::from(env.pidfd_open);
     let n = PER_THREAD as i64;
     // 1024 + the rest: two flushes per round.
@@ -188,19 +155,20 @@ fn worker(t: usize, r: &Reservation, env: Env) -> Expect {
             }
             // Released: zero, except that MADV_FREE'd data may survive.
             if free {
-                check_page(r, p, ps, data, true, &what);
+                check_page(r, p, ps, Data::FreeOr(data), &what);
             } else {
-                check_page(r, p, ps, 0, false, &what);
+                check_page(r, p, ps, Data::Zero, &what);
             }
         }
         // New data, tagged with the thread and round.
         data = (((round as u8) << 3) | (t as u8 + 1)).max(1);
         for &p in &own {
-            write_page(r, p, ps, data);
+            // SAFETY: the page is Ready and this thread's.
+            unsafe { write_marks(r.as_ptr() as usize + p * ps, ps, data) };
         }
         for &p in &own {
             assert_eq!(r.state(p * ps), Some(State::Ready), "{what}: page {p}");
-            check_page(r, p, ps, data, false, &what);
+            check_page(r, p, ps, Data::Val(data), &what);
         }
     }
     e
@@ -208,27 +176,10 @@ fn worker(t: usize, r: &Reservation, env: Env) -> Expect {
 
 #[test]
 fn batches_on_interleaved_pages_of_one_reservation() {
-    let p = osmem::probe();
-    assert!(
-        p.advice.guard_install
-            && p.advice.free
-            && p.advice.populate_write
-            && p.advice.hugepage
-            && p.advice.nohugepage
-            && p.process_madvise != ProcessMadvise::Unsupported,
-        "the expectations assume Linux ≥ 6.14 (guard markers, process_madvise of the own \
-         process, MADV_FREE, MADV_POPULATE_WRITE, THP)"
-    );
-    let c = osmem::config();
-    let env = Env {
-        ps: p.page_size,
-        pidfd_open: p.process_madvise == ProcessMadvise::PidfdOpen,
-        harddecommit: c.is_harddecommit(),
-        prefault: c.is_prefault(),
-    };
+    // Also the one-time work (e.g. the anon-name downgrade) before the baseline.
+    let env = linux_6_14();
     let ps = env.ps;
     let pages = THREADS * PER_THREAD;
-    drop(Reservation::reserve(ps).unwrap());
     let r = Reservation::reserve_aligned(pages * ps, 2 << 20).unwrap();
     // Start with everything Ready and zero (one VMA: the threads' first batch splits nothing).
     r.map(0, pages * ps).unwrap();
@@ -248,19 +199,17 @@ fn batches_on_interleaved_pages_of_one_reservation() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let after = osmem::stats();
-    let mut exp = Expect::default();
+    let mut exp = Expect::NONE;
     for e in &expects {
-        for (k, v) in &e.0 {
-            exp.add(k, *v);
-        }
+        exp.merge(e);
     }
-    check_deltas(&before, &after, &exp);
+    assert_deltas("after the threads", &before, &after, &exp);
     assert_eq!(r.bytes_in(State::Ready), (pages * ps) as u64);
     let last = KINDS.len() as u8 - 1;
     for p in 0..pages {
         assert_eq!(r.state(p * ps), Some(State::Ready), "page {p}");
         let data = ((last << 3) | ((p % THREADS) as u8 + 1)).max(1);
-        check_page(&r, p, ps, data, false, "end");
+        check_page(&r, p, ps, Data::Val(data), "end");
     }
     // The kernel's view: all RW, no guard marker left behind.
     let base = r.as_ptr() as usize;
@@ -278,25 +227,6 @@ fn batches_on_interleaved_pages_of_one_reservation() {
         .unwrap();
     for (p, e) in pm.chunks_exact(8).enumerate() {
         let v = u64::from_ne_bytes(e.try_into().unwrap());
-        assert_eq!(v >> 58 & 1, 0, "page {p}: guard marker left");
+        assert_eq!(v >> PM_GUARD_BIT & 1, 0, "page {p}: guard marker left");
     }
-}
-
-fn check_deltas(before: &Stats, after: &Stats, exp: &Expect) {
-    let mut bad = Vec::new();
-    let mut known = 0;
-    for ((name, b), (_, a)) in before.fields().zip(after.fields()) {
-        let got = a.wrapping_sub(b) as i64;
-        let want = exp.0.get(name).copied().unwrap_or(0);
-        known += usize::from(exp.0.contains_key(name));
-        if got != want {
-            bad.push(format!("{name}: moved by {got}, expected {want}"));
-        }
-    }
-    assert_eq!(known, exp.0.len(), "unknown counter names in {exp:?}");
-    assert!(
-        bad.is_empty(),
-        "global stats deltas:\n  {}",
-        bad.join("\n  ")
-    );
 }

@@ -11,55 +11,18 @@
 //! (checking that a freed range is gone) runs in a forked child. Children do not allocate:
 //! they report the line of a failed check through the pipe and exit non-zero.
 
+mod common;
+
+use common::{child_ok, ck, ok, ps, warm};
 use osmem::{Config, Error, FaultHow, FaultStrategy, Reservation, State, UnusedAdvice, UnusedHow};
-use osmem_testkit::{self as tk, ChildExit, Report, ReportBuf, Touch, SEGV_ACCERR, SEGV_MAPERR};
+use osmem_testkit::{self as tk, Report, Touch, SEGV_ACCERR, SEGV_MAPERR};
 
 const PAGES: usize = 16;
 const LO: usize = 2;
 const HI: usize = 14;
 const HUGE: usize = 2 << 20;
 
-/// In a forked child: if `$c` is false, report this line and exit 1 (allocation-free).
-macro_rules! ck {
-    ($rep:expr, $c:expr) => {
-        if !$c {
-            $rep.push(line!() as u64);
-            return 1;
-        }
-    };
-}
-
-/// In a forked child: unwrap a `Result`, or report this line and exit 1.
-macro_rules! ok {
-    ($rep:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(_) => {
-                $rep.push(line!() as u64);
-                return 1;
-            }
-        }
-    };
-}
-
-/// Run osmem's one-time initialisation (probe, knobs) in the test process before forking, so
-/// no child is ever forked while another thread is half-way through it.
-fn warm() {
-    let _ = osmem::probe();
-    let _ = osmem::config();
-}
-
-fn child_ok(what: &str, (exit, buf): (ChildExit, ReportBuf)) {
-    assert_eq!(
-        exit,
-        ChildExit::Code(0),
-        "{what}: child failed; check(s) at line(s) {buf:?}"
-    );
-}
-
-fn ps() -> usize {
-    osmem::page_size()
-}
+// In forked children: `ck!` / `ok!` (`common`) report the line of a failed check.
 
 /// A test region and page-indexed helpers. Allocation-free (usable in children).
 struct Fix {

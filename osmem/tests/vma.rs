@@ -3,6 +3,9 @@
 //! Everything runs in forked children: `/proc/self/maps` line counts are process-wide, and a
 //! child has no other thread mapping anything meanwhile.
 
+mod common;
+
+use common::STRATEGIES;
 use osmem::{Config, FaultHow, FaultStrategy, Reservation, State, UnusedAdvice};
 use osmem_testkit::{in_child_report, maps_line_count, resident_pages, touch_in_child, Touch};
 
@@ -105,15 +108,8 @@ fn at_the_limit(prog: &[osmem_testkit::seccompiler::sock_filter]) -> Vec<u64> {
         out.push(u64::from(hit));
         let s0 = osmem::stats();
         // Fault a middle range with each strategy; each would need a split except guards.
-        for (i, s) in [
-            FaultStrategy::Guard,
-            FaultStrategy::Protect,
-            FaultStrategy::Go,
-            FaultStrategy::Remap,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        // Every strategy but Auto (which is one of them).
+        for (i, s) in STRATEGIES.into_iter().skip(1).enumerate() {
             let off = (4 + 8 * i) * ps;
             match unsafe { r.fault_with(off, 2 * ps, s) } {
                 Ok(f) => {
