@@ -31,8 +31,8 @@ pub enum Op {
     Collapse,
 }
 
-/// Everything that can go wrong. Input errors (`Unaligned` … `WrongState`) are detected before
-/// any syscall is issued and never change anything.
+/// Everything that can go wrong. Input errors (`Unaligned` … `Busy`) are detected before any
+/// syscall is issued and never change anything.
 ///
 /// ```
 /// let r = osmem::Reservation::reserve(1 << 16)?;
@@ -89,6 +89,15 @@ pub enum Error {
         /// The state that page is in.
         found: State,
     },
+    /// A page of the range is held by another transition in progress on another thread, or
+    /// queued in a [`Batch`](crate::Batch) not yet flushed. Nothing changed; the caller raced
+    /// with itself (transitions of overlapping ranges must not run concurrently).
+    Busy {
+        /// The operation.
+        op: Op,
+        /// Offset of the first page found held.
+        offset: usize,
+    },
     /// The kernel does not offer what the operation needs (for example MADV_COLLAPSE without
     /// transparent huge pages). Nothing changed.
     Unsupported {
@@ -136,6 +145,7 @@ impl Error {
             | Error::Overflow { op, .. }
             | Error::OutOfRange { op, .. }
             | Error::WrongState { op, .. }
+            | Error::Busy { op, .. }
             | Error::Unsupported { op }
             | Error::Unverified { op, .. }
             | Error::Os { op, .. } => op,
@@ -191,6 +201,10 @@ impl fmt::Display for Error {
             Error::WrongState { op, offset, found } => write!(
                 f,
                 "osmem {op:?}: page at offset {offset:#x} is {found:?}, which this transition does not start from; nothing changed"
+            ),
+            Error::Busy { op, offset } => write!(
+                f,
+                "osmem {op:?}: page at offset {offset:#x} is held by another transition or an unflushed batch; nothing changed"
             ),
             Error::Unverified { op, offset, len } => write!(
                 f,

@@ -57,14 +57,16 @@ const FAULT_GUARD: u8 = 4;
 const FAULT_NONE: u8 = 5;
 /// Released but not trapping (protection RW): the VMA limit stopped the protecting step.
 const FAULT_OPEN: u8 = 6;
-/// Ready and queued in a [`Batch`](crate::Batch): no other transition may start from it.
-const PENDING: u8 = 7;
+/// Flag on a page's code while a transition holds it (claimed atomically, before any
+/// syscall): a second transition of the same page, on another thread or queued in a batch,
+/// is refused with `Error::Busy` instead of racing with the first.
+const BUSY: u8 = 0x80;
 
 fn state_of(code: u8) -> State {
-    match code {
+    match code & !BUSY {
         RESERVED => State::Reserved,
         PREPARED | PREPARED_NONE => State::Prepared,
-        READY | PENDING => State::Ready,
+        READY => State::Ready,
         _ => State::Faulted,
     }
 }
@@ -83,8 +85,10 @@ fn byte_counter(s: State) -> Counter {
 ///
 /// Transitions take `(offset, len)` relative to [`as_ptr`](Self::as_ptr); both must be
 /// page-aligned, `len > 0`, and the range inside the region. They take `&self`, so threads may
-/// transition **disjoint** ranges concurrently (the handle is `Sync`); overlapping concurrent
-/// transitions are memory-safe but their outcome and accounting are unspecified.
+/// transition **disjoint** ranges concurrently (the handle is `Sync`). Each transition claims
+/// its pages atomically before any syscall, so overlapping concurrent transitions never both
+/// act on a page: one that meets a page the other holds gets [`Error::Busy`] and changes
+/// nothing (both can fail, if the holder then meets a page in the wrong state).
 ///
 /// `map`, `used` and the huge-page hints never destroy data and are safe. `unused` and `fault`
 /// discard the range's contents (and `fault` makes it trap), so they are `unsafe`: the caller
@@ -332,11 +336,11 @@ impl Reservation {
     pub fn map(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Map;
         let (first, n) = self.range(op, offset, len)?;
-        self.check(op, first, n, |c| {
+        self.claim_pages(op, first, n, |c| {
             matches!(c, RESERVED | FAULT_GUARD | FAULT_NONE | FAULT_OPEN)
         })?;
         let mut done = false;
-        self.runs(first, n, |page, count, code| {
+        self.settle_runs(first, n, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             let r = match code {
                 FAULT_OPEN => Ok(()),
@@ -377,9 +381,10 @@ impl Reservation {
     pub fn used(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Used;
         let (first, n) = self.range(op, offset, len)?;
-        self.check(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
+        self.claim_pages(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
         let mut done = false;
-        self.runs(first, n, |page, count, code| {
+        // Make every PROT_NONE run RW, still holding the pages (Prepared, RW, claimed).
+        let r = self.settle_runs(first, n, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             if code == PREPARED_NONE
                 && advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) }).is_err()
@@ -387,13 +392,19 @@ impl Reservation {
                 self.remap_rw(addr, bytes)
                     .map_err(|e| os(op, Syscall::Mmap, e, done))?;
             }
-            self.set(page, count, code, READY);
+            self.set(page, count, code, PREPARED | BUSY);
             done = true;
             Ok(())
-        })?;
+        });
+        if let Err(e) = r {
+            self.release_pages(first, n);
+            return Err(e);
+        }
+        // Prefault while the pages are still held: nobody else can be using them yet.
         if config::prefault_on() {
             prefault(self.addr(first), n << self.page_shift, 1 << self.page_shift);
         }
+        self.set(first, n, PREPARED, READY);
         stats::bump(Counter::UsedOps);
         Ok(())
     }
@@ -438,9 +449,10 @@ impl Reservation {
     ) -> Result<Unused, Error> {
         let op = Op::Unused;
         let (first, n) = self.range(op, offset, len)?;
-        self.check(op, first, n, |c| c == READY)?;
+        self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
-        let how = unused::release(addr, len, advice, self.noreserve)?;
+        let how = unused::release(addr, len, advice, self.noreserve)
+            .inspect_err(|_| self.release_pages(first, n))?;
         let u = self.finish_unused(first, n, READY, how);
         self.verify_unused(first, n, &u)?;
         Ok(u)
@@ -536,8 +548,9 @@ impl Reservation {
     ) -> Result<Faulted, Error> {
         let op = Op::Fault;
         let (first, n) = self.range(op, offset, len)?;
-        self.check(op, first, n, |c| c == READY)?;
-        let how = fault::fault(self.addr(first), len, strategy, self.noreserve)?;
+        self.claim_pages(op, first, n, |c| c == READY)?;
+        let how = fault::fault(self.addr(first), len, strategy, self.noreserve)
+            .inspect_err(|_| self.release_pages(first, n))?;
         let f = self.finish_fault(first, n, READY, how);
         self.verify_fault(first, n, &f)?;
         Ok(f)
@@ -555,7 +568,7 @@ impl Reservation {
         Faulted { how }
     }
 
-    /// Validate a range for a batched unused/fault and mark it queued (Ready → Pending), so a
+    /// Validate a range for a batched unused/fault and hold its pages (Ready, claimed), so a
     /// second queueing or a direct transition of the same pages is refused until the batch
     /// settles it. Returns (address, first page, pages).
     pub(crate) fn claim(
@@ -565,22 +578,21 @@ impl Reservation {
         len: usize,
     ) -> Result<(usize, usize, usize), Error> {
         let (first, n) = self.range(op, offset, len)?;
-        self.check(op, first, n, |c| c == READY)?;
-        self.set(first, n, READY, PENDING);
+        self.claim_pages(op, first, n, |c| c == READY)?;
         Ok((self.addr(first), first, n))
     }
 
-    /// Put a claimed range back to Ready (its release failed; nothing changed).
+    /// Let go of a claimed range (its release failed; nothing changed).
     pub(crate) fn unclaim(&self, first: usize, n: usize) {
-        self.set(first, n, PENDING, READY);
+        self.release_pages(first, n);
     }
 
     pub(crate) fn settle_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
-        self.finish_unused(first, n, PENDING, how)
+        self.finish_unused(first, n, READY, how)
     }
 
     pub(crate) fn settle_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
-        self.finish_fault(first, n, PENDING, how)
+        self.finish_fault(first, n, READY, how)
     }
 
     pub(crate) fn is_noreserve(&self) -> bool {
@@ -727,18 +739,89 @@ impl Reservation {
         Ok((offset >> self.page_shift, len >> self.page_shift))
     }
 
-    fn check(&self, op: Op, first: usize, n: usize, ok: impl Fn(u8) -> bool) -> Result<(), Error> {
-        self.runs(first, n, |page, _, code| {
-            if ok(code) {
-                Ok(())
-            } else {
-                Err(Error::WrongState {
-                    op,
-                    offset: page << self.page_shift,
-                    found: state_of(code),
-                })
+    /// Claim every page of the range for one transition, atomically per table word: each
+    /// page must pass `ok` and not be held already; it is then marked BUSY until `set`
+    /// writes its new code (or `release_pages` lets it go). Check and claim are one CAS, so
+    /// two threads can never both start a transition of the same page — a safe call can
+    /// never act on memory another transition just made Ready. On refusal, the words
+    /// claimed so far are let go and nothing has changed.
+    fn claim_pages(
+        &self,
+        op: Op,
+        first: usize,
+        n: usize,
+        ok: impl Fn(u8) -> bool,
+    ) -> Result<(), Error> {
+        let end = first + n;
+        let mut i = first;
+        while i < end {
+            let (w, lo) = (i / 8, i % 8);
+            let hi = (end - w * 8).min(8);
+            let mask = byte_mask(lo, hi);
+            let word = self.word(w);
+            let mut cur = word.load(Ordering::Acquire);
+            loop {
+                let bad = (lo..hi).find(|&b| {
+                    let c = (cur >> (8 * b)) as u8;
+                    c & BUSY != 0 || !ok(c)
+                });
+                if let Some(b) = bad {
+                    self.release_pages(first, i - first);
+                    let page = w * 8 + b;
+                    let c = (cur >> (8 * b)) as u8;
+                    let offset = page << self.page_shift;
+                    return Err(if c & BUSY != 0 {
+                        Error::Busy { op, offset }
+                    } else {
+                        Error::WrongState {
+                            op,
+                            offset,
+                            found: state_of(c),
+                        }
+                    });
+                }
+                let held = cur | (u64::from_ne_bytes([BUSY; 8]) & mask);
+                match word.compare_exchange_weak(cur, held, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
             }
-        })
+            i = w * 8 + hi;
+        }
+        Ok(())
+    }
+
+    /// Let go of claimed pages without changing their codes.
+    fn release_pages(&self, first: usize, n: usize) {
+        let end = first + n;
+        let mut i = first;
+        while i < end {
+            let (w, lo) = (i / 8, i % 8);
+            let hi = (end - w * 8).min(8);
+            let busy = u64::from_ne_bytes([BUSY; 8]) & byte_mask(lo, hi);
+            self.word(w).fetch_and(!busy, Ordering::Release);
+            i = w * 8 + hi;
+        }
+    }
+
+    /// `runs` over claimed pages, settling each run with `f` (which calls `set`); if `f`
+    /// fails, the pages of that run and the runs after it are let go unchanged.
+    fn settle_runs(
+        &self,
+        first: usize,
+        n: usize,
+        mut f: impl FnMut(usize, usize, u8) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut settled = first;
+        let r = self.runs(first, n, |page, count, code| {
+            f(page, count, code)?;
+            settled = page + count;
+            Ok(())
+        });
+        if r.is_err() {
+            self.release_pages(settled, first + n - settled);
+        }
+        r
     }
 
     /// Call `f(first_page, pages, code)` for each maximal run of equal codes.
@@ -753,7 +836,7 @@ impl Reservation {
         while start < end {
             let code = self.code(start);
             let next = self.run_end(start + 1, end, code);
-            f(start, next - start, code)?;
+            f(start, next - start, code & !BUSY)?;
             start = next;
         }
         Ok(())
@@ -766,16 +849,16 @@ impl Reservation {
         while i < end {
             let w = self.word(i / 8);
             if i % 8 == 0 && i + 8 <= end {
-                w.store(u64::from_ne_bytes([to; 8]), Ordering::Relaxed);
+                w.store(u64::from_ne_bytes([to; 8]), Ordering::Release);
                 i += 8;
                 continue;
             }
             // A partial word: other bytes may belong to a range another thread is
             // transitioning, so replace only ours, atomically.
             let (lo, hi) = (i % 8, (end - (i - i % 8)).min(8));
-            let mask = (u64::MAX >> (64 - 8 * (hi - lo))) << (8 * lo);
+            let mask = byte_mask(lo, hi);
             let bits = u64::from_ne_bytes([to; 8]) & mask;
-            let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            let _ = w.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
                 Some((old & !mask) | bits)
             });
             i += hi - lo;
@@ -845,6 +928,11 @@ fn prefault(addr: usize, len: usize, ps: usize) {
 
 fn page_size_checked() -> usize {
     probe::page_size()
+}
+
+/// The bits of bytes `lo..hi` of a table word (`hi - lo` between 1 and 8).
+fn byte_mask(lo: usize, hi: usize) -> u64 {
+    (u64::MAX >> (64 - 8 * (hi - lo))) << (8 * lo)
 }
 
 fn check_len(op: Op, len: usize, ps: usize) -> Result<(), Error> {

@@ -196,14 +196,16 @@ fn queued_ranges_refuse_other_transitions_and_bad_input_queues_nothing() {
     let r = Reservation::alloc(8 * ps).unwrap();
     let mut b: Batch<'_, 8> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
     unsafe { b.push(&r, 0, 2 * ps).unwrap() };
-    // Queued pages are Ready but claimed: a second queueing and a direct transition fail.
+    // Queued pages are Ready but held by the batch: a second queueing and a direct
+    // transition are refused as Busy, naming the first held page.
     assert!(matches!(
         unsafe { b.push(&r, ps, ps) },
-        Err(osmem::Error::WrongState { .. })
+        Err(osmem::Error::Busy { offset, .. }) if offset == ps
     ));
+    assert_eq!(r.state(0), Some(State::Ready));
     assert!(matches!(
         unsafe { r.unused(0, ps) },
-        Err(osmem::Error::WrongState { .. })
+        Err(osmem::Error::Busy { offset: 0, .. })
     ));
     assert!(matches!(
         unsafe { b.push(&r, 1, ps) },

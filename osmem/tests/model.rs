@@ -348,7 +348,7 @@ impl Model {
     }
 
     /// The first page (in order) that `ok` refuses is the one the error names. Queued
-    /// (`pend`) pages count as Ready but may not start another transition.
+    /// (`pend`) pages are Ready but held by the batch: `Busy`.
     fn check(
         &self,
         op: OsOp,
@@ -357,16 +357,15 @@ impl Model {
         ok: fn(K) -> bool,
     ) -> Result<(usize, usize), Error> {
         for p in first..first + n {
-            if pend[p] || !ok(self.k[p]) {
-                let found = if pend[p] {
-                    State::Ready
-                } else {
-                    self.k[p].state()
-                };
+            let offset = p * self.env.ps;
+            if pend[p] {
+                return Err(Error::Busy { op, offset });
+            }
+            if !ok(self.k[p]) {
                 return Err(Error::WrongState {
                     op,
-                    offset: p * self.env.ps,
-                    found,
+                    offset,
+                    found: self.k[p].state(),
                 });
             }
         }

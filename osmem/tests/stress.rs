@@ -147,7 +147,8 @@ impl<'r> Worker<'r> {
         }
     }
 
-    /// The first page that `ok` refuses (or that is queued) is the one the error names.
+    /// The first page that `ok` refuses (`WrongState`) or that is queued (`Busy`) is the one the
+    /// error names.
     fn check(
         &self,
         op: OsOp,
@@ -158,14 +159,14 @@ impl<'r> Worker<'r> {
     ) -> Result<(), Error> {
         match (f..f + n).find(|&p| pend[p] || !ok(self.k[p])) {
             None => Ok(()),
+            Some(p) if pend[p] => Err(Error::Busy {
+                op,
+                offset: p * self.ps(),
+            }),
             Some(p) => Err(Error::WrongState {
                 op,
                 offset: p * self.ps(),
-                found: if pend[p] {
-                    State::Ready
-                } else {
-                    self.k[p].state()
-                },
+                found: self.k[p].state(),
             }),
         }
     }

@@ -1,8 +1,8 @@
 //! The transition table, one test per (state, operation) pair. Legal pairs end in the
-//! documented state; illegal pairs return `Error::WrongState` naming the state found, issue
-//! no syscall at all, and leave the kernel's view (protection, residency, contents) exactly
-//! as it was. Each case runs in a forked child, where osmem's counters are exact (the child
-//! has one thread).
+//! documented state; illegal pairs return `Error::WrongState` naming the state found (for a
+//! page queued in a batch: `Error::Busy`), issue no syscall at all, and leave the kernel's
+//! view (protection, residency, contents) exactly as it was. Each case runs in a forked
+//! child, where osmem's counters are exact (the child has one thread).
 //!
 //! | from \ op | map | used | unused | fault |
 //! |---|---|---|---|---|
@@ -11,7 +11,7 @@
 //! | Ready | ✗ | ✗ | Prepared | Faulted |
 //! | Faulted (guard) | Prepared | ✗ | ✗ | ✗ |
 //! | Faulted (PROT_NONE) | Prepared | ✗ | ✗ | ✗ |
-//! | Queued in a batch | ✗ | ✗ | ✗ | ✗ |
+//! | Queued in a batch | Busy | Busy | Busy | Busy |
 
 use osmem::{Batch, BatchKind, Error, FaultStrategy, Reservation, State, UnusedAdvice};
 use osmem_testkit::{in_child_report, resident_pages, vma_at};
@@ -72,7 +72,8 @@ fn syscalls(s: &osmem::Stats) -> u64 {
 }
 
 /// Run `op` on a range in state `from`; report (outcome, syscalls issued, kernel view
-/// unchanged, state after). Outcome: 0 Ok, 1 WrongState with the right `found`, 2 other.
+/// unchanged, state after). Outcome: 0 Ok, 1 WrongState with the right `found`, 3 Busy
+/// naming the first page, 2 other.
 fn case(from: From, op: Do) -> [u64; 4] {
     osmem::probe();
     let (exit, rep) = in_child_report(|out| {
@@ -102,6 +103,7 @@ fn case(from: From, op: Do) -> [u64; 4] {
             Err(Error::WrongState {
                 found: f, offset, ..
             }) if f == found && offset == off => 1,
+            Err(Error::Busy { offset, .. }) if offset == off => 3,
             Err(_) => 2,
         });
         out.push(syscalls(&after.1) - syscalls(&before.1));
@@ -135,10 +137,13 @@ fn legal(from: From, op: Do, to: State) {
 
 fn illegal(from: From, op: Do) {
     let [outcome, syscalls, unchanged, _] = case(from, op);
-    assert_eq!(
-        outcome, 1,
-        "{from:?} --{op:?}--> must be WrongState naming the state found"
-    );
+    // A queued page is held by its batch: Busy, whatever the operation.
+    let (want, what) = if from == From::Queued {
+        (3, "Busy")
+    } else {
+        (1, "WrongState naming the state found")
+    };
+    assert_eq!(outcome, want, "{from:?} --{op:?}--> must be {what}");
     assert_eq!(
         syscalls, 0,
         "{from:?} --{op:?}-->: no syscall may be issued"
