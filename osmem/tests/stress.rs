@@ -41,7 +41,7 @@ use common::{
     PageKind as K, ADVICES, PM_GUARD_BIT, STATES, STRATEGIES,
 };
 use osmem::{
-    Batch, BatchKind, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, State, UnusedAdvice,
+    Batch, BatchKind, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, UnusedAdvice,
     UnusedHow,
 };
 use osmem_testkit as tk;
