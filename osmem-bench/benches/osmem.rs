@@ -6,6 +6,12 @@
 //! - `batch/<ranges>x<size>/<alone|sibling>`, functions `batch` and `loop`: releasing scattered
 //!   ranges (MADV_DONTNEED) with one osmem `Batch` versus one osmem call per range;
 //!   `batch-fault/…` the same for guard-marker faults.
+//! - `holes/<strategy>`: faulting every other 64 KiB chunk of a populated 64 MiB mapping
+//!   (512 faults), the VMA-growth measurement of `osmem report` ([`vma_growth`]), timed.
+//!
+//! The contention measurement (`osmem_bench::contention`) is not here: it reports throughput
+//! ratios over fixed windows, not the time of an operation, so it has no criterion form;
+//! `osmem bench` runs it.
 //!
 //! Every sample uses `iter_custom` and [`OpBench::once`] / [`BatchBench::once`], which time the
 //! operation alone: populating before and restoring after are not in the figures. That setup
@@ -18,7 +24,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use osmem_bench::{
-    size_label, BatchBench, BatchOp, Flavour, Method, Op, OpBench, Sibling, BATCH_CONFIGS, SIZES,
+    size_label, vma_growth, BatchBench, BatchOp, Flavour, Method, Op, OpBench, Sibling,
+    BATCH_CONFIGS, SIZES,
 };
 use std::time::Duration;
 
@@ -97,11 +104,38 @@ fn batches(c: &mut Criterion) {
     }
 }
 
+fn holes(c: &mut Criterion) {
+    for op in [
+        Op::FaultGuard,
+        Op::FaultProtect,
+        Op::FaultGo,
+        Op::FaultRemap,
+    ] {
+        if !op.is_supported() {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("holes/{}", op.name().trim_start_matches("fault/")));
+        // Each iteration maps and populates 64 MiB (not timed): ~50 ms of wall time.
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(10))
+            .measurement_time(Duration::from_millis(200))
+            .sampling_mode(SamplingMode::Flat);
+        g.bench_function("512x64KiB", |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| vma_growth(op, 64 << 20, 64 << 10).elapsed)
+                    .sum()
+            })
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     // Fewer bootstrap resamples than the default 100k: the analysis of 72 benchmarks would
     // otherwise take longer than measuring them.
     config = Criterion::default().nresamples(10_000).without_plots();
-    targets = ops, batches
+    targets = ops, batches, holes
 }
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 
 use crate::raw::{self, Iov, SelfPidfd};
 use crate::raw::{MADV_DONTNEED, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_POPULATE_WRITE};
-use crate::{median, over_budget, Sibling, DEFAULT_BUDGET};
+use crate::{median, over_budget, Estimate, Sibling, DEFAULT_BUDGET};
 use osmem::{Batch, BatchKind, FaultHow, FaultStrategy, Reservation, UnusedAdvice, UnusedHow};
 use std::time::{Duration, Instant};
 
@@ -333,6 +333,9 @@ pub struct BatchVsLoop {
     /// `raw_loop_ns / raw_batch_ns`: the kernel's own speedup on this machine, the ceiling
     /// for osmem's.
     pub raw_speedup: f64,
+    /// The loop's time over the batch's, iteration by iteration (both from the same
+    /// iteration), as an [`Estimate`]: `lo > 1` means the run shows the batch faster.
+    pub pair_speedup: Estimate,
 }
 
 /// Release `ranges` scattered ranges of `range_size` bytes with `MADV_DONTNEED`: one osmem
@@ -394,6 +397,12 @@ pub fn batch_vs_loop_within(
         }
     }
     let iters = samples[0].len();
+    let mut pair: Vec<f64> = samples[1]
+        .iter()
+        .zip(&samples[0])
+        .map(|(&l, &b)| l as f64 / b.max(1) as f64)
+        .collect();
+    let pair_speedup = Estimate::of(&mut pair);
     let [b, l, rb, rl] = samples.each_mut().map(|s| median(s));
     BatchVsLoop {
         op,
@@ -407,6 +416,7 @@ pub fn batch_vs_loop_within(
         raw_batch_ns: rb,
         raw_loop_ns: rl,
         raw_speedup: rl / rb,
+        pair_speedup,
     }
 }
 

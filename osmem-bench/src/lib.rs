@@ -13,6 +13,16 @@
 //! - [`batch_vs_loop`]: releasing many scattered ranges with one osmem [`osmem::Batch`]
 //!   (one `process_madvise` per ≤ 1024 ranges) versus a loop of per-range calls.
 //!   Target at 1024 × 4 KiB: ≥ 5× alone, ≥ 50× with a [`Sibling`] thread spinning.
+//! - [`interleaved`]: several operations (say, every fault strategy) on one range, round by
+//!   round, so that the ratio of any two is taken side by side ([`paired`] is built on it).
+//! - [`contention`]: the throughput a thread that takes `mmap_lock` for reading
+//!   ([`Worker`]) keeps while another thread faults and unfaults a range with each strategy,
+//!   relative to a [`CONTROL`] mutator that never takes the lock for writing.
+//! - [`vma_growth`] and [`footprint`]: what an operation leaves in the kernel — VMAs added
+//!   (`/proc/self/maps`), pages left resident (`mincore`).
+//!
+//! [`Estimate`] and [`tiers`] turn per-round ratios into noise-aware rankings: a difference
+//! ranks only if the run resolves it and it is larger than a minimum gap.
 //!
 //! Every timed iteration starts from a populated Ready range (`MADV_POPULATE_WRITE`, not
 //! timed), times exactly one operation with [`std::time::Instant`], then restores the range
@@ -33,16 +43,24 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod contention;
+mod costs;
 mod op;
+mod rank;
 mod raw;
 mod sibling;
+mod vma;
 
 pub use batch::{
     batch_vs_loop, batch_vs_loop_op, batch_vs_loop_within, default_batch_iters, BatchBench,
     BatchOp, BatchVsLoop, Method, BATCH_CONFIGS,
 };
+pub use contention::{contention, Contention, Worker, CONTROL, MUTATOR_PERIOD};
+pub use costs::{interleaved, Interleaved};
 pub use op::{paired, paired_within, Flavour, Op, OpBench, Paired, PAD};
+pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};
 pub use sibling::Sibling;
+pub use vma::{footprint, vma_growth, Footprint, VmaGrowth};
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 
 use crate::raw::{self, MADV_DONTNEED, MADV_FREE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE};
 use crate::raw::{MADV_POPULATE_WRITE, PROT_NONE, PROT_RW};
-use crate::{median, median_f64, over_budget, Sibling, DEFAULT_BUDGET};
+use crate::DEFAULT_BUDGET;
 use osmem::{FaultHow, FaultStrategy, Reservation, UnusedAdvice, UnusedHow};
 use std::time::{Duration, Instant};
 
@@ -334,15 +334,17 @@ impl OpBench {
         }
     }
 
-    /// Undo the applied operation (not timed): osmem's `map` + `used` (fault) or `used`
-    /// (unused) for the osmem flavour; `mprotect(RW)` or `MADV_GUARD_REMOVE` for raw faults,
-    /// nothing for raw unused (the range stayed RW).
+    /// Undo the applied operation and return the time that took (it is not part of the
+    /// operation's figure): osmem's `map` + `used` (fault) or `used` (unused) for the osmem
+    /// flavour; `mprotect(RW)` or `MADV_GUARD_REMOVE` for raw faults, nothing for raw unused
+    /// (the range stayed RW).
     ///
     /// # Panics
     /// If nothing is applied, or undoing fails.
-    pub fn restore(&mut self) {
+    pub fn restore(&mut self) -> Duration {
         let (op, flavour) = self.applied.take().expect("restore() without apply()");
         let (a, n) = (self.addr(), self.size);
+        let start = Instant::now();
         match flavour {
             Flavour::Osmem => {
                 if op.fault_strategy().is_some() {
@@ -359,6 +361,7 @@ impl OpBench {
                 }
             },
         }
+        start.elapsed()
     }
 
     /// One timed iteration: [`prepare`](Self::prepare), [`apply`](Self::apply) (timed),
@@ -382,7 +385,7 @@ pub struct Paired {
     pub op: Op,
     /// The range size in bytes.
     pub size: usize,
-    /// Whether a [`Sibling`] was spinning.
+    /// Whether a [`Sibling`](crate::Sibling) was spinning.
     pub sibling: bool,
     /// Pairs measured (fewer than asked if the time budget ran out).
     pub pairs: usize,
@@ -398,8 +401,9 @@ pub struct Paired {
 }
 
 /// Measure `op` on a `size`-byte range, `iters` times through osmem and `iters` times raw,
-/// alternating (osmem, raw, osmem, raw, …) on the same range (see [`OpBench`]), with a
-/// [`Sibling`] spinning if `sibling`. One untimed warm-up pair goes first. Stops early, after
+/// alternating on the same range (see [`OpBench`]; the order within a pair alternates too:
+/// osmem first, then raw first, …), with a [`Sibling`](crate::Sibling) spinning if `sibling`. One untimed
+/// warm-up pair goes first. Built on [`interleaved`](crate::interleaved). Stops early, after
 /// at least [`MIN_ITERS`](crate::MIN_ITERS) pairs, if [`DEFAULT_BUDGET`] runs out.
 ///
 /// # Panics
@@ -419,35 +423,22 @@ pub fn paired(op: Op, size: usize, iters: usize, sibling: bool) -> Paired {
 /// # Panics
 /// As for [`paired`].
 pub fn paired_within(op: Op, size: usize, iters: usize, sibling: bool, budget: Duration) -> Paired {
-    let mut bench = OpBench::new(size).unwrap_or_else(|e| panic!("{size}-byte region: {e}"));
-    let _sibling = Sibling::maybe(sibling);
-    // Warm-up: the first touch of the page tables and osmem's lazy probe/config happen here.
-    bench.once(op, Flavour::Osmem);
-    bench.once(op, Flavour::Raw);
-    let mut o = Vec::with_capacity(iters);
-    let mut r = Vec::with_capacity(iters);
-    let mut ratios = Vec::with_capacity(iters);
-    let start = Instant::now();
-    for _ in 0..iters {
-        let a = bench.once(op, Flavour::Osmem).as_nanos() as u64;
-        let b = bench.once(op, Flavour::Raw).as_nanos() as u64;
-        o.push(a);
-        r.push(b);
-        ratios.push(a as f64 / b.max(1) as f64);
-        if over_budget(start, budget, o.len()) {
-            break;
-        }
-    }
-    let pairs = o.len();
-    let (osmem_ns, raw_ns) = (median(&mut o), median(&mut r));
+    let run = crate::costs::interleaved(
+        &[(op, Flavour::Osmem), (op, Flavour::Raw)],
+        size,
+        iters,
+        sibling,
+        budget,
+    );
+    let (osmem_ns, raw_ns) = (run.median_ns(0), run.median_ns(1));
     Paired {
         op,
         size,
         sibling,
-        pairs,
+        pairs: run.rounds,
         osmem_ns,
         raw_ns,
         ratio: osmem_ns / raw_ns,
-        pair_ratio: median_f64(&mut ratios),
+        pair_ratio: run.ratio(0, 1).median,
     }
 }

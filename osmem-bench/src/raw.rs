@@ -125,3 +125,37 @@ pub(crate) unsafe fn process_madvise(pidfd: &SelfPidfd, iov: &[Iov], advice: i32
         }
     }
 }
+
+/// The number of `/proc/self/maps` entries (VMAs) that overlap `[start, end)`.
+///
+/// # Panics
+/// If the file cannot be read.
+pub(crate) fn vmas_in(start: usize, end: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_else(|e| panic!("read /proc/self/maps: {e}"));
+    maps.lines()
+        .filter_map(|l| {
+            let range = l.split(' ').next()?;
+            let (a, b) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|&(a, b)| a < end && b > start)
+        .count()
+}
+
+/// Pages of `[addr, addr + len)` resident in memory (`mincore`).
+///
+/// # Panics
+/// If `mincore` fails (the range is not mapped).
+pub(crate) fn resident_pages(addr: usize, len: usize) -> usize {
+    let ps = osmem::page_size();
+    let mut vec = vec![0u8; len.div_ceil(ps)];
+    // SAFETY: `vec` has one byte per page of the range.
+    if unsafe { libc::mincore(addr as *mut c_void, len, vec.as_mut_ptr()) } != 0 {
+        fail("mincore", 0, addr, len);
+    }
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}

@@ -1,8 +1,20 @@
 //! The `osmem` command.
 //!
-//! `osmem probe` prints what the running kernel offers and which strategies osmem selected.
+//! - `osmem probe` prints what the running kernel offers and which strategies osmem selected.
+//! - `osmem bench` measures every strategy osmem knows on this kernel (osmem-bench's one
+//!   implementation of each measurement) and prints Markdown tables, or JSON.
+//! - `osmem report [DIR]` does both, checks osmem's selection against the run's own numbers,
+//!   and writes `report.md`, `report.json` and `chart.svg` into DIR.
+//!
 //! Output goes through a locked stdout with `writeln!`; a closed pipe (`osmem probe | head -1`)
 //! ends the program quietly with exit code 0, any other write error with a message and code 1.
+//! A failure inside a measurement ends with a one-line message and code 1, never a panic trace.
+
+mod chart;
+mod markdown;
+mod report;
+mod suite;
+mod verdict;
 
 use clap::{Args, Parser, Subcommand};
 use osmem::{
@@ -10,14 +22,17 @@ use osmem::{
     UnusedAdvice, UnusedHow, BOOL_VALUES, FAULT_VALUES, THP_VALUES, UNUSED_VALUES,
 };
 use serde::Serialize;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use suite::Level;
 
 #[derive(Parser)]
 #[command(
     name = "osmem",
     version,
-    about = "The OS memory layer for language runtimes on Linux: probe the kernel",
+    about = "The OS memory layer for language runtimes on Linux: probe the kernel, measure \
+             every strategy on it, and report which one osmem selects and why",
     after_help = "Knobs are read from OSMEM=key=value,... (see `osmem probe` for those in force)."
 )]
 struct Cli {
@@ -30,6 +45,13 @@ enum Command {
     /// Print the kernel's memory capabilities, the strategies osmem selected and the knobs in
     /// force (with any problems in the OSMEM variable).
     Probe(ProbeArgs),
+    /// Measure every strategy on this kernel: cost per operation (4 KiB to 64 MiB, alone and
+    /// with a spinning sibling thread), mmap_lock contention, VMA growth, batch vs loop.
+    /// Markdown tables on stdout (or --json); progress on stderr.
+    Bench(BenchArgs),
+    /// Probe + bench + the strategies osmem selects, each checked against this run's numbers:
+    /// writes report.md, report.json and chart.svg into DIR.
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -39,27 +61,139 @@ struct ProbeArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct LevelArgs {
+    /// A shorter run (under 30 s; fewer rounds, so more results are ties).
+    #[arg(long)]
+    quick: bool,
+    /// Each measurement minimally (seconds): for tests of the command itself.
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    smoke: bool,
+}
+
+impl LevelArgs {
+    fn level(&self) -> Level {
+        match (self.smoke, self.quick) {
+            (true, _) => Level::Smoke,
+            (_, true) => Level::Quick,
+            _ => Level::Full,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    level: LevelArgs,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The directory to write report.md, report.json and chart.svg into (created if missing).
+    #[arg(default_value = "report")]
+    dir: PathBuf,
+    #[command(flatten)]
+    level: LevelArgs,
+}
+
+/// Why the command failed.
+enum Failure {
+    /// Writing stdout failed (a closed pipe is not a failure: see `main`).
+    Output(io::Error),
+    /// Anything else, with the message to print.
+    Other(String),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Output(e)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Probe(args) => probe(&args),
-    };
+    // A measurement that fails panics inside osmem-bench (a syscall refused, a fallback where
+    // none was expected). Say what failed in one line, without a trace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown error".to_owned());
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let _ = writeln!(io::stderr().lock(), "osmem: measurement failed: {msg}{at}");
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cli.command {
+        Command::Probe(args) => probe(&args).map_err(Failure::from),
+        Command::Bench(args) => bench(&args),
+        Command::Report(args) => report::run(&args.dir, args.level.level()),
+    }));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
         // The reader went away (`osmem probe | head -1`): nothing left to say to anyone.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Err(Failure::Output(e))) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(Err(Failure::Output(e))) => {
             let _ = writeln!(io::stderr().lock(), "osmem: cannot write output: {e}");
             ExitCode::FAILURE
         }
+        Ok(Err(Failure::Other(msg))) => {
+            let _ = writeln!(io::stderr().lock(), "osmem: {msg}");
+            ExitCode::FAILURE
+        }
+        // The hook has said what failed.
+        Err(_) => ExitCode::FAILURE,
     }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), Failure> {
+    let level = args.level.level();
+    let results = suite::run(level, io::stderr().is_terminal());
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &results).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "# osmem bench")?;
+        writeln!(out)?;
+        write_run_line(&mut out, &results)?;
+        writeln!(out)?;
+        markdown::write_bench(&mut out, &results, "##")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One line: kernel, CPUs, level, load, time.
+fn write_run_line(out: &mut impl Write, r: &suite::BenchResults) -> io::Result<()> {
+    writeln!(
+        out,
+        "Kernel {}, {} CPUs, level `{}`, {:.0} s{}.",
+        r.kernel,
+        r.cpus,
+        r.level.name(),
+        r.seconds,
+        r.load_average
+            .map(|l| format!(
+                ", load average at start {:.2} {:.2} {:.2}",
+                l[0], l[1], l[2]
+            ))
+            .unwrap_or_default()
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // The report: everything `probe` says, gathered once, printed as a table or as JSON.
 
 #[derive(Serialize)]
-struct Report {
+struct ProbeReport {
     kernel: Kernel,
     advice: Advice,
     process_madvise: ProcessMadviseReport,
@@ -141,12 +275,12 @@ struct EnvProblem {
     hint: String,
 }
 
-fn gather() -> Report {
+fn gather() -> ProbeReport {
     let p = osmem::probe();
     let cfg = osmem::config();
     let sel = osmem::selected();
     let env = osmem::env_report();
-    Report {
+    ProbeReport {
         kernel: Kernel {
             release: p.release().to_owned(),
             page_size: p.page_size,
@@ -408,7 +542,7 @@ fn probe(args: &ProbeArgs) -> io::Result<()> {
     }
 }
 
-fn warnings(r: &Report) -> Vec<String> {
+fn warnings(r: &ProbeReport) -> Vec<String> {
     let mut v: Vec<String> = r
         .osmem_env_problems
         .iter()
@@ -460,7 +594,7 @@ fn size(bytes: usize) -> String {
     }
 }
 
-fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
+fn write_table(out: &mut impl Write, r: &ProbeReport) -> io::Result<()> {
     let k = &r.kernel;
     writeln!(out, "Kernel")?;
     writeln!(out, "  release               {}", k.release)?;
