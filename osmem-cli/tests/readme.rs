@@ -55,6 +55,24 @@ fn readme_examples_run() {
     assert_eq!(c.thp_policy(), osmem::Thp::Never);
     assert!(c.is_prefault());
     osmem::configure(before);
+
+    let batch = || -> Result<(), osmem::Error> {
+        // README-EXAMPLE-BEGIN
+        use osmem::{Batch, BatchKind, Reservation, UnusedAdvice};
+
+        let ps = osmem::page_size();
+        let r = Reservation::alloc(4096 * ps)?;
+        let mut batch: Batch = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+        for i in (0..4096).step_by(2) {
+            // SAFETY: nothing uses these pages any more.
+            unsafe { batch.push(&r, i * ps, ps)? };
+        }
+        let report = unsafe { batch.flush() }; // 2 process_madvise calls on Linux ≥ 6.13
+        assert_eq!(report.ranges, 2048);
+        // README-EXAMPLE-END
+        Ok(())
+    };
+    batch().unwrap();
 }
 
 /// The code between the markers above, dedented, one string per example.
@@ -94,6 +112,6 @@ fn examples_in_readme() -> Vec<String> {
 #[test]
 fn readme_shows_these_examples() {
     let here = examples_here();
-    assert_eq!(here.len(), 2);
+    assert_eq!(here.len(), 3);
     assert_eq!(examples_in_readme(), here);
 }
