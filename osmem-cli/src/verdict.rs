@@ -392,29 +392,9 @@ pub fn fault(r: &BenchResults, sel: FaultStrategy, knob: FaultStrategy) -> Verdi
                 detail: d4,
             },
         ];
-        cands.push((
-            Candidate {
-                name: s.to_owned(),
-                passes_all: checks.iter().all(|c| c.passed),
-                checks,
-            },
-            worst,
-        ));
+        cands.push((candidate(s, checks), worst));
     }
-    let why = cands
-        .iter()
-        .find(|(c, _)| c.name == selected)
-        .map(|(c, _)| {
-            format!(
-                "meets every criterion: {}",
-                c.checks
-                    .iter()
-                    .map(|k| format!("{} {}", k.id, k.detail))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })
-        .unwrap_or_default();
+    let why = why_selected(&cands, &selected);
     finish(
         "fault",
         selected,
@@ -508,29 +488,9 @@ pub fn unused(r: &BenchResults, sel: osmem::UnusedHow, knob: UnusedAdvice) -> Ve
                 ),
             },
         ];
-        cands.push((
-            Candidate {
-                name: s.to_owned(),
-                passes_all: checks.iter().all(|c| c.passed),
-                checks,
-            },
-            worst,
-        ));
+        cands.push((candidate(s, checks), worst));
     }
-    let why = cands
-        .iter()
-        .find(|(c, _)| c.name == selected)
-        .map(|(c, _)| {
-            format!(
-                "meets every criterion: {}",
-                c.checks
-                    .iter()
-                    .map(|k| format!("{} {}", k.id, k.detail))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })
-        .unwrap_or_default();
+    let why = why_selected(&cands, &selected);
     finish("unused", selected, because, cands, why)
 }
 
@@ -648,4 +608,32 @@ pub fn all(r: &BenchResults) -> Verdicts {
         batch: batch(r),
         criteria: criteria(),
     }
+}
+
+/// A candidate strategy with its checked criteria.
+fn candidate(name: &str, checks: Vec<Check>) -> Candidate {
+    Candidate {
+        name: name.to_owned(),
+        passes_all: checks.iter().all(|c| c.passed),
+        checks,
+    }
+}
+
+/// The sentence listing the criteria the selected candidate meets (empty if it is not among
+/// the candidates).
+fn why_selected<T>(cands: &[(Candidate, T)], selected: &str) -> String {
+    cands
+        .iter()
+        .find(|(c, _)| c.name == selected)
+        .map(|(c, _)| {
+            format!(
+                "meets every criterion: {}",
+                c.checks
+                    .iter()
+                    .map(|k| format!("{} {}", k.id, k.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+        .unwrap_or_default()
 }

@@ -4,28 +4,11 @@ use serde_json::Value;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 
-fn osmem() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_osmem"));
-    // Each test decides what OSMEM holds; the caller's own setting must not leak in.
-    c.env_remove("OSMEM").stdin(Stdio::null());
-    c
-}
+mod common;
+use common::{assert_no_panic, osmem, text};
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("run osmem")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_no_panic(o: &Output) {
-    let err = text(&o.stderr);
-    assert!(!err.contains("panicked"), "stderr shows a panic:\n{err}");
-    assert!(
-        !err.contains("RUST_BACKTRACE"),
-        "stderr shows a panic:\n{err}"
-    );
 }
 
 fn json(o: &Output) -> Value {
