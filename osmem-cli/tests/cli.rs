@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{assert_no_panic, osmem, text};
+use common::{assert_no_panic, assert_success, osmem, text};
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("run osmem")
@@ -34,12 +34,7 @@ fn version(release: &str) -> (u32, u32) {
 #[test]
 fn probe_prints_the_table() {
     let o = run(osmem().arg("probe"));
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        text(&o.stderr)
-    );
+    assert_success(&o);
     let out = text(&o.stdout);
     for needle in [
         "Kernel",
@@ -162,12 +157,7 @@ fn osmem_env_problems_are_reported_not_taken() {
     let env = "bogus=1,unused=sometimes";
 
     let o = run(osmem().arg("probe").env("OSMEM", env));
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        text(&o.stderr)
-    );
+    assert_success(&o);
     let out = text(&o.stdout);
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
     assert_eq!(warnings.len(), 2, "{out}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 mod common;
-use common::{osmem, text};
+use common::{assert_success, osmem, text};
 
 /// No panic trace, and no measurement reported as failed.
 fn assert_no_panic(o: &Output) {
@@ -202,12 +202,7 @@ fn report_writes_the_three_files_into_the_default_directory() {
         .output()
         .expect("run osmem");
     assert_no_panic(&o);
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        text(&o.stderr)
-    );
+    assert_success(&o);
     let out = text(&o.stdout);
     assert!(out.contains("written to report"), "{out}");
     let json = check_report_dir(&cwd.join("report"));
@@ -250,12 +245,7 @@ fn a_forced_strategy_is_reported_as_disagreeing() {
         .output()
         .expect("run osmem");
     assert_no_panic(&o);
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        text(&o.stderr)
-    );
+    assert_success(&o);
     let json = check_report_dir(&dir);
     let f = &json["verdicts"]["fault"];
     assert_eq!(f["selected"], "go");
@@ -274,12 +264,7 @@ fn bench_prints_markdown_tables() {
         .output()
         .expect("run osmem");
     assert_no_panic(&o);
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        text(&o.stderr)
-    );
+    assert_success(&o);
     let out = text(&o.stdout);
     for needle in [
         "# osmem bench",

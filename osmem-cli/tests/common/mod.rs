@@ -24,3 +24,13 @@ pub fn assert_no_panic(o: &Output) {
         "stderr shows a panic:\n{err}"
     );
 }
+
+/// The command exited 0; otherwise the failure shows its status and stderr.
+pub fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status,
+        text(&o.stderr)
+    );
+}
