@@ -528,6 +528,18 @@ pub(crate) fn prefault_on() -> bool {
 }
 
 #[inline]
+pub(crate) fn unused_advice() -> UnusedAdvice {
+    env_init();
+    UNUSED_VALUES[UNUSED.load(Ordering::Relaxed) as usize].1
+}
+
+#[inline]
+pub(crate) fn fault_strategy() -> FaultStrategy {
+    env_init();
+    FAULT_VALUES[FAULT.load(Ordering::Relaxed) as usize].1
+}
+
+#[inline]
 pub(crate) fn thp_never() -> bool {
     env_init();
     THP_VALUES[THP.load(Ordering::Relaxed) as usize].1 == Thp::Never

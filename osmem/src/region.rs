@@ -425,7 +425,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn unused(&self, offset: usize, len: usize) -> Result<Unused, Error> {
-        self.unused_with(offset, len, config::config().unused_advice())
+        self.unused_with(offset, len, config::unused_advice())
     }
 
     /// Ready → Prepared, starting the chain with `advice`: MADV_FREE → MADV_DONTNEED →
@@ -525,7 +525,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn fault(&self, offset: usize, len: usize) -> Result<Faulted, Error> {
-        self.fault_with(offset, len, config::config().fault_strategy())
+        self.fault_with(offset, len, config::fault_strategy())
     }
 
     /// Ready → Faulted with a given strategy (see [`FaultStrategy`]).
