@@ -912,17 +912,37 @@ impl Drop for Reservation {
 }
 
 /// Fault in a Ready range ahead of use: MADV_POPULATE_WRITE (one syscall, no per-page trap),
-/// else one write per page. `fetch_or(0)` writes without changing the byte: a Prepared range's
-/// contents are undefined, but MADV_FREE'd pages may still hold data a caller peeks at.
+/// else one write per page (see [`touch_write`]).
 fn prefault(addr: usize, len: usize, ps: usize) {
     if advise::advise(addr, len, sys::MADV_POPULATE_WRITE).is_ok() {
         return;
     }
     let mut a = addr;
     while a < addr + len {
-        // SAFETY: the range is Ready (RW) and owned by the caller of `used`.
-        unsafe { (*(a as *const AtomicU8)).fetch_or(0, Ordering::Relaxed) };
+        // SAFETY: the range is Ready (RW) and held by the caller's transition.
+        unsafe { touch_write(a) };
         a += ps;
+    }
+}
+
+/// Write the byte at `addr` without changing it, in one step the optimiser must keep.
+///
+/// Why a compare-exchange: `fetch_or(0)` and `fetch_add(0)` are idempotent read-modify-writes
+/// that LLVM may (and rustc 1.95 in release does) turn into a plain load or a fence, so the
+/// page is never written and never populated for writing. A `lock cmpxchg` always writes the
+/// cache line when it succeeds. A load followed by a separate store could copy a stale byte
+/// into a page the kernel reclaimed in between (MADV_FREE): the exchange only succeeds if the
+/// byte is still what was read, and otherwise retries with the new value.
+///
+/// # Safety
+/// `addr` must be inside a readable and writable mapping the caller owns.
+#[inline]
+pub(crate) unsafe fn touch_write(addr: usize) {
+    // SAFETY: the caller's contract; AtomicU8 has the layout of u8.
+    let b = unsafe { &*(addr as *const AtomicU8) };
+    let mut v = b.load(Ordering::Relaxed);
+    while let Err(now) = b.compare_exchange(v, v, Ordering::Relaxed, Ordering::Relaxed) {
+        v = now;
     }
 }
 
