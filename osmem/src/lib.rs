@@ -40,17 +40,20 @@
 extern crate std;
 
 mod advise;
+mod arena;
 mod batch;
 mod config;
 mod error;
 mod fault;
 mod huge;
+mod lock;
 mod names;
 mod once;
 mod probe;
 mod region;
 mod stats;
 mod sys;
+mod table;
 mod unused;
 mod verify;
 

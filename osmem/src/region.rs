@@ -4,21 +4,26 @@
 //! |---|---|---|---|---|---|
 //! | Reserved | → Prepared | error | error | error | → None |
 //! | Prepared | error | → Ready | error | error | → None |
-//! | Ready | error | error | → Prepared | → Faulted | → None |
+//! | Ready | error | → Ready (no-op) | → Prepared | → Faulted | → None |
 //! | Faulted | → Prepared | error | error | error | → None |
 //!
-//! Every page's state lives in a side table of one byte per page, in memory osmem maps for
-//! itself (MAP_NORESERVE, so only the parts in use cost anything: 1/4096 of the region). The
-//! table is what makes three promises cheap and exact:
+//! Every page's state lives in the reservation's page-state map (`table.rs`), whose cost
+//! follows the shape of use: nothing for a region in one state or with one run in another,
+//! about one 128-byte node per isolated mixed area otherwise. The map is what makes three
+//! promises cheap and exact:
 //! - a transition from the wrong state is refused *before* any syscall;
 //! - accounting moves exactly the bytes that changed state, even for mixed ranges;
 //! - a faulted range is made usable again with the inverse of *whatever* faulted it (guard
 //!   markers, PROT_NONE, remap, or released-only), even if the strategy changed meanwhile.
 //!
-//! The table is `MADV_DONTDUMP`: that flag keeps its VMA from ever merging with a region's RW
-//! pages next to it, which would make the region's `/proc/self/smaps` lines include it.
+//! A transition claims its pages in the map (under the map's lock, before any syscall),
+//! issues its syscalls without the lock, then settles: one update of the map for the whole
+//! range on success; on a partial failure one update for the part that changed and one to let
+//! go of the rest. The nodes the settling may need were reserved by the claim, so the kernel's
+//! change is always recorded.
 
 use crate::advise;
+use crate::arena::{self, NoMemory};
 use crate::config::{self, FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
@@ -27,9 +32,10 @@ use crate::names;
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
+use crate::table::{Table, Upd, BUSY};
 use crate::unused::{self, Unused, UnusedHow};
 use crate::verify;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// The state of a page (DESIGN.md §1).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -45,7 +51,7 @@ pub enum State {
     Faulted,
 }
 
-// Per-page codes in the side table. 0 must be RESERVED: an untouched table page reads as zero.
+// Per-page codes in the page-state map (4 bits with `BUSY`). 0 must be RESERVED.
 const RESERVED: u8 = 0;
 const PREPARED: u8 = 1;
 /// Prepared and PROT_NONE (harddecommit).
@@ -53,14 +59,18 @@ const PREPARED_NONE: u8 = 2;
 const READY: u8 = 3;
 /// Faulted with guard markers (protection RW).
 const FAULT_GUARD: u8 = 4;
-/// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap).
+/// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap), or released but not
+/// trapping (protection RW: the VMA limit stopped the protecting step). `map` makes both RW
+/// with `mprotect(RW)`, which changes nothing on a range that is RW already.
 const FAULT_NONE: u8 = 5;
-/// Released but not trapping (protection RW): the VMA limit stopped the protecting step.
-const FAULT_OPEN: u8 = 6;
-/// Flag on a page's code while a transition holds it (claimed atomically, before any
-/// syscall): a second transition of the same page, on another thread or queued in a batch,
-/// is refused with `Error::Busy` instead of racing with the first.
-const BUSY: u8 = 0x80;
+
+/// Every state, in `State` index order.
+const STATES: [State; 4] = [
+    State::Reserved,
+    State::Prepared,
+    State::Ready,
+    State::Faulted,
+];
 
 fn state_of(code: u8) -> State {
     match code & !BUSY {
@@ -115,18 +125,20 @@ pub struct Reservation {
     base: usize,
     len: usize,
     page_shift: u32,
-    table: usize,
-    table_len: usize,
     /// Whether the region was mapped MAP_NORESERVE; remaps inside it use the same flags so
     /// the kernel can merge them back into one VMA.
     noreserve: bool,
+    /// Whether the region has its `[anon:osmem]` name yet: given at the first `map` (or at
+    /// `alloc`), so `reserve` + drop stay one `mmap` + one `munmap`.
+    named: AtomicBool,
     /// This region's share of the global byte counters, by `State` index, so drop can
-    /// subtract it in O(1) instead of scanning the table.
+    /// subtract it in O(1). Written only with the map's lock held.
     bytes: [AtomicU64; 4],
+    table: Table,
 }
 
-// SAFETY: the handle owns its mapping; all mutation goes through syscalls on disjoint ranges
-// and atomics (table bytes, counters).
+// SAFETY: the handle owns its mapping; all mutation goes through syscalls on disjoint ranges,
+// the map's lock, and atomics (counters).
 unsafe impl Send for Reservation {}
 unsafe impl Sync for Reservation {}
 
@@ -203,7 +215,7 @@ impl Reservation {
                 let _ = advise::retry(|| sys::munmap(base + len, tail));
             }
         }
-        let r = Self::adopt(op, base, len, RESERVED, true)?;
+        let r = Self::adopt(base, len, RESERVED, true);
         stats::bump(Counter::ReserveOps);
         Ok(r)
     }
@@ -222,56 +234,45 @@ impl Reservation {
         // SAFETY: a fresh mapping.
         let base = advise::retry(|| unsafe { sys::mmap_anon(0, len, sys::PROT_RW, false, false) })
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let r = Self::adopt(op, base, len, READY, false)?;
+        let r = Self::adopt(base, len, READY, false);
+        r.name_once();
         stats::bump(Counter::AllocOps);
         Ok(r)
     }
 
-    /// Take ownership of `[base, base+len)` (just mapped) and give it a state table.
-    fn adopt(op: Op, base: usize, len: usize, code: u8, noreserve: bool) -> Result<Self, Error> {
+    /// Take ownership of `[base, base+len)` (just mapped) with every page in `code`.
+    fn adopt(base: usize, len: usize, code: u8, noreserve: bool) -> Self {
         let ps = probe::page_size();
-        let pages = len / ps;
-        // Whole words, and whole pages for mmap.
-        let table_len = round_up(pages.max(1), ps);
-        // SAFETY: a fresh mapping for the table.
-        let table = match advise::retry(|| unsafe {
-            sys::mmap_anon(0, table_len, sys::PROT_RW, false, true)
-        }) {
-            Ok(t) => t,
-            Err(e) => {
-                // SAFETY: the region was mapped by our caller and not handed out.
-                let _ = advise::retry(|| unsafe { sys::munmap(base, len) });
-                return Err(os(op, Syscall::Mmap, e, false));
-            }
-        };
-        // Best effort: without it the table may merge with a neighbour (see the module doc).
-        // SAFETY: the table is ours.
-        let _ = advise::retry(|| unsafe { sys::madvise(table, table_len, sys::MADV_DONTDUMP) });
-        names::name(base, len, b"osmem\0");
-        names::name(table, table_len, b"osmem state\0");
+        // Metadata memory exists before the process can reach the VMA limit (see arena.rs).
+        arena::ensure();
         let r = Reservation {
             base,
             len,
             page_shift: ps.trailing_zeros(),
-            table,
-            table_len,
             noreserve,
+            named: AtomicBool::new(false),
             bytes: [
                 AtomicU64::new(0),
                 AtomicU64::new(0),
                 AtomicU64::new(0),
                 AtomicU64::new(0),
             ],
+            table: Table::new(len / ps, code),
         };
-        if code != RESERVED {
-            // SAFETY: the table is ours, `pages` long, and not yet shared.
-            unsafe { core::ptr::write_bytes(table as *mut u8, code, pages) };
-        }
-        r.account(state_of(code), len as u64, true);
+        r.bytes[state_of(code) as usize].store(len as u64, Ordering::Relaxed);
+        stats::add(byte_counter(state_of(code)), len as u64);
         if config::thp_never() {
             let _ = advise::advise(base, len, sys::MADV_NOHUGEPAGE);
         }
-        Ok(r)
+        r
+    }
+
+    /// Name the region `[anon:osmem]` once (best effort, like Go).
+    #[inline]
+    fn name_once(&self) {
+        if !self.named.load(Ordering::Relaxed) && !self.named.swap(true, Ordering::Relaxed) {
+            names::name(self.base, self.len, b"osmem\0");
+        }
     }
 
     /// The start of the region.
@@ -305,7 +306,13 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn state(&self, offset: usize) -> Option<State> {
-        (offset < self.len).then(|| state_of(self.code(offset >> self.page_shift)))
+        if offset >= self.len {
+            return None;
+        }
+        // A map left locked by a thread that does not exist (forked mid-transition) cannot be
+        // read; its pages were being changed, and `Busy` is what a transition would say.
+        let g = self.table.lock().ok()?;
+        Some(state_of(g.get(offset >> self.page_shift)))
     }
 
     /// Bytes of this region in `state`.
@@ -337,25 +344,26 @@ impl Reservation {
         let op = Op::Map;
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| {
-            matches!(c, RESERVED | FAULT_GUARD | FAULT_NONE | FAULT_OPEN)
+            matches!(c, RESERVED | FAULT_GUARD | FAULT_NONE)
         })?;
-        let mut done = false;
-        self.settle_runs(first, n, |page, count, code| {
+        self.name_once();
+        // Per run, the inverse of what left it there. `moved[s]`: bytes done, by old state.
+        let mut moved = [0u64; 4];
+        let r = self.each_run(first, n, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             let r = match code {
-                FAULT_OPEN => Ok(()),
                 FAULT_GUARD => advise::advise(addr, bytes, sys::MADV_GUARD_REMOVE)
                     .or_else(|_| self.remap_rw(addr, bytes)),
                 _ => advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) })
                     .or_else(|_| self.remap_rw(addr, bytes)),
             };
-            if let Err(e) = r {
-                return Err(os(op, Syscall::Mmap, e, done));
-            }
-            self.set(page, count, code, PREPARED);
-            done = true;
+            let done = moved.iter().any(|&b| b > 0);
+            r.map_err(|e| os(op, Syscall::Mmap, e, done))?;
+            moved[state_of(code) as usize] += bytes as u64;
             Ok(())
-        })?;
+        });
+        self.settle(first, n, r.as_ref().err().map(|e| e.0), PREPARED, &moved);
+        r.map_err(|e| e.1)?;
         stats::bump(Counter::MapOps);
         Ok(())
     }
@@ -382,29 +390,30 @@ impl Reservation {
         let op = Op::Used;
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
-        let mut done = false;
         // Make every PROT_NONE run RW, still holding the pages (Prepared, RW, claimed).
-        let r = self.settle_runs(first, n, |page, count, code| {
+        let mut moved = [0u64; 4];
+        let r = self.each_run(first, n, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             if code == PREPARED_NONE
                 && advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) }).is_err()
             {
+                let done = moved[State::Prepared as usize] > 0;
                 self.remap_rw(addr, bytes)
                     .map_err(|e| os(op, Syscall::Mmap, e, done))?;
             }
-            self.set(page, count, code, PREPARED | BUSY);
-            done = true;
+            moved[State::Prepared as usize] += bytes as u64;
             Ok(())
         });
-        if let Err(e) = r {
-            self.release_pages(first, n);
+        if let Err((stop, e)) = r {
+            // The runs before `stop` are RW now: Prepared (not PROT_NONE); the rest unchanged.
+            self.settle(first, n, Some(stop), PREPARED, &[0; 4]);
             return Err(e);
         }
         // Prefault while the pages are still held: nobody else can be using them yet.
         if config::prefault_on() {
             prefault(self.addr(first), n << self.page_shift, 1 << self.page_shift);
         }
-        self.set(first, n, PREPARED, READY);
+        self.settle(first, n, None, READY, &moved);
         stats::bump(Counter::UsedOps);
         Ok(())
     }
@@ -452,8 +461,8 @@ impl Reservation {
         self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
         let how = unused::release(addr, len, advice, self.noreserve)
-            .inspect_err(|_| self.release_pages(first, n))?;
-        let u = self.finish_unused(first, n, READY, how);
+            .inspect_err(|_| self.unclaim(first, n))?;
+        let u = self.finish_unused(first, n, how);
         self.verify_unused(first, n, &u)?;
         Ok(u)
     }
@@ -488,8 +497,8 @@ impl Reservation {
         Ok(())
     }
 
-    /// The common tail of every unused (direct or batched): harddecommit, table, accounting.
-    pub(crate) fn finish_unused(&self, first: usize, n: usize, from: u8, how: UnusedHow) -> Unused {
+    /// The common tail of every unused (direct or batched): harddecommit, map, accounting.
+    pub(crate) fn finish_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
         let (addr, len) = (self.addr(first), n << self.page_shift);
         let mut protected = false;
         if config::harddecommit_on() {
@@ -501,7 +510,7 @@ impl Reservation {
             }
         }
         let to = if protected { PREPARED_NONE } else { PREPARED };
-        self.set(first, n, from, to);
+        self.settle_ready(first, n, to);
         stats::bump(Counter::UnusedOps);
         Unused {
             how,
@@ -550,49 +559,75 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
         let how = fault::fault(self.addr(first), len, strategy, self.noreserve)
-            .inspect_err(|_| self.release_pages(first, n))?;
-        let f = self.finish_fault(first, n, READY, how);
+            .inspect_err(|_| self.unclaim(first, n))?;
+        let f = self.finish_fault(first, n, how);
         self.verify_fault(first, n, &f)?;
         Ok(f)
     }
 
-    /// The common tail of every fault (direct or batched): table and accounting.
-    pub(crate) fn finish_fault(&self, first: usize, n: usize, from: u8, how: FaultHow) -> Faulted {
+    /// The common tail of every fault (direct or batched): map and accounting.
+    pub(crate) fn finish_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
         let code = match how {
             FaultHow::Guard => FAULT_GUARD,
-            FaultHow::ReleasedOnly => FAULT_OPEN,
             _ => FAULT_NONE,
         };
-        self.set(first, n, from, code);
+        self.settle_ready(first, n, code);
         stats::bump(Counter::FaultOps);
         Faulted { how }
     }
 
     /// Validate a range for a batched unused/fault and hold its pages (Ready, claimed), so a
     /// second queueing or a direct transition of the same pages is refused until the batch
-    /// settles it. Returns (address, first page, pages).
-    pub(crate) fn claim(
-        &self,
-        op: Op,
-        offset: usize,
-        len: usize,
-    ) -> Result<(usize, usize, usize), Error> {
+    /// settles it. Returns the address.
+    pub(crate) fn claim(&self, op: Op, offset: usize, len: usize) -> Result<usize, Error> {
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
-        Ok((self.addr(first), first, n))
+        Ok(self.addr(first))
     }
 
-    /// Let go of a claimed range (its release failed; nothing changed).
-    pub(crate) fn unclaim(&self, first: usize, n: usize) {
-        self.release_pages(first, n);
+    /// The pages of a range given by address (batches keep addresses).
+    #[inline]
+    fn pages_at(&self, addr: usize, len: usize) -> (usize, usize) {
+        (
+            (addr - self.base) >> self.page_shift,
+            len >> self.page_shift,
+        )
     }
 
-    pub(crate) fn settle_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
-        self.finish_unused(first, n, READY, how)
+    /// Let go of a batched range (its release failed; nothing changed).
+    pub(crate) fn unclaim_at(&self, addr: usize, len: usize) {
+        let (first, n) = self.pages_at(addr, len);
+        self.unclaim(first, n);
     }
 
-    pub(crate) fn settle_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
-        self.finish_fault(first, n, READY, how)
+    pub(crate) fn settle_unused(&self, addr: usize, len: usize, how: UnusedHow) -> Unused {
+        let (first, n) = self.pages_at(addr, len);
+        self.finish_unused(first, n, how)
+    }
+
+    pub(crate) fn settle_fault(&self, addr: usize, len: usize, how: FaultHow) -> Faulted {
+        let (first, n) = self.pages_at(addr, len);
+        self.finish_fault(first, n, how)
+    }
+
+    pub(crate) fn verify_unused_at(
+        &self,
+        addr: usize,
+        len: usize,
+        u: &Unused,
+    ) -> Result<(), Error> {
+        let (first, n) = self.pages_at(addr, len);
+        self.verify_unused(first, n, u)
+    }
+
+    pub(crate) fn verify_fault_at(
+        &self,
+        addr: usize,
+        len: usize,
+        f: &Faulted,
+    ) -> Result<(), Error> {
+        let (first, n) = self.pages_at(addr, len);
+        self.verify_fault(first, n, f)
     }
 
     pub(crate) fn is_noreserve(&self) -> bool {
@@ -674,45 +709,11 @@ impl Reservation {
         huge::hint(op, self.addr(first), len, huge::COLLAPSE)
     }
 
-    // ----- the state table -----
+    // ----- the page-state map -----
 
     #[inline]
     fn addr(&self, page: usize) -> usize {
         self.base + (page << self.page_shift)
-    }
-
-    /// The table word holding the codes of pages `8*w .. 8*w+8` (page `p` is byte `p % 8`,
-    /// counted from the least significant). The table is accessed only through whole-word
-    /// atomics: Rust forbids racing atomic accesses of different sizes to the same bytes, and
-    /// word-sized scans make the per-transition table walk 8× cheaper (64 MiB = 16384 pages
-    /// is on the path of every large unused/fault).
-    #[inline]
-    fn word(&self, w: usize) -> &AtomicU64 {
-        debug_assert!(w * 8 < self.table_len);
-        // SAFETY: the table is page-aligned, a whole number of words long, and lives as long
-        // as self; it is only ever accessed through AtomicU64.
-        unsafe { &*((self.table + w * 8) as *const AtomicU64) }
-    }
-
-    #[inline]
-    fn code(&self, page: usize) -> u8 {
-        (self.word(page / 8).load(Ordering::Relaxed) >> ((page % 8) * 8)) as u8
-    }
-
-    /// The first page at or after `start` (and before `end`) whose code is not `code`.
-    fn run_end(&self, start: usize, end: usize, code: u8) -> usize {
-        let splat = u64::from_ne_bytes([code; 8]);
-        let mut i = start;
-        while i < end {
-            if i % 8 == 0 && i + 8 <= end && self.word(i / 8).load(Ordering::Relaxed) == splat {
-                i += 8;
-            } else if self.code(i) == code {
-                i += 1;
-            } else {
-                break;
-            }
-        }
-        i
     }
 
     /// Validate a range: the checks every transition shares, in a fixed order, before any
@@ -739,12 +740,21 @@ impl Reservation {
         Ok((offset >> self.page_shift, len >> self.page_shift))
     }
 
-    /// Claim every page of the range for one transition, atomically per table word: each
-    /// page must pass `ok` and not be held already; it is then marked BUSY until `set`
-    /// writes its new code (or `release_pages` lets it go). Check and claim are one CAS, so
-    /// two threads can never both start a transition of the same page — a safe call can
-    /// never act on memory another transition just made Ready. On refusal, the words
-    /// claimed so far are let go and nothing has changed.
+    /// Lock the map; a lock left held by a thread that does not exist in this process (it
+    /// was forked in the middle of a transition) is reported as `Busy` at `page`.
+    #[inline]
+    fn lock(&self, op: Op, page: usize) -> Result<crate::table::Guard<'_>, Error> {
+        self.table.lock().map_err(|_| Error::Busy {
+            op,
+            offset: page << self.page_shift,
+        })
+    }
+
+    /// Claim every page of the range for one transition: each page must pass `ok` and not be
+    /// held already; they are then held (`BUSY`) until the transition settles them. Check and
+    /// hold happen under the map's lock, so two transitions can never both start on a page —
+    /// a safe call can never act on memory another transition just made Ready. On refusal
+    /// nothing has changed.
     fn claim_pages(
         &self,
         op: Op,
@@ -752,156 +762,118 @@ impl Reservation {
         n: usize,
         ok: impl Fn(u8) -> bool,
     ) -> Result<(), Error> {
-        let end = first + n;
-        let mut i = first;
-        while i < end {
-            let (w, lo) = (i / 8, i % 8);
-            let hi = (end - w * 8).min(8);
-            let mask = byte_mask(lo, hi);
-            let word = self.word(w);
-            let mut cur = word.load(Ordering::Acquire);
-            loop {
-                let bad = (lo..hi).find(|&b| {
-                    let c = (cur >> (8 * b)) as u8;
-                    c & BUSY != 0 || !ok(c)
+        let mut g = self.lock(op, first)?;
+        let runs = match g.check(first, first + n, ok) {
+            Ok((runs, _)) => runs,
+            Err((page, c)) => {
+                let offset = page << self.page_shift;
+                return Err(if c & BUSY != 0 {
+                    Error::Busy { op, offset }
+                } else {
+                    Error::WrongState {
+                        op,
+                        offset,
+                        found: state_of(c),
+                    }
                 });
-                if let Some(b) = bad {
-                    self.release_pages(first, i - first);
-                    let page = w * 8 + b;
-                    let c = (cur >> (8 * b)) as u8;
-                    let offset = page << self.page_shift;
-                    return Err(if c & BUSY != 0 {
-                        Error::Busy { op, offset }
-                    } else {
-                        Error::WrongState {
-                            op,
-                            offset,
-                            found: state_of(c),
-                        }
-                    });
-                }
-                let held = cur | (u64::from_ne_bytes([BUSY; 8]) & mask);
-                match word.compare_exchange_weak(cur, held, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(now) => cur = now,
-                }
             }
-            i = w * 8 + hi;
-        }
-        Ok(())
+        };
+        g.claim(first, first + n, runs).map_err(|e| match e {
+            NoMemory::Os(call, errno) => os(op, call, errno, false),
+            NoMemory::Busy => Error::Busy {
+                op,
+                offset: first << self.page_shift,
+            },
+        })
     }
 
-    /// Let go of claimed pages without changing their codes.
-    fn release_pages(&self, first: usize, n: usize) {
-        let end = first + n;
-        let mut i = first;
-        while i < end {
-            let (w, lo) = (i / 8, i % 8);
-            let hi = (end - w * 8).min(8);
-            let busy = u64::from_ne_bytes([BUSY; 8]) & byte_mask(lo, hi);
-            self.word(w).fetch_and(!busy, Ordering::Release);
-            i = w * 8 + hi;
-        }
+    /// Let go of claimed pages without changing their codes (the transition failed before
+    /// changing anything).
+    pub(crate) fn unclaim(&self, first: usize, n: usize) {
+        self.settle(first, n, Some(first), 0, &[0; 4]);
     }
 
-    /// `runs` over claimed pages, settling each run with `f` (which calls `set`); if `f`
-    /// fails, the pages of that run and the runs after it are let go unchanged.
-    fn settle_runs(
+    /// Call `f(first_page, pages, code)` for each maximal run of equal codes of a claimed
+    /// range (codes without `BUSY`), in order. If `f` fails, returns the page where it
+    /// stopped and its error.
+    fn each_run(
         &self,
         first: usize,
         n: usize,
         mut f: impl FnMut(usize, usize, u8) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let mut settled = first;
-        let r = self.runs(first, n, |page, count, code| {
-            f(page, count, code)?;
-            settled = page + count;
-            Ok(())
-        });
-        if r.is_err() {
-            self.release_pages(settled, first + n - settled);
-        }
-        r
-    }
-
-    /// Call `f(first_page, pages, code)` for each maximal run of equal codes.
-    fn runs(
-        &self,
-        first: usize,
-        n: usize,
-        mut f: impl FnMut(usize, usize, u8) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), (usize, Error)> {
         let end = first + n;
-        let mut start = first;
-        while start < end {
-            let code = self.code(start);
-            let next = self.run_end(start + 1, end, code);
-            f(start, next - start, code & !BUSY)?;
-            start = next;
+        let mut p = first;
+        while p < end {
+            // The pages are held by us: their codes cannot change while the lock is off.
+            let (code, next) = match self.table.lock() {
+                Ok(g) => g.run(p, end),
+                Err(_) => unreachable!("our own map's lock cannot be orphaned mid-transition"),
+            };
+            f(p, next - p, code & !BUSY).map_err(|e| (p, e))?;
+            p = next;
         }
         Ok(())
     }
 
-    /// Move `pages` pages from `from` to `to`: table codes and accounting.
-    fn set(&self, first: usize, pages: usize, from: u8, to: u8) {
-        let end = first + pages;
-        let mut i = first;
-        while i < end {
-            let w = self.word(i / 8);
-            if i % 8 == 0 && i + 8 <= end {
-                w.store(u64::from_ne_bytes([to; 8]), Ordering::Release);
-                i += 8;
-                continue;
-            }
-            // A partial word: other bytes may belong to a range another thread is
-            // transitioning, so replace only ours, atomically.
-            let (lo, hi) = (i % 8, (end - (i - i % 8)).min(8));
-            let mask = byte_mask(lo, hi);
-            let bits = u64::from_ne_bytes([to; 8]) & mask;
-            let _ = w.fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
-                Some((old & !mask) | bits)
-            });
-            i += hi - lo;
+    /// Settle a claimed range: on success (`stop` = None) every page gets `to`; on a failure
+    /// at page `stop`, the pages before it get `to` and the rest are let go unchanged.
+    /// `moved` holds the bytes done, by old state, for the accounting.
+    fn settle(&self, first: usize, n: usize, stop: Option<usize>, to: u8, moved: &[u64; 4]) {
+        let end = first + n;
+        let done = stop.unwrap_or(end);
+        let Ok(mut g) = self.table.lock() else {
+            unreachable!("our own map's lock cannot be orphaned mid-transition")
+        };
+        if done > first {
+            g.update(first, done, Upd::Set(to));
         }
-        let (a, b) = (state_of(from), state_of(to));
-        if a != b {
-            let bytes = (pages as u64) << self.page_shift;
-            self.account(a, bytes, false);
-            self.account(b, bytes, true);
+        if done < end {
+            g.update(done, end, Upd::Unhold);
+        }
+        g.settled();
+        for (s, &b) in moved.iter().enumerate() {
+            if b > 0 {
+                self.move_bytes(STATES[s], state_of(to), b);
+            }
         }
     }
 
-    fn account(&self, s: State, bytes: u64, add: bool) {
-        if add {
-            self.bytes[s as usize].fetch_add(bytes, Ordering::Relaxed);
-            stats::add(byte_counter(s), bytes);
-        } else {
-            self.bytes[s as usize].fetch_sub(bytes, Ordering::Relaxed);
-            stats::sub(byte_counter(s), bytes);
+    /// Settle a claimed Ready range (unused, fault): every page gets `to`.
+    fn settle_ready(&self, first: usize, n: usize, to: u8) {
+        let mut moved = [0u64; 4];
+        moved[State::Ready as usize] = (n as u64) << self.page_shift;
+        self.settle(first, n, None, to, &moved);
+    }
+
+    /// Move `bytes` from state `a` to `b` in this region's and the global counters. Called
+    /// with the map's lock held, so the region's counters need no read-modify-write.
+    fn move_bytes(&self, a: State, b: State, bytes: u64) {
+        if a == b {
+            return;
         }
+        let (x, y) = (&self.bytes[a as usize], &self.bytes[b as usize]);
+        x.store(x.load(Ordering::Relaxed) - bytes, Ordering::Relaxed);
+        y.store(y.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+        stats::sub(byte_counter(a), bytes);
+        stats::add(byte_counter(b), bytes);
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // SAFETY: we own both mappings and `&mut self` proves no transition is running.
-        for (addr, len) in [(self.base, self.len), (self.table, self.table_len)] {
-            if advise::retry(|| unsafe { sys::munmap(addr, len) }).is_err() {
-                // Unmapping refused (a sandbox policy: munmap has no other failure on a range
-                // we own). The address space stays taken, but the memory must not: drop the
-                // pages and make the range inaccessible. Counted in munmap_errors.
-                if advise::advise(addr, len, sys::MADV_DONTNEED).is_err() {
-                    let _ = unsafe { sys::mmap_anon(addr, len, sys::PROT_NONE, true, true) };
-                }
-                let _ = unsafe { sys::mprotect(addr, len, sys::PROT_NONE) };
+        // SAFETY: we own the mapping and `&mut self` proves no transition is running.
+        if advise::retry(|| unsafe { sys::munmap(self.base, self.len) }).is_err() {
+            // Unmapping refused (a sandbox policy: munmap has no other failure on a range we
+            // own). The address space stays taken, but the memory must not: drop the pages
+            // and make the range inaccessible. Counted in munmap_errors.
+            if advise::advise(self.base, self.len, sys::MADV_DONTNEED).is_err() {
+                let _ = unsafe { sys::mmap_anon(self.base, self.len, sys::PROT_NONE, true, true) };
             }
+            let _ = unsafe { sys::mprotect(self.base, self.len, sys::PROT_NONE) };
         }
-        for s in [
-            State::Reserved,
-            State::Prepared,
-            State::Ready,
-            State::Faulted,
-        ] {
+        self.table.release_all();
+        for s in STATES {
             stats::sub(
                 byte_counter(s),
                 self.bytes[s as usize].load(Ordering::Relaxed),
@@ -950,11 +922,6 @@ fn page_size_checked() -> usize {
     probe::page_size()
 }
 
-/// The bits of bytes `lo..hi` of a table word (`hi - lo` between 1 and 8).
-fn byte_mask(lo: usize, hi: usize) -> u64 {
-    (u64::MAX >> (64 - 8 * (hi - lo))) << (8 * lo)
-}
-
 fn check_len(op: Op, len: usize, ps: usize) -> Result<(), Error> {
     if len == 0 {
         return Err(Error::ZeroLength { op });
@@ -963,9 +930,4 @@ fn check_len(op: Op, len: usize, ps: usize) -> Result<(), Error> {
         return Err(Error::Unaligned { op, offset: 0, len });
     }
     Ok(())
-}
-
-fn round_up(n: usize, to: usize) -> usize {
-    // n is a page count, at most usize::MAX / 4096: no overflow.
-    (n + to - 1) & !(to - 1)
 }

@@ -166,6 +166,21 @@ counters! {
     /// aligned huge page inside.
     huge_hints_skipped => HugeHintsSkipped,
 
+    /// Bytes of osmem's metadata arena held by reservations for their page-state maps (an
+    /// upper bound of the metadata's resident memory; 0 while every reservation is in one
+    /// state, or one run inside another).
+    metadata_bytes => MetadataBytes,
+    /// Address space reserved for osmem's metadata arena (`PROT_NONE` until used, so no
+    /// memory): one mapping for the life of the process, made with the first reservation.
+    metadata_reserved_bytes => MetadataReservedBytes,
+    /// `MADV_DONTNEED` calls that gave metadata pages back to the kernel after reservations
+    /// returned them (more than 8 free metadata pages are never kept). Counted in
+    /// `madvise_calls` and `madv_dontneed` too.
+    metadata_releases => MetadataReleases,
+    /// `mprotect` calls that grew the metadata arena (in 256 KiB steps). Counted in
+    /// `mprotect_calls` too.
+    metadata_grows => MetadataGrows,
+
     /// Sticky downgrades: madvise as a whole (ENOSYS) — counted once per process.
     downgrade_madvise => DowngradeMadvise,
     /// Sticky downgrades: MADV_FREE known not to work.

@@ -64,9 +64,9 @@ mod common;
 use common::{
     all_bytes, call_code, fault_code, op_code, perms_code, ps, slot_len, slot_off, touch_code,
     unused_code, Slots, F_GO, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE,
-    MADV_DONTDUMP, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE,
-    MADV_POPULATE_WRITE, PIDFD_SELF, P_NONE, P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR,
-    T_OK, U_DONTNEED, U_FREE, U_REMAP,
+    MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE,
+    PIDFD_SELF, P_NONE, P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK, U_DONTNEED, U_FREE,
+    U_REMAP,
 };
 use osmem::{
     Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Faulted, Op, Reservation, Stats,
@@ -449,9 +449,22 @@ struct Scenario {
     next: Next,
     want: &'static [Want],
     also: Option<Also>,
-    /// Settle mapping names with one reservation before the scenario (all rows but the
-    /// prctl ones, which need naming untried).
-    warm: bool,
+    /// What the child does before the scenario's baseline.
+    warm: Warm,
+}
+
+/// One-time work a child does before a scenario, so the scenario's own counts and maps do
+/// not include it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Warm {
+    /// A reservation made, mapped and dropped: the metadata arena exists and mapping names
+    /// are settled (the kernel's own answer). All rows but the ones below.
+    Full,
+    /// A reservation made and dropped, never mapped: the arena exists, naming is untried
+    /// (the prctl rows).
+    Arena,
+    /// Nothing: the first reservation of the scenario creates the arena (the arena rows).
+    Bare,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -477,7 +490,7 @@ const fn row(
         next,
         want,
         also: None,
-        warm: true,
+        warm: Warm::Full,
     }
 }
 
@@ -488,7 +501,12 @@ impl Scenario {
     }
 
     const fn cold(mut self) -> Scenario {
-        self.warm = false;
+        self.warm = Warm::Arena;
+        self
+    }
+
+    const fn bare(mut self) -> Scenario {
+        self.warm = Warm::Bare;
         self
     }
 }
@@ -509,6 +527,7 @@ const fn mmap(prot: u32, flags: u32) -> Target {
         nr: libc::SYS_mmap,
         when: match (prot, flags) {
             (NONE, f) if f == PRIV_ANON | NORES => &[(2, NONE), (3, PRIV_ANON | NORES)],
+            (NONE, f) if f == PRIV_ANON => &[(2, NONE), (3, PRIV_ANON)],
             (RW, f) if f == PRIV_ANON => &[(2, RW), (3, PRIV_ANON)],
             (RW, f) if f == PRIV_ANON | NORES => &[(2, RW), (3, PRIV_ANON | NORES)],
             (RW, f) if f == PRIV_ANON | FIXED | NORES => &[(2, RW), (3, PRIV_ANON | FIXED | NORES)],
@@ -524,8 +543,14 @@ const fn mmap(prot: u32, flags: u32) -> Target {
 const T_MMAP_RESERVE: Target = mmap(NONE, PRIV_ANON | NORES);
 /// alloc: `mmap(RW)`.
 const T_MMAP_ALLOC: Target = mmap(RW, PRIV_ANON);
-/// The state table: `mmap(RW, MAP_NORESERVE)`.
-const T_MMAP_TABLE: Target = mmap(RW, PRIV_ANON | NORES);
+/// The metadata arena's address space: `mmap(PROT_NONE)` without MAP_NORESERVE (regions
+/// always have it).
+const T_MMAP_ARENA: Target = mmap(NONE, PRIV_ANON);
+/// The metadata arena's growth: `mprotect(RW)` of its next 256 KiB step.
+const T_MPROTECT_ARENA: Target = Target {
+    nr: libc::SYS_mprotect,
+    when: &[(1, 256 << 10), (2, RW)],
+};
 /// unused's last link and map's fallback in a reserved region: `mmap(RW, MAP_FIXED)`.
 const T_MMAP_FIXED_RW: Target = mmap(RW, PRIV_ANON | FIXED | NORES);
 /// fault's remap: `mmap(PROT_NONE, MAP_FIXED)`.
@@ -551,7 +576,6 @@ const fn madv(advice: i32) -> Target {
             libc::MADV_DONTNEED => &[(2, libc::MADV_DONTNEED as u32)],
             MADV_HUGEPAGE => &[(2, MADV_HUGEPAGE as u32)],
             MADV_NOHUGEPAGE => &[(2, MADV_NOHUGEPAGE as u32)],
-            MADV_DONTDUMP => &[(2, MADV_DONTDUMP as u32)],
             MADV_POPULATE_WRITE => &[(2, MADV_POPULATE_WRITE as u32)],
             MADV_COLLAPSE => &[(2, MADV_COLLAPSE as u32)],
             MADV_GUARD_INSTALL => &[(2, MADV_GUARD_INSTALL as u32)],
@@ -716,6 +740,10 @@ fn check(s: &Scenario, exit: ChildExit, o: &[u64; NK]) -> Vec<String> {
     }
     let names_lacking = !osmem::probe().anon_name;
     let mut dg = s.expect.dg();
+    // A bare child's scenario makes the process's first map: naming is tried there.
+    if s.warm == Warm::Bare {
+        dg |= DG_NAME_IF_KERNEL_LACKS;
+    }
     if dg & DG_NAME_IF_KERNEL_LACKS != 0 {
         dg &= !DG_NAME_IF_KERNEL_LACKS;
         if names_lacking {
@@ -1079,9 +1107,14 @@ impl Ctx<'_> {
 
 fn child(s: &Scenario, p: &Progs, rep: &mut Report) -> i32 {
     osmem::configure(Config::new());
-    if s.warm {
-        // Settle mapping names (the kernel's own answer) before the baseline.
-        drop(Reservation::reserve(ps()));
+    if s.warm != Warm::Bare {
+        // Create the metadata arena (with the first reservation) and, unless the row needs
+        // naming untried, settle mapping names (the kernel's own answer, at the first map).
+        let r = Reservation::reserve(ps()).unwrap();
+        if s.warm == Warm::Full {
+            r.map(0, ps()).unwrap();
+        }
+        drop(r);
     }
     let stack_marker = 0u8;
     let sp = &stack_marker as *const u8 as usize;
@@ -1128,13 +1161,6 @@ fn child(s: &Scenario, p: &Progs, rep: &mut Report) -> i32 {
 }
 
 // ----- regions: `common::Slots` (16-page slots between Reserved gaps)
-
-/// The state table's length for a region of `len` bytes (region.rs: one byte per page,
-/// rounded up to whole pages).
-fn table_len(len: usize) -> usize {
-    let pages = (len / ps()).max(1);
-    pages.div_ceil(ps()) * ps()
-}
 
 fn stats_delta(a: &Stats, b: &Stats, f: fn(&Stats) -> u64) -> u64 {
     f(b) - f(a)
@@ -1404,11 +1430,8 @@ fn op_drop(c: &mut Ctx<'_>) {
     c.set(K::Result, 0);
     c.set(K::Perms, perms_code(base));
     c.set(K::Resident, resident_pages(base, len) as u64);
-    // What stays when munmap is refused: both regions and their tables, nothing else.
-    c.set(
-        K::X1,
-        (len + table_len(len) + slot_len() + table_len(slot_len())) as u64,
-    );
+    // What stays when munmap is refused: both regions, nothing else.
+    c.set(K::X1, (len + slot_len()) as u64);
     c.again(|| drop(Reservation::reserve(slot_len())));
 }
 
@@ -1421,9 +1444,9 @@ fn op_reserve_trim(c: &mut Ctx<'_>) {
         c.flag(K::X2, r.as_ptr() as usize % (2 << 20) == 0);
         c.set(K::Perms, perms_code(r.as_ptr() as usize));
     }
-    // When munmap is refused: two over-reservations and two tables stay.
+    // When munmap is refused: two over-reservations stay.
     let raw = slot_len() + (2 << 20) - ps();
-    c.set(K::X1, 2 * (raw + table_len(slot_len())) as u64);
+    c.set(K::X1, 2 * raw as u64);
     c.again(|| drop(Reservation::reserve_aligned(slot_len(), 2 << 20)));
 }
 
@@ -1494,16 +1517,98 @@ fn op_collapse(c: &mut Ctx<'_>) {
     });
 }
 
-/// A reservation's state table: `MADV_DONTDUMP` (best effort). Flag: the table's VMA has "dd".
-fn op_reserve_dontdump(c: &mut Ctx<'_>) {
-    c.setup(true);
+/// The first reservation of the process creates the metadata arena (mmap, mprotect of the
+/// first step, MADV_NOHUGEPAGE); a region whose map needs no node works without it. Then
+/// a second, disjoint map needs a node (a region's one word says one run): without an arena
+/// it fails with a typed error and changes nothing. X1: the arena's address space after the
+/// scenario (0 if it was never made); the maps check then expects exactly it as new bytes.
+fn op_arena_create(c: &mut Ctx<'_>) {
+    c.setup(osmem::stats().metadata_reserved_bytes == 0);
+    c.arm();
+    let Ok(r) = Reservation::reserve(16 * ps()) else {
+        return;
+    };
+    c.flag(K::X2, r.map(0, ps()).is_ok() && r.used(0, ps()).is_ok());
+    let a = osmem::stats();
+    let m = r.map(8 * ps(), ps());
+    let b = osmem::stats();
+    if m.is_err() {
+        c.flag(
+            K::Unchanged,
+            r.state(8 * ps()) == Some(osmem::State::Reserved)
+                && perms_code(r.as_ptr() as usize + 8 * ps()) == P_NONE
+                && a.prepared_bytes == b.prepared_bytes
+                && a.map_ops == b.map_ops,
+        );
+    }
+    c.result(m);
+    c.again(|| {
+        let _ = r.map(12 * ps(), ps());
+    });
+    drop(r);
+    c.set(K::X1, osmem::stats().metadata_reserved_bytes);
+}
+
+/// The arena's growth (`mprotect(RW)` of its next 256 KiB step), when a claim needs more
+/// nodes than the arena has read-write: guard faults of two pages in each 256-page leaf of a
+/// Ready region (each leaf is a node) until the step is used up. The fault that needed the
+/// growth fails with a typed error and changes nothing; the next one tries to grow again.
+fn op_arena_grow(c: &mut Ctx<'_>) {
+    const LEAVES: usize = 4096;
+    let len = LEAVES * 256 * ps();
+    let Ok(r) = Reservation::reserve(len) else {
+        return;
+    };
+    c.setup(r.map(0, len).is_ok() && r.used(0, len).is_ok());
+    c.arm();
+    let mut failed = None;
+    'leaves: for i in 0..LEAVES {
+        for p in [0, 2] {
+            let off = (i * 256 + p) * ps();
+            let a = osmem::stats();
+            // SAFETY: nothing uses the region.
+            let f = unsafe { r.fault_with(off, ps(), FaultStrategy::Guard) };
+            if f.is_err() {
+                let b = osmem::stats();
+                c.flag(
+                    K::Unchanged,
+                    r.state(off) == Some(osmem::State::Ready)
+                        && touch_code(r.as_ptr() as usize + off, true) == T_OK
+                        && a.ready_bytes == b.ready_bytes
+                        && a.fault_ops == b.fault_ops,
+                );
+                failed = Some((off, f));
+                break 'leaves;
+            }
+        }
+    }
+    match failed {
+        Some((off, f)) => {
+            c.result(f);
+            c.again(|| {
+                // SAFETY: as above.
+                let _ = unsafe { r.fault_with(off, ps(), FaultStrategy::Guard) };
+            });
+        }
+        None => {
+            c.set(K::Result, 0);
+            c.set(K::Again, 1);
+        }
+    }
+}
+
+/// The arena carries `MADV_NOHUGEPAGE` (best effort). Flag: its read-write part has "nh" in
+/// smaps VmFlags. X1: its address space (new bytes the maps check expects); X2: the region
+/// works.
+fn op_arena_nohugepage(c: &mut Ctx<'_>) {
+    c.setup(osmem::stats().metadata_reserved_bytes == 0);
     c.arm();
     let r = Reservation::reserve(slot_len());
     if let Some(r) = c.result(r) {
         let (base, end) = (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
-        // The table: the one new writable mapping outside the region.
+        // The arena: the one new writable mapping outside the region.
         let now = Snap::take();
-        let table = now.vmas().iter().find(|&&(s, e, w)| {
+        let arena = now.vmas().iter().find(|&&(s, e, w)| {
             w && (e <= base || s >= end)
                 && !c
                     .snap0()
@@ -1511,42 +1616,45 @@ fn op_reserve_dontdump(c: &mut Ctx<'_>) {
                     .iter()
                     .any(|&(s0, e0, _)| s0 <= s && e <= e0)
         });
-        if let Some(&(s, _, _)) = table {
+        if let Some(&(s, _, _)) = arena {
             c.flag(
                 K::Flag,
-                smaps_at(s).is_some_and(|e| e.vm_flags.contains("dd")),
+                smaps_at(s).is_some_and(|e| e.vm_flags.contains("nh")),
             );
         }
-        // The region itself works.
         c.flag(
-            K::X1,
+            K::X2,
             r.map(0, ps()).is_ok() && r.used(0, ps()).is_ok() && perms_code(base) == P_RW,
         );
     }
     c.again(|| drop(Reservation::reserve(slot_len())));
+    c.set(K::X1, osmem::stats().metadata_reserved_bytes);
 }
 
-/// Mapping names: the first reservation of the process names its region and its table.
-/// X1: prctl calls it issued (2 = the failure did not stop naming; 1 = it did).
+/// Mapping names: a region is named at its first `map` (reserve + drop names nothing, so a
+/// wasm pool's reserve/drop stays one mmap and one munmap). X1: prctl calls issued by
+/// reserve + the first map (1 = the failure stopped naming; 2 = a transient EAGAIN retried,
+/// then the kernel's own answer). X2: the region works.
 fn op_reserve_named(c: &mut Ctx<'_>) {
-    // The parent never created a reservation, so naming is still untried here.
+    // The warm-up made no map, so naming is still untried here.
     c.setup(osmem::stats().downgrade_anon_name == 0);
     c.arm();
     let a = osmem::stats();
     let r = Reservation::reserve(slot_len());
+    let mapped = r.as_ref().map(|r| r.map(0, ps()).is_ok()).unwrap_or(false);
     let b = osmem::stats();
     c.set(K::X1, b.prctl_calls - a.prctl_calls);
     if let Some(r) = c.result(r) {
         let base = r.as_ptr() as usize;
         c.flag(
             K::X2,
-            perms_code(base) == P_NONE
-                && r.map(0, ps()).is_ok()
-                && r.used(0, ps()).is_ok()
-                && perms_code(base) == P_RW,
+            mapped && r.used(0, ps()).is_ok() && perms_code(base) == P_RW,
         );
     }
-    c.again(|| drop(Reservation::reserve(slot_len())));
+    c.again(|| {
+        let r = Reservation::reserve(slot_len()).unwrap();
+        let _ = r.map(0, ps());
+    });
 }
 
 /// A batch of the 8 even pages of a filled slot. Resident: pages of the slot still resident
@@ -1645,13 +1753,33 @@ matrix! {
     mmap_alloc_eagain_once = row("mmap(RW)", "alloc", op_alloc, Prim::Mmap,
         T_MMAP_ALLOC, EagainOnce, Retried, Again, &[]);
 
-    // ----- mmap: the state table (the region, already mapped, is unmapped again)
-    mmap_table_einval = row("mmap(RW, NORESERVE) state table", "reserve_aligned", op_reserve,
-        Prim::Mmap, T_MMAP_TABLE, Einval, TypedError(Op::Reserve, Syscall::Mmap, 0), Again, &[]);
-    mmap_table_eperm = row("mmap(RW, NORESERVE) state table", "reserve_aligned", op_reserve,
-        Prim::Mmap, T_MMAP_TABLE, Eperm, TypedError(Op::Reserve, Syscall::Mmap, 0), Again, &[]);
-    mmap_table_eagain_once = row("mmap(RW, NORESERVE) state table", "reserve_aligned",
-        op_reserve, Prim::Mmap, T_MMAP_TABLE, EagainOnce,
+    // ----- mmap(PROT_NONE): the metadata arena, made with the first reservation. Its
+    // failure is not the reservation's (a region in one state, or one run in another, needs
+    // no node); the first map that needs a node gets the typed error, and tries again.
+    mmap_arena_einval = row("mmap(PROT_NONE) metadata arena", "reserve + map (node needed)",
+        op_arena_create, Prim::Mmap, T_MMAP_ARENA, Einval,
+        TypedError(Op::Map, Syscall::Mmap, 0), Again,
+        &[eq(K::X1, 0), eq(K::X2, 1)]).bare();
+    mmap_arena_eperm = row("mmap(PROT_NONE) metadata arena", "reserve + map (node needed)",
+        op_arena_create, Prim::Mmap, T_MMAP_ARENA, Eperm,
+        TypedError(Op::Map, Syscall::Mmap, 0), Again,
+        &[eq(K::X1, 0), eq(K::X2, 1)]).bare();
+    // EAGAIN: retried at creation; the arena exists (its address space is the scenario's
+    // only new mapping: two VMAs, read-write step and PROT_NONE rest).
+    mmap_arena_eagain_once = row("mmap(PROT_NONE) metadata arena",
+        "reserve + map (node needed)", op_arena_create, Prim::Mmap, T_MMAP_ARENA, EagainOnce,
+        Retried, Skipped,
+        &[eq(K::X2, 1), (K::NewBytes, Cmp::EqKey(K::X1)), eq(K::LinesDelta, 2)]).bare();
+
+    // ----- mprotect(RW): the metadata arena's growth (a claim needing more nodes)
+    mprotect_arena_einval = row("mprotect(RW) metadata arena growth", "fault (node needed)",
+        op_arena_grow, Prim::Mprotect, T_MPROTECT_ARENA, Einval,
+        TypedError(Op::Fault, Syscall::Mprotect, 0), Again, &[]);
+    mprotect_arena_eperm = row("mprotect(RW) metadata arena growth", "fault (node needed)",
+        op_arena_grow, Prim::Mprotect, T_MPROTECT_ARENA, Eperm,
+        TypedError(Op::Fault, Syscall::Mprotect, 0), Again, &[]);
+    mprotect_arena_eagain_once = row("mprotect(RW) metadata arena growth",
+        "fault (node needed)", op_arena_grow, Prim::Mprotect, T_MPROTECT_ARENA, EagainOnce,
         Retried, Again, &[]);
 
     // ----- mmap(RW, MAP_FIXED): unused's last link
@@ -1886,19 +2014,28 @@ matrix! {
         op_used_prefault, Prim::MadvPopulateWrite, madv(MADV_POPULATE_WRITE), EagainOnce,
         Retried, Again, &[eq(K::Resident, SLOT_PAGES as u64), eq(K::Perms, P_RW)]);
 
-    // ----- madvise(MADV_DONTDUMP): the state table, best effort (raw call, never downgraded)
-    madv_dontdump_enosys = row("madvise(MADV_DONTDUMP) state table", "reserve",
-        op_reserve_dontdump, Prim::Madvise, madv(MADV_DONTDUMP), Enosys, BestEffort(0), Again,
-        &[eq(K::Flag, 0), eq(K::X1, 1)]);
-    madv_dontdump_einval = row("madvise(MADV_DONTDUMP) state table", "reserve",
-        op_reserve_dontdump, Prim::Madvise, madv(MADV_DONTDUMP), Einval, BestEffort(0), Again,
-        &[eq(K::Flag, 0), eq(K::X1, 1)]);
-    madv_dontdump_eperm = row("madvise(MADV_DONTDUMP) state table", "reserve",
-        op_reserve_dontdump, Prim::Madvise, madv(MADV_DONTDUMP), Eperm, BestEffort(0), Again,
-        &[eq(K::Flag, 0), eq(K::X1, 1)]);
-    madv_dontdump_eagain_once = row("madvise(MADV_DONTDUMP) state table", "reserve",
-        op_reserve_dontdump, Prim::Madvise, madv(MADV_DONTDUMP), EagainOnce, Retried,
-        Again, &[eq(K::Flag, 1), eq(K::X1, 1)]);
+    // ----- madvise(MADV_NOHUGEPAGE): the metadata arena, best effort (raw call, never a
+    // downgrade of the advice for users' hints); made once, so the next reserve skips it
+    madv_arena_nohugepage_enosys = row("madvise(MADV_NOHUGEPAGE) metadata arena", "reserve",
+        op_arena_nohugepage, Prim::Madvise, madv(MADV_NOHUGEPAGE), Enosys,
+        BestEffort(0), Skipped,
+        &[eq(K::Flag, 0), eq(K::X2, 1), (K::NewBytes, Cmp::EqKey(K::X1)), eq(K::LinesDelta, 2)])
+        .bare();
+    madv_arena_nohugepage_einval = row("madvise(MADV_NOHUGEPAGE) metadata arena", "reserve",
+        op_arena_nohugepage, Prim::Madvise, madv(MADV_NOHUGEPAGE), Einval,
+        BestEffort(0), Skipped,
+        &[eq(K::Flag, 0), eq(K::X2, 1), (K::NewBytes, Cmp::EqKey(K::X1)), eq(K::LinesDelta, 2)])
+        .bare();
+    madv_arena_nohugepage_eperm = row("madvise(MADV_NOHUGEPAGE) metadata arena", "reserve",
+        op_arena_nohugepage, Prim::Madvise, madv(MADV_NOHUGEPAGE), Eperm,
+        BestEffort(0), Skipped,
+        &[eq(K::Flag, 0), eq(K::X2, 1), (K::NewBytes, Cmp::EqKey(K::X1)), eq(K::LinesDelta, 2)])
+        .bare();
+    madv_arena_nohugepage_eagain_once = row("madvise(MADV_NOHUGEPAGE) metadata arena",
+        "reserve", op_arena_nohugepage, Prim::Madvise, madv(MADV_NOHUGEPAGE), EagainOnce,
+        Retried, Skipped,
+        &[eq(K::Flag, 1), eq(K::X2, 1), (K::NewBytes, Cmp::EqKey(K::X1)), eq(K::LinesDelta, 2)])
+        .bare();
 
     // ----- process_madvise(MADV_DONTNEED): batched unused → the per-range chain
     process_madvise_unused_enosys = row("process_madvise(MADV_DONTNEED)", "batch unused",
@@ -1960,21 +2097,22 @@ matrix! {
         &[eq(K::Retries, 1), eq(K::PerRange, 0), eq(K::Resident, 8), eq(K::Zero, 1)])
         .also(ALSO_PIDFD_SELF_EBADF);
 
-    // ----- prctl(PR_SET_VMA_ANON_NAME): names, best effort, off for good on refusal
-    prctl_names_enosys = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve (first of the process)",
+    // ----- prctl(PR_SET_VMA_ANON_NAME): names, best effort, off for good on refusal; a
+    // region is named at its first map
+    prctl_names_enosys = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve + first map",
         op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA, Enosys, BestEffort(DG_NAME), Skipped,
         &[eq(K::X1, 1), eq(K::X2, 1)]).cold();
-    prctl_names_einval = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve (first of the process)",
+    prctl_names_einval = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve + first map",
         op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA, Einval, BestEffort(DG_NAME), Skipped,
         &[eq(K::X1, 1), eq(K::X2, 1)]).cold();
-    prctl_names_eperm = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve (first of the process)",
+    prctl_names_eperm = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve + first map",
         op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA, Eperm, BestEffort(DG_NAME), Skipped,
         &[eq(K::X1, 1), eq(K::X2, 1)]).cold();
-    // The transient EAGAIN (on the region's name) does not turn naming off: the table's name
-    // is still tried (X1 = 2); only the kernel's own answer to it decides.
-    prctl_names_eagain_once = row("prctl(PR_SET_VMA_ANON_NAME)",
-        "reserve (first of the process)", op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA,
-        EagainOnce, BestEffort(DG_NAME_IF_KERNEL_LACKS), SkippedIfKernelLacksNames,
+    // The transient EAGAIN does not turn naming off: the name is asked for again (X1 = 2);
+    // only the kernel's own answer to that decides.
+    prctl_names_eagain_once = row("prctl(PR_SET_VMA_ANON_NAME)", "reserve + first map",
+        op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA, EagainOnce,
+        BestEffort(DG_NAME_IF_KERNEL_LACKS), SkippedIfKernelLacksNames,
         &[eq(K::Retries, 1), eq(K::X1, 2), eq(K::X2, 1)]).cold();
 }
 

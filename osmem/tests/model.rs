@@ -275,6 +275,8 @@ struct Env {
     /// Residency is exact: no small-folio THP that could fill a released page when a
     /// neighbour is written.
     presence: bool,
+    /// Regions are named (one prctl) at their first `map`.
+    names: bool,
 }
 
 /// An expected (or observed) result of a step. (Lives on the stack of one step; its size does
@@ -300,6 +302,8 @@ struct Model {
     knobs: Knobs,
     /// Successful transitions so far (progress of the walk).
     moved: usize,
+    /// Whether the region has its name (at `alloc`, else at the first `map`).
+    named: bool,
 }
 
 fn map_ok(k: K) -> bool {
@@ -326,6 +330,7 @@ impl Model {
             pres: [Pres::Absent; PAGES],
             knobs: Knobs::DEFAULT,
             moved: 0,
+            named: start == Start::Alloc,
         }
     }
 
@@ -522,6 +527,12 @@ impl Model {
     fn predict_simple(&mut self, step: &Step, d: &mut Expect) -> Want {
         match *step {
             Step::Map(r) => Want::Unit(self.validate(OsOp::Map, r, map_ok).map(|(f, n)| {
+                if !self.named {
+                    self.named = true;
+                    if self.env.names {
+                        d.add("prctl_calls", 1);
+                    }
+                }
                 self.runs(f, n, |k| d.map_run_calls(k == K::FaultGuard));
                 self.released(f, n);
                 self.set(f, n, K::Prepared, d);
@@ -1131,7 +1142,7 @@ fn child_case(
         d.add(bytes_name(s), -((n * ps) as i64));
     }
     d.add("free_ops", 1);
-    d.add("munmap_calls", 2);
+    d.add("munmap_calls", 1);
     check_delta(out, "drop", &before, &after, &d)?;
     let left = tk::vmas_in(base, base + PAGES * ps);
     ensure!(
@@ -1151,6 +1162,7 @@ fn env() -> Env {
         ps: e.ps,
         pidfd_open: e.pidfd_open,
         presence: small_folios_off(),
+        names: e.names,
     }
 }
 

@@ -19,6 +19,7 @@ impl Errno {
     pub(crate) const ENOSYS: Errno = Errno(libc::ENOSYS);
     pub(crate) const EBADF: Errno = Errno(libc::EBADF);
     pub(crate) const ESRCH: Errno = Errno(libc::ESRCH);
+    pub(crate) const ENOMEM: Errno = Errno(libc::ENOMEM);
 }
 
 fn last_errno() -> Errno {
@@ -32,7 +33,6 @@ pub(crate) const MADV_DONTNEED: i32 = 4;
 pub(crate) const MADV_FREE: i32 = 8;
 pub(crate) const MADV_HUGEPAGE: i32 = 14;
 pub(crate) const MADV_NOHUGEPAGE: i32 = 15;
-pub(crate) const MADV_DONTDUMP: i32 = 16;
 pub(crate) const MADV_POPULATE_READ: i32 = 22;
 pub(crate) const MADV_POPULATE_WRITE: i32 = 23;
 pub(crate) const MADV_COLLAPSE: i32 = 25;
@@ -292,7 +292,6 @@ mod tests {
         assert_eq!(MADV_FREE, g::MADV_FREE as i32);
         assert_eq!(MADV_HUGEPAGE, g::MADV_HUGEPAGE as i32);
         assert_eq!(MADV_NOHUGEPAGE, g::MADV_NOHUGEPAGE as i32);
-        assert_eq!(MADV_DONTDUMP, g::MADV_DONTDUMP as i32);
         assert_eq!(MADV_POPULATE_READ, g::MADV_POPULATE_READ as i32);
         assert_eq!(MADV_POPULATE_WRITE, g::MADV_POPULATE_WRITE as i32);
         assert_eq!(MADV_COLLAPSE, g::MADV_COLLAPSE as i32);

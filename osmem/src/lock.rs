@@ -1,0 +1,114 @@
+//! A small spin lock that knows about `fork`.
+//!
+//! osmem's metadata (a reservation's page-state map, the metadata arena) is changed only
+//! under one of these locks, and never across a system call: a holder runs a few dozen
+//! instructions, so spinning is cheaper than parking, and nothing here needs std or
+//! allocates (the lock must work inside a `GlobalAlloc`).
+//!
+//! The lock word holds the pid of the process whose thread holds it. Threads of one process
+//! share the pid, so a contended lock normally shows our own pid and we wait. A child forked
+//! while another thread of its parent held the lock sees the *parent's* pid: that holder does
+//! not exist in the child and will never let go, and the data it was changing may be half
+//! changed. The child gets an error instead of spinning for ever (callers turn it into
+//! `Error::Busy`). The pid is cached in a static that a `pthread_atfork` child handler
+//! refreshes, so the fast path costs one relaxed load and one compare-exchange.
+
+use core::sync::atomic::{AtomicI32, Ordering};
+
+static PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn refresh_pid() {
+    // SAFETY: getpid has no preconditions (and is async-signal-safe).
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
+/// Cache the pid and keep it right across `fork` (called once, when the probe is published).
+pub(crate) fn init() {
+    refresh_pid();
+    // SAFETY: registers a handler that only stores getpid(); no memory is passed.
+    unsafe { libc::pthread_atfork(None, None, Some(refresh_pid)) };
+}
+
+#[inline]
+fn pid() -> i32 {
+    match PID.load(Ordering::Relaxed) {
+        // Before the probe ran (never on an operation path): ask the kernel.
+        0 => unsafe { libc::getpid() },
+        p => p,
+    }
+}
+
+/// The lock's holder is gone: this process was forked while another thread held it.
+#[derive(Debug)]
+pub(crate) struct Orphaned;
+
+pub(crate) struct SpinLock(AtomicI32);
+
+impl SpinLock {
+    pub(crate) const fn new() -> Self {
+        SpinLock(AtomicI32::new(0))
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> Result<(), Orphaned> {
+        let me = pid();
+        if self
+            .0
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        self.lock_slow(me)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self, me: i32) -> Result<(), Orphaned> {
+        let mut spins = 0u32;
+        loop {
+            match self.0.load(Ordering::Relaxed) {
+                0 => {
+                    if self
+                        .0
+                        .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Ok(());
+                    }
+                }
+                holder if holder != me => return Err(Orphaned),
+                _ if spins < 128 => {
+                    spins += 1;
+                    core::hint::spin_loop();
+                }
+                // The holder was preempted (2 CPUs, busy machine): let it run.
+                // SAFETY: sched_yield has no preconditions.
+                _ => unsafe {
+                    libc::sched_yield();
+                },
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_held_by_another_process_is_orphaned() {
+        let l = SpinLock::new();
+        assert!(l.lock().is_ok());
+        l.unlock();
+        // What a child forked mid-hold sees: the parent's pid in the word.
+        // SAFETY: getppid has no preconditions.
+        l.0.store(unsafe { libc::getppid() }, Ordering::Relaxed);
+        assert!(l.lock().is_err());
+    }
+}
