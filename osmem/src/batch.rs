@@ -26,15 +26,15 @@
 //! nothing to flush). `Go` and `Remap` are not batched: they exist for comparison.
 
 use crate::advise::{self, D_PM, D_PM_DONTNEED, D_PM_FREE, D_PM_GUARD, D_PM_SELF};
+use crate::config;
 use crate::config::{FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op};
 use crate::fault::{self, FaultHow};
 use crate::probe::{self, ProcessMadvise};
-use crate::region::Reservation;
+use crate::region::{self, Reservation};
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 use crate::unused::{self, UnusedHow};
-use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 
 /// `UIO_MAXIOV`: the most iovecs one process_madvise takes.
@@ -58,38 +58,12 @@ struct Iov {
     len: usize,
 }
 
-/// A queued range's reservation, with a flag in the pointer's low bit (a `Reservation` is
-/// 8-byte aligned): whether the batched call released the range. With the iovec that is 24
-/// bytes per range.
-#[derive(Copy, Clone)]
-struct Entry<'r> {
-    tagged: usize,
-    _r: PhantomData<&'r Reservation>,
-}
+/// Distinct reservations whose ranges one batch holds at a time; a range of another one
+/// flushes the batch first.
+const REGIONS: usize = 8;
 
+/// `Iov::base` bit: the batched call released the range (addresses are page-aligned).
 const DONE: usize = 1;
-
-impl<'r> Entry<'r> {
-    fn new(r: &'r Reservation) -> Self {
-        Entry {
-            tagged: r as *const Reservation as usize,
-            _r: PhantomData,
-        }
-    }
-
-    fn region(&self) -> &'r Reservation {
-        // SAFETY: made from a `&'r Reservation` in `new`; the flag is masked off.
-        unsafe { &*((self.tagged & !DONE) as *const Reservation) }
-    }
-
-    fn done(&self) -> bool {
-        self.tagged & DONE != 0
-    }
-
-    fn set_done(&mut self, done: bool) {
-        self.tagged = (self.tagged & !DONE) | if done { DONE } else { 0 };
-    }
-}
 
 /// The totals of one or more flushes.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -113,12 +87,13 @@ pub struct BatchReport {
     pub error: Option<Error>,
 }
 
-/// Collects ranges of one or several [`Reservation`]s and releases (or faults) them together,
-/// with one `process_madvise` per ≤ 1024 ranges. Storage is inline, 24 bytes per range plus
-/// about 100 bytes: 24.7 KiB at the default `N` = 1024 (one full `process_madvise`), 1.6 KiB
-/// for `Batch<'_, 64>` on a small stack. Nothing is allocated, and [`new`](Self::new) does
-/// not even clear the storage. When it fills, [`push`](Self::push) flushes. Dropping a batch
-/// flushes what is queued.
+/// Collects ranges of one or several [`Reservation`]s (up to 8 at a time) and releases (or
+/// faults) them together, with one `process_madvise` per ≤ 1024 ranges. Storage is inline,
+/// 17 bytes per range plus about 160: 17.2 KiB at the default `N` = 1024 (one full
+/// `process_madvise`), 1.2 KiB for `Batch<'_, 64>` on a small stack. Nothing is allocated,
+/// and [`new`](Self::new) does not even clear the storage. When it fills, or a range of a
+/// ninth reservation comes, [`push`](Self::push) flushes first. Dropping a batch flushes what
+/// is queued.
 ///
 /// Queued pages count as Ready, but no other transition may start from them until the
 /// batch settles them.
@@ -141,9 +116,34 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     kind: BatchKind,
     len: usize,
     report: BatchReport,
-    /// `iov[..len]` and `ent[..len]` are initialised.
+    /// The reservations of the queued ranges, `regions[..nregions]`.
+    regions: [Option<&'r Reservation>; REGIONS],
+    nregions: usize,
+    /// `iov[..len]` is initialised; so is `idx[..len]` once `nregions > 1` (until then every
+    /// range is the first reservation's, and the array is not touched).
     iov: [MaybeUninit<Iov>; N],
-    ent: [MaybeUninit<Entry<'r>>; N],
+    idx: [MaybeUninit<u8>; N],
+}
+
+/// The reservation of each queued range.
+struct Regions<'a, 'r> {
+    regions: &'a [Option<&'r Reservation>],
+    /// One index per range when there are several reservations.
+    idx: Option<&'a mut [u8]>,
+}
+
+impl<'r> Regions<'_, 'r> {
+    #[inline]
+    fn get(&self, i: usize) -> &'r Reservation {
+        let k = self.idx.as_ref().map_or(0, |idx| idx[i] as usize);
+        self.regions[k].expect("a queued range's reservation")
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        if let Some(idx) = self.idx.as_mut() {
+            idx.swap(i, j);
+        }
+    }
 }
 
 impl<'r, const N: usize> Batch<'r, N> {
@@ -163,9 +163,11 @@ impl<'r, const N: usize> Batch<'r, N> {
             kind,
             len: 0,
             report: BatchReport::default(),
+            regions: [None; REGIONS],
+            nregions: 0,
             // SAFETY: an array of MaybeUninit needs no initialisation.
             iov: unsafe { MaybeUninit::uninit().assume_init() },
-            ent: unsafe { MaybeUninit::uninit().assume_init() },
+            idx: unsafe { MaybeUninit::uninit().assume_init() },
         }
     }
 
@@ -220,9 +222,31 @@ impl<'r, const N: usize> Batch<'r, N> {
         if self.len == N {
             self.flush_inner();
         }
+        let k = match self.regions[..self.nregions]
+            .iter()
+            .position(|r| r.is_some_and(|r| core::ptr::eq(r, region)))
+        {
+            Some(k) => k,
+            None => {
+                if self.nregions == REGIONS {
+                    self.flush_inner();
+                }
+                if self.nregions == 1 {
+                    // A second reservation: from now on each range records whose it is.
+                    for slot in &mut self.idx[..self.len] {
+                        *slot = MaybeUninit::new(0);
+                    }
+                }
+                self.regions[self.nregions] = Some(region);
+                self.nregions += 1;
+                self.nregions - 1
+            }
+        };
         let addr = region.claim(op, offset, len)?;
         self.iov[self.len] = MaybeUninit::new(Iov { base: addr, len });
-        self.ent[self.len] = MaybeUninit::new(Entry::new(region));
+        if self.nregions > 1 {
+            self.idx[self.len] = MaybeUninit::new(k as u8);
+        }
         self.len += 1;
         Ok(())
     }
@@ -261,17 +285,25 @@ impl<'r, const N: usize> Batch<'r, N> {
         pidfd.close();
         stats::add(Counter::BatchRanges, self.len as u64);
         self.len = 0;
+        self.regions = [None; REGIONS];
+        self.nregions = 0;
     }
 
-    /// The queued ranges and their entries.
-    fn queued(&mut self) -> (&mut [Iov], &mut [Entry<'r>]) {
+    /// The queued ranges and their reservations.
+    fn queued(&mut self) -> (&mut [Iov], Regions<'_, 'r>) {
         let n = self.len;
-        // SAFETY: the first `len` elements of both arrays were written by `push`, and
-        // MaybeUninit<T> has T's layout.
+        // SAFETY: the first `len` iovecs were written by `push`, and so were the first `len`
+        // indices once there are several reservations; MaybeUninit<T> has T's layout.
         unsafe {
+            let iov = &mut *(&mut self.iov[..n] as *mut [MaybeUninit<Iov>] as *mut [Iov]);
+            let idx = (self.nregions > 1)
+                .then(|| &mut *(&mut self.idx[..n] as *mut [MaybeUninit<u8>] as *mut [u8]));
             (
-                &mut *(&mut self.iov[..n] as *mut [MaybeUninit<Iov>] as *mut [Iov]),
-                &mut *(&mut self.ent[..n] as *mut [MaybeUninit<Entry<'r>>] as *mut [Entry<'r>]),
+                iov,
+                Regions {
+                    regions: &self.regions,
+                    idx,
+                },
             )
         }
     }
@@ -283,35 +315,56 @@ impl<'r, const N: usize> Batch<'r, N> {
             UnusedAdvice::Remap => None,
         };
         let mut report = core::mem::take(&mut self.report);
-        let (iov, ent) = self.queued();
+        let before = report.ranges;
+        let (iov, regs) = self.queued();
         if let Some(madv) = madv {
-            submit(iov, ent, madv, pidfd);
+            submit(iov, madv, pidfd);
         }
-        for (v, e) in iov.iter().zip(ent.iter()) {
-            let r = e.region();
-            let how = if e.done() {
-                Ok(if madv == Some(sys::MADV_FREE) {
-                    UnusedHow::Free
-                } else {
-                    UnusedHow::DontNeed
-                })
+        // Per range, without any lock: the per-range chain where the batch did not release
+        // it, harddecommit, and the outcome, kept in the iovec's low bits for the settling.
+        let batched_how = if madv == Some(sys::MADV_FREE) {
+            UnusedHow::Free
+        } else {
+            UnusedHow::DontNeed
+        };
+        let hd = config::harddecommit_on();
+        for (i, v) in iov.iter_mut().enumerate() {
+            let how = if v.base & DONE != 0 {
+                v.base &= !DONE;
+                Ok(batched_how)
             } else {
                 if madv.is_some() {
                     report.per_range += 1;
                     stats::bump(Counter::FallbackBatchRange);
                 }
-                unused::release(v.base, v.len, advice, r.is_noreserve())
+                unused::release(v.base, v.len, advice, regs.get(i).is_noreserve())
             };
             match how {
                 Ok(how) => {
-                    let u = r.settle_unused(v.base, v.len, how);
-                    report.not_zeroed += usize::from(!u.zeroed);
+                    let protected = hd && region::harddecommit(v.base, v.len);
                     report.settled(v.len);
-                    if let Err(err) = r.verify_unused_at(v.base, v.len, &u) {
-                        report.unverified(err);
+                    v.len |= region::code_after_unused(protected) as usize;
+                    if how == UnusedHow::Free {
+                        report.not_zeroed += 1;
+                        v.len |= OPEN;
                     }
                 }
-                Err(err) => report.failed(v, e, err),
+                Err(err) => report.failed(v, err),
+            }
+        }
+        settle_all(iov, &regs);
+        stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
+        if config::checked_on() {
+            for (i, v) in iov.iter().enumerate().filter(|(_, v)| v.len & FAILED == 0) {
+                // Only "zero-filled" has something to check (MADV_FREE keeps pages resident).
+                let u = unused::Unused {
+                    how: UnusedHow::DontNeed,
+                    zeroed: v.len & OPEN == 0,
+                    protected: false,
+                };
+                if let Err(err) = regs.get(i).verify_unused_at(v.base, v.len & !TAGS, &u) {
+                    report.unverified(err);
+                }
             }
         }
         self.report = report;
@@ -321,36 +374,31 @@ impl<'r, const N: usize> Batch<'r, N> {
         let strategy = fault::resolve(strategy);
         let batched = matches!(strategy, FaultStrategy::Guard | FaultStrategy::Protect);
         let mut report = core::mem::take(&mut self.report);
-        let (iov, ent) = self.queued();
+        let before = report.ranges;
+        let (iov, mut regs) = self.queued();
         if batched {
             // Phase 1: empty every range with one batched DONTNEED (one TLB flush).
-            submit(iov, ent, sys::MADV_DONTNEED, pidfd);
+            submit(iov, sys::MADV_DONTNEED, pidfd);
         }
         // Phase 2 works on the emptied ranges only: move them to the front, keeping each
-        // iovec with its entry.
+        // iovec with its reservation, and clear their marks for the next call.
         let mut emptied = 0;
         for i in 0..iov.len() {
-            if ent[i].done() {
+            if iov[i].base & DONE != 0 {
+                iov[i].base &= !DONE;
                 iov.swap(i, emptied);
-                ent.swap(i, emptied);
+                regs.swap(i, emptied);
                 emptied += 1;
             }
         }
         if strategy == FaultStrategy::Guard && emptied > 0 {
-            for e in &mut ent[..emptied] {
-                e.set_done(false);
-            }
-            submit(
-                &iov[..emptied],
-                &mut ent[..emptied],
-                sys::MADV_GUARD_INSTALL,
-                pidfd,
-            );
+            submit(&mut iov[..emptied], sys::MADV_GUARD_INSTALL, pidfd);
         }
-        for (i, (v, e)) in iov.iter().zip(ent.iter()).enumerate() {
-            let r = e.region();
+        for (i, v) in iov.iter_mut().enumerate() {
+            let guarded = v.base & DONE != 0;
+            v.base &= !DONE;
             let (addr, len) = (v.base, v.len);
-            let how = if i < emptied && strategy == FaultStrategy::Guard && e.done() {
+            let how = if i < emptied && strategy == FaultStrategy::Guard && guarded {
                 Ok(FaultHow::Guard)
             } else if i < emptied {
                 if strategy == FaultStrategy::Guard {
@@ -368,21 +416,64 @@ impl<'r, const N: usize> Batch<'r, N> {
                     report.per_range += 1;
                     stats::bump(Counter::FallbackBatchRange);
                 }
-                fault::fault(addr, len, strategy, r.is_noreserve())
+                fault::fault(addr, len, strategy, regs.get(i).is_noreserve())
             };
             match how {
                 Ok(how) => {
-                    let f = r.settle_fault(addr, len, how);
-                    report.not_trapping += usize::from(!f.traps());
                     report.settled(len);
-                    if let Err(err) = r.verify_fault_at(addr, len, &f) {
-                        report.unverified(err);
+                    v.len |= region::code_after_fault(how) as usize;
+                    if how == FaultHow::ReleasedOnly {
+                        report.not_trapping += 1;
+                        v.len |= OPEN;
                     }
                 }
-                Err(err) => report.failed(v, e, err),
+                Err(err) => report.failed(v, err),
+            }
+        }
+        settle_all(iov, &regs);
+        stats::add(Counter::FaultOps, (report.ranges - before) as u64);
+        if config::checked_on() {
+            for (i, v) in iov.iter().enumerate().filter(|(_, v)| v.len & FAILED == 0) {
+                let how = if v.len & OPEN != 0 {
+                    FaultHow::ReleasedOnly
+                } else {
+                    FaultHow::Guard // any trapping fault: the check is the same
+                };
+                let f = crate::fault::Faulted { how };
+                if let Err(err) = regs.get(i).verify_fault_at(v.base, v.len & !TAGS, &f) {
+                    report.unverified(err);
+                }
             }
         }
         self.report = report;
+    }
+}
+
+// Outcome tags kept in a queued iovec's length (page-aligned, so its low bits are free) once
+// the system calls are done: the range's new code (bits 0-3), or that its release failed;
+// and, for checked mode, that it is not zero-filled (MADV_FREE) or does not trap.
+const CODE: usize = 0xF;
+const FAILED: usize = 1 << 4;
+const OPEN: usize = 1 << 5;
+const TAGS: usize = CODE | FAILED | OPEN;
+
+/// Settle every queued range: under one lock per run of ranges of the same reservation, set
+/// its new code or (if its release failed) let go of it.
+fn settle_all(iov: &[Iov], regs: &Regions<'_, '_>) {
+    let mut i = 0;
+    while i < iov.len() {
+        let r = regs.get(i);
+        let mut s = r.begin_settle();
+        while i < iov.len() && core::ptr::eq(regs.get(i), r) {
+            let v = &iov[i];
+            let len = v.len & !TAGS;
+            if v.len & FAILED != 0 {
+                s.unclaim(v.base, len);
+            } else {
+                s.set(v.base, len, (v.len & CODE) as u8);
+            }
+            i += 1;
+        }
     }
 }
 
@@ -398,8 +489,9 @@ impl BatchReport {
         self.error.get_or_insert(err);
     }
 
-    fn failed(&mut self, v: &Iov, e: &Entry<'_>, err: Error) {
-        e.region().unclaim_at(v.base, v.len);
+    /// The range's release failed: it is let go of, unchanged, when the batch settles.
+    fn failed(&mut self, v: &mut Iov, err: Error) {
+        v.len |= FAILED;
         self.failed += 1;
         self.error.get_or_insert(err);
     }
@@ -490,7 +582,7 @@ fn pm_bit(advice: i32) -> u32 {
 /// Apply `advice` to every range with process_madvise, ≤ 1024 per call, marking `done` the
 /// ranges the kernel applied it to. Ranges left not done go through the per-range chain in
 /// the caller.
-fn submit(iov: &[Iov], ent: &mut [Entry<'_>], advice: i32, pidfd: &mut Pidfd) {
+fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) {
     let n = iov.len();
     let mut i = 0;
     let mut retries = advise::TRANSIENT_RETRIES;
@@ -513,7 +605,7 @@ fn submit(iov: &[Iov], ent: &mut [Entry<'_>], advice: i32, pidfd: &mut Pidfd) {
                 let mut k = i;
                 while k < i + chunk && acc + iov[k].len <= bytes {
                     acc += iov[k].len;
-                    ent[k].set_done(true);
+                    iov[k].base |= DONE;
                     k += 1;
                 }
                 // Skip the failing range (k): the caller's per-range chain takes it.
@@ -537,7 +629,7 @@ fn submit(iov: &[Iov], ent: &mut [Entry<'_>], advice: i32, pidfd: &mut Pidfd) {
                 // take here. madvise on that range tells which.
                 if advise::advise(iov[i].base, iov[i].len, advice).is_ok() {
                     advise::downgrade(pm_bit(advice));
-                    ent[i].set_done(true);
+                    iov[i].base |= DONE;
                 }
                 i += 1;
             }

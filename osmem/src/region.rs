@@ -64,6 +64,106 @@ const FAULT_GUARD: u8 = 4;
 /// with `mprotect(RW)`, which changes nothing on a range that is RW already.
 const FAULT_NONE: u8 = 5;
 
+/// Batched ranges of one region being settled: the map stays locked from the first to the
+/// last, and the bytes that left Ready are accounted once, when it is dropped.
+pub(crate) struct Settle<'r> {
+    r: &'r Reservation,
+    g: crate::table::Guard<'r>,
+    /// Bytes moved out of Ready, by new state.
+    to: [u64; 4],
+    /// The leaf the last range was in; ranges in one leaf are set there, and the tree is
+    /// folded once per leaf (at `refold`'s page) instead of once per range.
+    leaf: Option<(usize, *mut [u64; 16])>,
+    refold: Option<usize>,
+}
+
+impl Settle<'_> {
+    /// A claimed Ready range `[addr, addr+len)` now has `code` (from `code_after_*`).
+    pub(crate) fn set(&mut self, addr: usize, len: usize, code: u8) {
+        self.apply(addr, len, Upd::Set(code));
+        self.to[state_of(code) as usize] += len as u64;
+    }
+
+    /// A claimed range whose release failed: let go, unchanged.
+    pub(crate) fn unclaim(&mut self, addr: usize, len: usize) {
+        self.apply(addr, len, Upd::Unhold);
+    }
+
+    fn apply(&mut self, addr: usize, len: usize, f: Upd) {
+        let (first, n) = self.r.pages_at(addr, len);
+        // Leaving a leaf: fold it (and what above it may fold) before going on.
+        if self
+            .leaf
+            .is_some_and(|(l, _)| l != first / crate::table::LEAF)
+        {
+            self.fold_pending();
+            self.leaf = None;
+        }
+        if self.g.update_in_leaf(first, first + n, f, &mut self.leaf) {
+            self.refold = Some(first);
+        } else {
+            self.fold_pending();
+            self.leaf = None;
+            self.g.update(first, first + n, f);
+        }
+    }
+
+    fn fold_pending(&mut self) {
+        if let Some(p) = self.refold.take() {
+            self.g.refold(p);
+        }
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.fold_pending();
+        self.g.settled();
+        for (s, &b) in self.to.iter().enumerate() {
+            if b > 0 {
+                self.r.move_bytes(State::Ready, STATES[s], b);
+            }
+        }
+    }
+}
+
+/// The code of a Ready range released by `unused` (PROT_NONE if harddecommit protected it).
+pub(crate) fn code_after_unused(protected: bool) -> u8 {
+    if protected {
+        PREPARED_NONE
+    } else {
+        PREPARED
+    }
+}
+
+/// The code of a Ready range faulted by `how`.
+pub(crate) fn code_after_fault(how: FaultHow) -> u8 {
+    match how {
+        FaultHow::Guard => FAULT_GUARD,
+        _ => FAULT_NONE,
+    }
+}
+
+/// With the harddecommit knob on, make a just-released range PROT_NONE; whether that worked
+/// (a refusal, e.g. at the VMA limit, leaves it RW and released: counted).
+pub(crate) fn harddecommit(addr: usize, len: usize) -> bool {
+    if !config::harddecommit_on() {
+        return false;
+    }
+    // SAFETY: the range is osmem's own and was just released.
+    let protected = advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
+    if !protected {
+        stats::bump(Counter::FallbackHarddecommitOpen);
+    }
+    protected
+}
+
+/// What a claim found: the code of the claimed range if it was one run.
+#[derive(Copy, Clone)]
+struct Held {
+    single: Option<u8>,
+}
+
 /// Every state, in `State` index order.
 const STATES: [State; 4] = [
     State::Reserved,
@@ -343,13 +443,13 @@ impl Reservation {
     pub fn map(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Map;
         let (first, n) = self.range(op, offset, len)?;
-        self.claim_pages(op, first, n, |c| {
+        let held = self.claim_pages(op, first, n, |c| {
             matches!(c, RESERVED | FAULT_GUARD | FAULT_NONE)
         })?;
         self.name_once();
         // Per run, the inverse of what left it there. `moved[s]`: bytes done, by old state.
         let mut moved = [0u64; 4];
-        let r = self.each_run(first, n, |page, count, code| {
+        let r = self.each_run(first, n, held, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             let r = match code {
                 FAULT_GUARD => advise::advise(addr, bytes, sys::MADV_GUARD_REMOVE)
@@ -389,10 +489,10 @@ impl Reservation {
     pub fn used(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Used;
         let (first, n) = self.range(op, offset, len)?;
-        self.claim_pages(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
+        let held = self.claim_pages(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
         // Make every PROT_NONE run RW, still holding the pages (Prepared, RW, claimed).
         let mut moved = [0u64; 4];
-        let r = self.each_run(first, n, |page, count, code| {
+        let r = self.each_run(first, n, held, |page, count, code| {
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
             if code == PREPARED_NONE
                 && advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) }).is_err()
@@ -499,18 +599,8 @@ impl Reservation {
 
     /// The common tail of every unused (direct or batched): harddecommit, map, accounting.
     pub(crate) fn finish_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
-        let (addr, len) = (self.addr(first), n << self.page_shift);
-        let mut protected = false;
-        if config::harddecommit_on() {
-            // SAFETY: the range is ours and was just released.
-            protected =
-                advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
-            if !protected {
-                stats::bump(Counter::FallbackHarddecommitOpen);
-            }
-        }
-        let to = if protected { PREPARED_NONE } else { PREPARED };
-        self.settle_ready(first, n, to);
+        let protected = harddecommit(self.addr(first), n << self.page_shift);
+        self.settle_ready(first, n, code_after_unused(protected));
         stats::bump(Counter::UnusedOps);
         Unused {
             how,
@@ -567,11 +657,7 @@ impl Reservation {
 
     /// The common tail of every fault (direct or batched): map and accounting.
     pub(crate) fn finish_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
-        let code = match how {
-            FaultHow::Guard => FAULT_GUARD,
-            _ => FAULT_NONE,
-        };
-        self.settle_ready(first, n, code);
+        self.settle_ready(first, n, code_after_fault(how));
         stats::bump(Counter::FaultOps);
         Faulted { how }
     }
@@ -592,22 +678,6 @@ impl Reservation {
             (addr - self.base) >> self.page_shift,
             len >> self.page_shift,
         )
-    }
-
-    /// Let go of a batched range (its release failed; nothing changed).
-    pub(crate) fn unclaim_at(&self, addr: usize, len: usize) {
-        let (first, n) = self.pages_at(addr, len);
-        self.unclaim(first, n);
-    }
-
-    pub(crate) fn settle_unused(&self, addr: usize, len: usize, how: UnusedHow) -> Unused {
-        let (first, n) = self.pages_at(addr, len);
-        self.finish_unused(first, n, how)
-    }
-
-    pub(crate) fn settle_fault(&self, addr: usize, len: usize, how: FaultHow) -> Faulted {
-        let (first, n) = self.pages_at(addr, len);
-        self.finish_fault(first, n, how)
     }
 
     pub(crate) fn verify_unused_at(
@@ -761,10 +831,19 @@ impl Reservation {
         first: usize,
         n: usize,
         ok: impl Fn(u8) -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Held, Error> {
         let mut g = self.lock(op, first)?;
-        let runs = match g.check(first, first + n, ok) {
-            Ok((runs, _)) => runs,
+        let found = match g.claim_in_leaf(first, first + n, &ok) {
+            Some(r) => r.map(|(runs, code)| (runs, code, true)),
+            None => g.check(first, first + n, &ok).map(|(r, c)| (r, c, false)),
+        };
+        let (runs, code) = match found {
+            Ok((runs, code, true)) => {
+                return Ok(Held {
+                    single: (runs == 1).then_some(code),
+                })
+            }
+            Ok((runs, code, false)) => (runs, code),
             Err((page, c)) => {
                 let offset = page << self.page_shift;
                 return Err(if c & BUSY != 0 {
@@ -784,6 +863,9 @@ impl Reservation {
                 op,
                 offset: first << self.page_shift,
             },
+        })?;
+        Ok(Held {
+            single: (runs == 1).then_some(code),
         })
     }
 
@@ -800,8 +882,12 @@ impl Reservation {
         &self,
         first: usize,
         n: usize,
+        held: Held,
         mut f: impl FnMut(usize, usize, u8) -> Result<(), Error>,
     ) -> Result<(), (usize, Error)> {
+        if let Some(code) = held.single {
+            return f(first, n, code).map_err(|e| (first, e));
+        }
         let end = first + n;
         let mut p = first;
         while p < end {
@@ -844,6 +930,20 @@ impl Reservation {
         let mut moved = [0u64; 4];
         moved[State::Ready as usize] = (n as u64) << self.page_shift;
         self.settle(first, n, None, to, &moved);
+    }
+
+    /// Settle many batched ranges of this region under one lock (see [`Settle`]).
+    pub(crate) fn begin_settle(&self) -> Settle<'_> {
+        let Ok(g) = self.table.lock() else {
+            unreachable!("our own map's lock cannot be orphaned while a batch holds pages")
+        };
+        Settle {
+            r: self,
+            g,
+            to: [0; 4],
+            leaf: None,
+            refold: None,
+        }
     }
 
     /// Move `bytes` from state `a` to `b` in this region's and the global counters. Called

@@ -94,7 +94,7 @@ fn uni(c: u8) -> u64 {
 
 #[inline]
 fn exc(bg: u8, off: usize, len: usize, ec: u8) -> u64 {
-    debug_assert!(len > 0 && off + len <= EXC_MAX && off < EXC_MAX);
+    debug_assert!(len > 0 && off + len <= EXC_MAX && off < EXC_MAX && bg != ec);
     bg as u64 | (ec as u64) << 4 | (off as u64) << 8 | (len as u64) << 36
 }
 
@@ -118,32 +118,36 @@ fn decode(e: u64) -> E {
     }
 }
 
-/// Up to 8 runs `(start, code)` of a span, in order.
+/// Up to 6 runs of a span, in order: run `k` starts at `at[k]` and has `code[k]`. (An
+/// update of a one-word entry makes at most 5; a fold stops past 3.)
 #[derive(Copy, Clone)]
 struct Runs {
     n: usize,
-    r: [(usize, u8); 8],
+    at: [usize; 6],
+    code: [u8; 6],
 }
 
 impl Runs {
     const EMPTY: Runs = Runs {
         n: 0,
-        r: [(0, 0); 8],
+        at: [0; 6],
+        code: [0; 6],
     };
 
     #[inline]
     fn push(&mut self, start: usize, code: u8) {
-        if self.n > 0 && self.r[self.n - 1].1 == code {
+        if self.n > 0 && self.code[self.n - 1] == code {
             return;
         }
-        if self.n > 0 && self.r[self.n - 1].0 == start {
+        if self.n > 0 && self.at[self.n - 1] == start {
             // An empty run before: replace it (and merge with the one before that).
             self.n -= 1;
-            if self.n > 0 && self.r[self.n - 1].1 == code {
+            if self.n > 0 && self.code[self.n - 1] == code {
                 return;
             }
         }
-        self.r[self.n] = (start, code);
+        self.at[self.n] = start;
+        self.code[self.n] = code;
         self.n += 1;
     }
 
@@ -168,7 +172,7 @@ impl Runs {
     #[inline]
     fn end(&self, k: usize, s: usize) -> usize {
         if k + 1 < self.n {
-            self.r[k + 1].0
+            self.at[k + 1]
         } else {
             s
         }
@@ -178,7 +182,7 @@ impl Runs {
     fn apply(&self, s: usize, lo: usize, hi: usize, f: Upd) -> Runs {
         let mut out = Runs::EMPTY;
         for k in 0..self.n {
-            let (a, c) = self.r[k];
+            let (a, c) = (self.at[k], self.code[k]);
             let b = self.end(k, s);
             // Up to three pieces: [a, lo), [lo, hi), [hi, b) clipped to [a, b).
             let (m1, m2) = (lo.clamp(a, b), hi.clamp(a, b));
@@ -198,14 +202,14 @@ impl Runs {
     /// One entry for a span of `s` pages, if these runs fit in one.
     fn encode(&self, s: usize) -> Option<u64> {
         match self.n {
-            1 => Some(uni(self.r[0].1)),
+            1 => Some(uni(self.code[0])),
             2 if s <= EXC_MAX => {
-                let p = self.r[1].0;
-                Some(exc(self.r[0].1, p, s - p, self.r[1].1))
+                let p = self.at[1];
+                Some(exc(self.code[0], p, s - p, self.code[1]))
             }
-            3 if s <= EXC_MAX && self.r[0].1 == self.r[2].1 => {
-                let (p, q) = (self.r[1].0, self.r[2].0);
-                Some(exc(self.r[0].1, p, q - p, self.r[1].1))
+            3 if s <= EXC_MAX && self.code[0] == self.code[2] => {
+                let (p, q) = (self.at[1], self.at[2]);
+                Some(exc(self.code[0], p, q - p, self.code[1]))
             }
             _ => None,
         }
@@ -214,28 +218,16 @@ impl Runs {
     /// Whether exactly one run is held (`BUSY`) and it is `[lo, hi)`: the one-word entries'
     /// rule for held pages (see the module doc).
     fn held_exactly(&self, s: usize, lo: usize, hi: usize) -> bool {
-        let mut held = (0..self.n).filter(|&k| self.r[k].1 & BUSY != 0);
+        let mut held = (0..self.n).filter(|&k| self.code[k] & BUSY != 0);
         match (held.next(), held.next()) {
-            (Some(k), None) => self.r[k].0 == lo && self.end(k, s) == hi,
+            (Some(k), None) => self.at[k] == lo && self.end(k, s) == hi,
             _ => false,
         }
     }
 
     /// Whether any run is held.
     fn any_held(&self) -> bool {
-        (0..self.n).any(|k| self.r[k].1 & BUSY != 0)
-    }
-
-    /// The code of page `p`.
-    fn code_at(&self, p: usize) -> u8 {
-        let mut c = self.r[0].1;
-        for k in 1..self.n {
-            if self.r[k].0 > p {
-                break;
-            }
-            c = self.r[k].1;
-        }
-        c
+        (0..self.n).any(|k| self.code[k] & BUSY != 0)
     }
 }
 
@@ -365,10 +357,11 @@ impl Inner {
                     if s == LEAF {
                         return ((node[p / 16] >> ((p % 16) * 4)) & 0xF) as u8;
                     }
+                    // Spans are powers of two: shifts, not divisions, on this path.
                     let cs = s / FAN;
-                    e = node[p / cs];
+                    e = node[p >> cs.trailing_zeros()];
                     s = cs;
-                    p %= cs;
+                    p &= cs - 1;
                 }
             }
         }
@@ -405,21 +398,61 @@ impl Inner {
         Ok((runs, first))
     }
 
+    /// Check and hold `[lo, hi)` in one walk when it lies inside one leaf (the common case of
+    /// scattered small ranges, e.g. a batch's pushes): `None` if it does not, else what
+    /// [`check`](Self::check) would say, the pages held on success.
+    #[inline]
+    pub(crate) fn claim_in_leaf(
+        &mut self,
+        lo: usize,
+        hi: usize,
+        ok: impl Fn(u8) -> bool,
+    ) -> Option<Result<(usize, u8), (usize, u8)>> {
+        let leaf = self.leaf_for(lo, hi)?;
+        // SAFETY: a leaf of our tree, and we hold the lock.
+        let leaf = unsafe { &mut *leaf };
+        let (a, b) = (lo % LEAF, (hi - 1) % LEAF + 1);
+        let mut runs = 0;
+        let (mut first, mut prev) = (0, 0xFF);
+        for q in a..b {
+            let c = ((leaf[q / 16] >> ((q % 16) * 4)) & 0xF) as u8;
+            if c & BUSY != 0 || !ok(c) {
+                return Some(Err((lo - a + q, c)));
+            }
+            if c != prev {
+                if runs == 0 {
+                    first = c;
+                }
+                runs += 1;
+                prev = c;
+            }
+        }
+        leaf_update(leaf, a, b, Upd::Hold);
+        Some(Ok((runs, first)))
+    }
+
     /// Hold `[lo, hi)` (set `BUSY`), after [`check`](Self::check) passed with `runs` runs.
     /// Fails, changing nothing, only if metadata memory for the nodes the hold may need
     /// cannot be had.
     pub(crate) fn claim(&mut self, lo: usize, hi: usize, runs: usize) -> Result<(), NoMemory> {
         // The common case, a range in a region without nodes that becomes the root's one
         // held run: one word, no node, nothing to make sure of.
-        if runs == 1 && !matches!(decode(self.root), E::Child(_)) {
-            let hi2 = self.extend(hi);
-            let r = Runs::of(decode(self.root), self.span).apply(self.span, lo, hi2, Upd::Hold);
-            if r.held_exactly(self.span, lo, hi2) {
-                if let Some(e) = r.encode(self.span) {
-                    self.root = e;
-                    return Ok(());
-                }
+        if runs == 1 {
+            if let Some(e) = self.root_hold(lo, self.extend(hi)) {
+                self.root = e;
+                return Ok(());
             }
+        }
+        // A range inside one leaf: set the bits there (adding held pages never folds).
+        if let Some(leaf) = self.leaf_for(lo, hi) {
+            // SAFETY: a leaf of our tree.
+            leaf_update(
+                unsafe { &mut *leaf },
+                lo % LEAF,
+                (hi - 1) % LEAF + 1,
+                Upd::Hold,
+            );
+            return Ok(());
         }
         // A hold splits one-word entries down to leaves at most along each of its edges and
         // each boundary between its runs: one node per level for each.
@@ -428,6 +461,31 @@ impl Inner {
         self.update(lo, hi, Upd::Hold);
         self.holding = false;
         Ok(())
+    }
+
+    /// The root entry once one run `[lo, hi)` is held, if the root can say it by the rule
+    /// for held pages (see the module doc).
+    #[inline]
+    fn root_hold(&self, lo: usize, hi: usize) -> Option<u64> {
+        let s = self.span;
+        match decode(self.root) {
+            // The checked range is free, so a uniform root is not held.
+            E::Uni(c) if lo == 0 && hi == s => Some(uni(c | BUSY)),
+            E::Uni(c) if s <= EXC_MAX => Some(exc(c, lo, hi - lo, c | BUSY)),
+            // Holding exactly the exception, outside which nothing is held.
+            E::Exc { bg, off, len, ec } if lo == off && hi == off + len && bg & BUSY == 0 => {
+                Some(exc(bg, off, len, ec | BUSY))
+            }
+            E::Child(_) => None,
+            flat => {
+                let r = Runs::of(flat, s).apply(s, lo, hi, Upd::Hold);
+                if r.held_exactly(s, lo, hi) {
+                    r.encode(s)
+                } else {
+                    None
+                }
+            }
+        }
     }
 
     /// A settle (or any update but a hold) is done: when no node is left, trim.
@@ -452,10 +510,85 @@ impl Inner {
     /// setting or letting go of held pages never does.
     pub(crate) fn update(&mut self, lo: usize, hi: usize, f: Upd) {
         let hi = self.extend(hi);
+        // Settling a run the root holds: one word. (A hold takes `claim`'s path, which
+        // keeps the rule for held pages.)
+        if f != Upd::Hold {
+            if let Some(e) = whole_run(self.root, self.span, lo, hi, f) {
+                self.root = e;
+                return;
+            }
+            // Settling a range inside one leaf: while other pages of the leaf are held, it
+            // cannot fold, so the leaf's words are all there is to change. (The last settle
+            // in a leaf takes the general path below, which folds.)
+            if let Some(leaf) = self.leaf_for(lo, hi) {
+                // SAFETY: a leaf of our tree.
+                let leaf = unsafe { &mut *leaf };
+                leaf_update(leaf, lo % LEAF, (hi - 1) % LEAF + 1, f);
+                if leaf.iter().any(|w| w & (SPLAT * BUSY as u64) != 0) {
+                    return;
+                }
+            }
+        }
         let mut root = self.root;
         // SAFETY: `root` is a local copy of the root entry; the nodes are ours.
         unsafe { self.upd(&mut root, self.span, lo, hi, f) };
         self.root = root;
+    }
+
+    /// Apply `f` (not a hold) to `[lo, hi)` if it lies in one leaf, without folding (many
+    /// settles in a row: see [`refold`](Self::refold)); `cache` remembers the last leaf, so
+    /// ranges in the same leaf skip the walk. `false`: not a one-leaf range, nothing done.
+    #[inline]
+    pub(crate) fn update_in_leaf(
+        &mut self,
+        lo: usize,
+        hi: usize,
+        f: Upd,
+        cache: &mut Option<(usize, *mut [u64; 16])>,
+    ) -> bool {
+        debug_assert!(f != Upd::Hold);
+        let leaf = match *cache {
+            Some((l, ptr)) if l == lo / LEAF && (hi - 1) / LEAF == l && hi != self.pages => ptr,
+            _ => match self.leaf_for(lo, hi) {
+                Some(ptr) => {
+                    *cache = Some((lo / LEAF, ptr));
+                    ptr
+                }
+                None => return false,
+            },
+        };
+        // SAFETY: a leaf of our tree (the cache is dropped before anything can free it).
+        leaf_update(unsafe { &mut *leaf }, lo % LEAF, (hi - 1) % LEAF + 1, f);
+        true
+    }
+
+    /// Fold the tree along the path of page `p` (after [`update_in_leaf`]s): `p` must be a
+    /// page no claim holds.
+    pub(crate) fn refold(&mut self, p: usize) {
+        self.update(p, p + 1, Upd::Unhold);
+    }
+
+    /// The leaf holding pages `[lo, hi)`, if they are all in one and the tree has one there.
+    #[inline]
+    fn leaf_for(&self, lo: usize, hi: usize) -> Option<*mut [u64; 16]> {
+        // (Not at the last page: the pages past it follow it, see `extend`.)
+        if lo / LEAF != (hi - 1) / LEAF || hi == self.pages {
+            return None;
+        }
+        let (mut e, mut s, mut p) = (self.root, self.span, lo);
+        loop {
+            let E::Child(n) = decode(e) else { return None };
+            // SAFETY: a child index in our tree is a node we own.
+            let node = unsafe { arena::node(n) };
+            if s == LEAF {
+                return Some(node);
+            }
+            let cs = s / FAN;
+            // SAFETY: as above.
+            e = unsafe { (*node)[p >> cs.trailing_zeros()] };
+            s = cs;
+            p &= cs - 1;
+        }
     }
 
     /// Make sure `n` nodes can be allocated without failing.
@@ -556,7 +689,8 @@ impl Inner {
                     leaf_update(&mut *node, lo, hi, f);
                 } else {
                     let cs = s / FAN;
-                    for k in lo / cs..=(hi - 1) / cs {
+                    let sh = cs.trailing_zeros();
+                    for k in lo >> sh..=(hi - 1) >> sh {
                         let (a, b) = (k * cs, (k + 1) * cs);
                         let w: *mut u64 = &mut (*node)[k];
                         self.upd(w, cs, lo.max(a) - a, hi.min(b) - a, f);
@@ -586,7 +720,7 @@ impl Inner {
         let node = &mut *arena::node(n);
         if s == LEAF {
             for k in 0..r.n {
-                leaf_update(node, r.r[k].0, r.end(k, s), Upd::Set(r.r[k].1));
+                leaf_update(node, r.at[k], r.end(k, s), Upd::Set(r.code[k]));
             }
         } else {
             let cs = s / FAN;
@@ -594,9 +728,9 @@ impl Inner {
                 let (a, b) = (k * cs, (k + 1) * cs);
                 let mut sub = Runs::EMPTY;
                 for j in 0..r.n {
-                    let (x, y) = (r.r[j].0.max(a), r.end(j, s).min(b));
+                    let (x, y) = (r.at[j].max(a), r.end(j, s).min(b));
                     if x < y {
-                        sub.push(x - a, r.r[j].1);
+                        sub.push(x - a, r.code[j]);
                     }
                 }
                 *w = sub
@@ -638,7 +772,7 @@ impl Inner {
                     return;
                 }
                 for j in 0..sub.n {
-                    r.push(k * cs + sub.r[j].0, sub.r[j].1);
+                    r.push(k * cs + sub.at[j], sub.code[j]);
                 }
                 if r.n > 3 {
                     return;
@@ -664,6 +798,24 @@ impl Inner {
     }
 }
 
+/// Entry `e` (span `s`) after `f` on `[lo, hi)`, when that range is the whole span or exactly
+/// the exception: the settling of a one-word hold, without building runs.
+#[inline]
+fn whole_run(e: u64, s: usize, lo: usize, hi: usize, f: Upd) -> Option<u64> {
+    match decode(e) {
+        E::Uni(c) if lo == 0 && hi == s => Some(uni(f.apply(c))),
+        E::Exc { bg, off, len, ec } if lo == off && hi == off + len => {
+            let t = f.apply(ec);
+            Some(if t == bg {
+                uni(bg)
+            } else {
+                exc(bg, off, len, t)
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The first page in `[p, end)` (relative to entry `e` of span `s`) whose code is not `code`.
 fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
     match decode(e) {
@@ -681,8 +833,13 @@ fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
                 return leaf_scan(node, p, end, code);
             }
             let cs = s / FAN;
-            let first = p / cs;
-            for (k, &w) in node.iter().enumerate().take((end - 1) / cs + 1).skip(first) {
+            let sh = cs.trailing_zeros();
+            for (k, &w) in node
+                .iter()
+                .enumerate()
+                .take(((end - 1) >> sh) + 1)
+                .skip(p >> sh)
+            {
                 let (a, b) = (k * cs, ((k + 1) * cs).min(end));
                 let r = scan(w, cs, p.max(a) - a, b - a, code) + a;
                 if r < b {
@@ -691,24 +848,16 @@ fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
             }
             end
         }
-        flat => {
-            let r = Runs::of(flat, s);
-            let mut q = p;
-            while q < end {
-                if r.code_at(q) != code {
-                    return q;
-                }
-                // Jump to the next run boundary after q.
-                let mut next = s;
-                for k in 0..r.n {
-                    if r.r[k].0 > q {
-                        next = r.r[k].0;
-                        break;
-                    }
-                }
-                q = next;
-            }
-            end
+        // An exception's codes differ from its background (equal ones are said uniform).
+        E::Exc { bg, off, len, ec } => {
+            let inside = p >= off && p < off + len;
+            let stop = match (inside, code) {
+                (true, c) if c == ec => off + len,
+                (false, c) if c == bg && p < off => off,
+                (false, c) if c == bg => end,
+                _ => p,
+            };
+            stop.min(end)
         }
     }
 }
