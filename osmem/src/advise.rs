@@ -4,8 +4,12 @@
 //! or an EINVAL that only meant "this range is mlocked". Here each errno means what the
 //! kernel says it means:
 //!
-//! - `ENOSYS`: madvise itself is absent (kernels built without `CONFIG_ADVISE_SYSCALLS`) →
-//!   sticky downgrade of every advice.
+//! - `ENOSYS`: madvise itself may be absent (kernels built without `CONFIG_ADVISE_SYSCALLS`),
+//!   or a filter (a sandbox that tightened, a seccomp filter installed at run time) refuses
+//!   this one advice. A zero-length `MADV_NORMAL`, which every madvise knows and which changes
+//!   nothing, tells which: only if it too answers ENOSYS is madvise gone (sticky downgrade of
+//!   every advice); otherwise only this advice is downgraded. (Taking one refused hint for
+//!   "no madvise" would turn every later release and fault into a `MAP_FIXED` remap.)
 //! - `EPERM` / `EACCES`: policy (seccomp, an LSM) → sticky downgrade of this advice.
 //! - `EINVAL`: either the advice is unknown or the argument is bad for this range → ask the
 //!   kernel with a zero-length call; only "unknown" downgrades, otherwise this call alone falls
@@ -124,7 +128,10 @@ pub(crate) fn advise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> 
 #[inline(never)]
 fn on_error(e: Errno, bit: u32, addr: usize, advice: i32) {
     match e {
-        Errno::ENOSYS => downgrade(D_MADVISE),
+        Errno::ENOSYS if sys::madvise_known(addr, sys::MADV_NORMAL) == Err(Errno::ENOSYS) => {
+            downgrade(D_MADVISE)
+        }
+        Errno::ENOSYS if bit != 0 => downgrade(bit),
         Errno::EPERM | Errno::EACCES if bit != 0 => downgrade(bit),
         Errno::EINVAL if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
         _ => {}

@@ -135,6 +135,17 @@ pub(crate) unsafe fn link(c: u32) -> *mut u32 {
     (table + (c % g) as usize * 4) as *mut u32
 }
 
+/// `fork` is about to copy the process: hold the arena's lock so no other thread is in the
+/// middle of changing it (the child would inherit it held, and never get a node).
+pub(crate) fn hold_for_fork() {
+    let _ = ARENA.lock.lock();
+}
+
+/// After `fork`, in parent and child: let go of the lock `hold_for_fork` took.
+pub(crate) fn release_after_fork() {
+    ARENA.lock.unlock();
+}
+
 /// Create the arena (once per process; later calls are one load). Called when the first
 /// reservation is made, so the arena exists before a process can reach the VMA limit.
 pub(crate) fn ensure() {

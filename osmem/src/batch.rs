@@ -343,7 +343,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                 Ok(how) => {
                     let protected = hd && region::harddecommit(v.base, v.len);
                     report.settled(v.len);
-                    v.len |= region::code_after_unused(protected) as usize;
+                    v.len |= region::code_after_unused(how, protected) as usize;
                     if how == UnusedHow::Free {
                         report.not_zeroed += 1;
                         v.len |= OPEN;

@@ -84,6 +84,22 @@ pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
     }
 }
 
+/// The strategy whose link a fault with `s` will really end on now, given the probe and the
+/// sticky downgrades: what `selected()` names. A forced `Guard` without guard markers runs
+/// the `Protect` link; `Guard`, `Protect` and `Go` without `MADV_DONTNEED` end on the remap.
+/// (The chains themselves still start from the configured strategy, so every fall from it
+/// is counted per call.)
+pub(crate) fn effective(s: FaultStrategy) -> FaultStrategy {
+    let guards = probe::probe().advice.guard_install && advise::usable(advise::D_GUARD);
+    match resolve(s) {
+        FaultStrategy::Guard if guards => FaultStrategy::Guard,
+        FaultStrategy::Remap => FaultStrategy::Remap,
+        _ if !advise::usable(advise::D_DONTNEED) => FaultStrategy::Remap,
+        FaultStrategy::Guard => FaultStrategy::Protect,
+        s => s,
+    }
+}
+
 /// Fault `[addr, addr+len)`, which is Ready and owned by osmem.
 pub(crate) fn fault(
     addr: usize,

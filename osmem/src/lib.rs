@@ -81,7 +81,9 @@ pub use unused::{Unused, UnusedHow};
 pub struct Selected {
     /// The first link `unused` tries.
     pub unused: UnusedHow,
-    /// The fault strategy (never `Auto`).
+    /// The fault strategy whose link faults end on (never `Auto`): a forced strategy the
+    /// kernel cannot do is named by the link that will really run (`fault=guard` without
+    /// guard markers: `Protect`; without `MADV_DONTNEED`: `Remap`).
     pub fault: FaultStrategy,
     /// Whether `unused` also makes ranges PROT_NONE.
     pub harddecommit: bool,
@@ -100,7 +102,7 @@ pub fn selected() -> Selected {
     let c = config();
     Selected {
         unused: unused::first_link(c.unused_advice()),
-        fault: fault::resolve(c.fault_strategy()),
+        fault: fault::effective(c.fault_strategy()),
         harddecommit: c.is_harddecommit(),
         prefault: c.is_prefault(),
         thp: c.thp_policy(),

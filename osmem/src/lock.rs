@@ -12,6 +12,10 @@
 //! changed. The child gets an error instead of spinning for ever (callers turn it into
 //! `Error::Busy`). The pid is cached in a static that a `pthread_atfork` child handler
 //! refreshes, so the fast path costs one relaxed load and one compare-exchange.
+//!
+//! The one process-wide lock (the metadata arena's) is taken around `fork` by the same
+//! handlers, as glibc does for malloc: a child never inherits it held, so a reservation made
+//! in a forked child always gets its metadata.
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -22,11 +26,30 @@ extern "C" fn refresh_pid() {
     PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
 }
 
+extern "C" fn before_fork() {
+    crate::arena::hold_for_fork();
+}
+
+extern "C" fn after_fork_parent() {
+    crate::arena::release_after_fork();
+}
+
+extern "C" fn after_fork_child() {
+    refresh_pid();
+    crate::arena::release_after_fork();
+}
+
 /// Cache the pid and keep it right across `fork` (called once, when the probe is published).
 pub(crate) fn init() {
     refresh_pid();
-    // SAFETY: registers a handler that only stores getpid(); no memory is passed.
-    unsafe { libc::pthread_atfork(None, None, Some(refresh_pid)) };
+    // SAFETY: registers handlers that only touch osmem's own statics; no memory is passed.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
 }
 
 #[inline]

@@ -63,6 +63,11 @@ const FAULT_GUARD: u8 = 4;
 /// trapping (protection RW: the VMA limit stopped the protecting step). `map` makes both RW
 /// with `mprotect(RW)`, which changes nothing on a range that is RW already.
 const FAULT_NONE: u8 = 5;
+/// Prepared after `MADV_FREE`: the kernel may still hold the old pages and drop any of them
+/// later, until each is written. `used` writes every page of it, so Ready is stable.
+const PREPARED_FREE: u8 = 6;
+/// PREPARED_FREE and PROT_NONE (harddecommit).
+const PREPARED_NONE_FREE: u8 = 7;
 
 /// Batched ranges of one region being settled: the map stays locked from the first to the
 /// last, and the bytes that left Ready are accounted once, when it is dropped.
@@ -127,12 +132,14 @@ impl Drop for Settle<'_> {
     }
 }
 
-/// The code of a Ready range released by `unused` (PROT_NONE if harddecommit protected it).
-pub(crate) fn code_after_unused(protected: bool) -> u8 {
-    if protected {
-        PREPARED_NONE
-    } else {
-        PREPARED
+/// The code of a Ready range released by `unused` (PROT_NONE if harddecommit protected it;
+/// lazily, with `MADV_FREE`, if `how` says so).
+pub(crate) fn code_after_unused(how: UnusedHow, protected: bool) -> u8 {
+    match (how == UnusedHow::Free, protected) {
+        (false, false) => PREPARED,
+        (false, true) => PREPARED_NONE,
+        (true, false) => PREPARED_FREE,
+        (true, true) => PREPARED_NONE_FREE,
     }
 }
 
@@ -175,7 +182,7 @@ const STATES: [State; 4] = [
 fn state_of(code: u8) -> State {
     match code & !BUSY {
         RESERVED => State::Reserved,
-        PREPARED | PREPARED_NONE => State::Prepared,
+        PREPARED | PREPARED_NONE | PREPARED_FREE | PREPARED_NONE_FREE => State::Prepared,
         READY => State::Ready,
         _ => State::Faulted,
     }
@@ -475,43 +482,73 @@ impl Reservation {
         advise::remap_fixed(addr, len, sys::PROT_RW, self.noreserve)
     }
 
-    /// Prepared → Ready (Go's sysUsed). A no-op for the kernel unless harddecommit left the
-    /// range PROT_NONE (then `mprotect(RW)`) or prefault is on (`MADV_POPULATE_WRITE`, else
-    /// one write per page).
+    /// Prepared → Ready (Go's sysUsed). The range may mix Prepared and Ready pages, as Go's
+    /// sysUsed allows: Ready pages are left as they are; Reserved or Faulted pages are refused.
+    ///
+    /// For the kernel it is a no-op unless harddecommit left the range PROT_NONE (then
+    /// `mprotect(RW)`), prefault is on (`MADV_POPULATE_WRITE`, else one write per page), or
+    /// pages were released with `MADV_FREE`: each of those is written once (without changing
+    /// its byte), which ends the kernel's lazy free. Without that write the kernel could
+    /// still drop a page later and a read would see it turn to zeros after `used` returned;
+    /// with it, Ready means what it says. It costs about a write fault per page the kernel
+    /// already reclaimed and a store per page it did not (BENCHMARKS.md has the figures).
     ///
     /// ```
     /// let r = osmem::Reservation::reserve(1 << 16)?;
     /// r.map(0, 1 << 16)?;
-    /// r.used(0, 1 << 16)?;
+    /// r.used(0, 4096)?;
+    /// r.used(0, 1 << 16)?; // Ready and Prepared pages together: the Ready page is left alone
     /// assert_eq!(r.state(0), Some(osmem::State::Ready));
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn used(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Used;
         let (first, n) = self.range(op, offset, len)?;
-        let held = self.claim_pages(op, first, n, |c| matches!(c, PREPARED | PREPARED_NONE))?;
-        // Make every PROT_NONE run RW, still holding the pages (Prepared, RW, claimed).
+        let held = self.claim_pages(op, first, n, |c| {
+            matches!(
+                c,
+                PREPARED | PREPARED_NONE | PREPARED_FREE | PREPARED_NONE_FREE | READY
+            )
+        })?;
+        let ps = 1 << self.page_shift;
+        let prefault_on = config::prefault_on();
+        // Each Prepared run: RW if PROT_NONE, then written (MADV_FREE) or prefaulted, while
+        // the pages are still held, so nobody else can be using them yet.
         let mut moved = [0u64; 4];
         let r = self.each_run(first, n, held, |page, count, code| {
+            if code == READY {
+                return Ok(());
+            }
             let (addr, bytes) = (self.addr(page), count << self.page_shift);
-            if code == PREPARED_NONE
+            let mut fresh = false;
+            if matches!(code, PREPARED_NONE | PREPARED_NONE_FREE)
                 && advise::retry(|| unsafe { sys::mprotect(addr, bytes, sys::PROT_RW) }).is_err()
             {
                 let done = moved[State::Prepared as usize] > 0;
                 self.remap_rw(addr, bytes)
                     .map_err(|e| os(op, Syscall::Mmap, e, done))?;
+                fresh = true; // new zero pages: nothing lazily freed is left
+            }
+            if matches!(code, PREPARED_FREE | PREPARED_NONE_FREE) && !fresh {
+                end_lazy_free(addr, bytes, ps);
+            } else if prefault_on {
+                prefault(addr, bytes, ps);
             }
             moved[State::Prepared as usize] += bytes as u64;
             Ok(())
         });
         if let Err((stop, e)) = r {
-            // The runs before `stop` are RW now: Prepared (not PROT_NONE); the rest unchanged.
-            self.settle(first, n, Some(stop), PREPARED, &[0; 4]);
+            // The Prepared runs before `stop` are RW and written now: plain Prepared; Ready
+            // runs stay Ready; the rest is unchanged.
+            self.settle_runs_to(first, stop, |c| {
+                if c == READY {
+                    Upd::Unhold
+                } else {
+                    Upd::Set(PREPARED)
+                }
+            });
+            self.settle(first, n, Some(first), 0, &[0; 4]);
             return Err(e);
-        }
-        // Prefault while the pages are still held: nobody else can be using them yet.
-        if config::prefault_on() {
-            prefault(self.addr(first), n << self.page_shift, 1 << self.page_shift);
         }
         self.settle(first, n, None, READY, &moved);
         stats::bump(Counter::UsedOps);
@@ -600,7 +637,7 @@ impl Reservation {
     /// The common tail of every unused (direct or batched): harddecommit, map, accounting.
     pub(crate) fn finish_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
         let protected = harddecommit(self.addr(first), n << self.page_shift);
-        self.settle_ready(first, n, code_after_unused(protected));
+        self.settle_ready(first, n, code_after_unused(how, protected));
         stats::bump(Counter::UnusedOps);
         Unused {
             how,
@@ -925,6 +962,20 @@ impl Reservation {
         }
     }
 
+    /// Settle the held pages `[first, stop)` run by run, with `f` of each run's code (an
+    /// update per run: never a node, see table.rs). A no-op if `stop == first`.
+    fn settle_runs_to(&self, first: usize, stop: usize, f: impl Fn(u8) -> Upd) {
+        let Ok(mut g) = self.table.lock() else {
+            unreachable!("our own map's lock cannot be orphaned mid-transition")
+        };
+        let mut p = first;
+        while p < stop {
+            let (code, next) = g.run(p, stop);
+            g.update(p, next, f(code & !BUSY));
+            p = next;
+        }
+    }
+
     /// Settle a claimed Ready range (unused, fault): every page gets `to`.
     fn settle_ready(&self, first: usize, n: usize, to: u8) {
         let mut moved = [0u64; 4];
@@ -992,6 +1043,18 @@ fn prefault(addr: usize, len: usize, ps: usize) {
     let mut a = addr;
     while a < addr + len {
         // SAFETY: the range is Ready (RW) and held by the caller's transition.
+        unsafe { touch_write(a) };
+        a += ps;
+    }
+}
+
+/// End the kernel's lazy free of `[addr, addr+len)` (released with `MADV_FREE`): write every
+/// page once, without changing its byte. A written page is dirty again, so reclaim keeps it
+/// (a page the kernel already reclaimed is faulted in, zero-filled, by the write).
+fn end_lazy_free(addr: usize, len: usize, ps: usize) {
+    let mut a = addr;
+    while a < addr + len {
+        // SAFETY: the range is RW and held by the caller's transition.
         unsafe { touch_write(a) };
         a += ps;
     }

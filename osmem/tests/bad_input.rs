@@ -88,9 +88,9 @@ const CASES: &[Case] = &[
     case!("map on Prepared", |r, ps| r.map(2 * ps, 4 * ps), WrongState { op: Map, offset: 2 * ps, found: Prepared }),
     case!("map: Reserved then Prepared", |r, ps| r.map(0, 4 * ps), WrongState { op: Map, offset: 2 * ps, found: Prepared }),
     case!("used on Reserved", |r, ps| r.used(0, ps), WrongState { op: Used, offset: 0, found: Reserved }),
-    case!("used on Ready", |r, ps| r.used(6 * ps, 4 * ps), WrongState { op: Used, offset: 6 * ps, found: Ready }),
     case!("used on Faulted", |r, ps| r.used(10 * ps, ps), WrongState { op: Used, offset: 10 * ps, found: Faulted }),
-    case!("used: Prepared then Ready", |r, ps| r.used(2 * ps, 8 * ps), WrongState { op: Used, offset: 6 * ps, found: Ready }),
+    // used takes Prepared and Ready pages together (Go's sysUsed), but not Faulted ones.
+    case!("used: Prepared, Ready, then Faulted", |r, ps| r.used(2 * ps, 9 * ps), WrongState { op: Used, offset: 10 * ps, found: Faulted }),
     case!("unused on Reserved", |r, ps| r.unused(0, ps), WrongState { op: Unused, offset: 0, found: Reserved }),
     case!("unused on Prepared", |r, ps| r.unused(2 * ps, 4 * ps), WrongState { op: Unused, offset: 2 * ps, found: Prepared }),
     case!("unused on Faulted", |r, ps| r.unused(10 * ps, 2 * ps), WrongState { op: Unused, offset: 10 * ps, found: Faulted }),

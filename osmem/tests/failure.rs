@@ -8,7 +8,7 @@
 //!
 //! | # | test | injected failure | expected outcome |
 //! |---|---|---|---|
-//! | 1 | `seed2_free_einval_dontneed_enosys` | FREE→EINVAL, DONTNEED→ENOSYS | `unused` (Free) → `Remap`, zeroed, resident 0, VMA Rss 0, reads 0; downgrade_free = downgrade_madvise = 1 (EINVAL confirmed by 1 zero-length probe); 5 more calls: all `Remap`, released, downgrades still 1, 0 madvise calls, exactly 1 mmap each |
+//! | 1 | `seed2_free_einval_dontneed_enosys` | FREE→EINVAL, DONTNEED→ENOSYS | `unused` (Free) → `Remap`, zeroed, resident 0, VMA Rss 0, reads 0; downgrade_free = downgrade_dontneed = 1, downgrade_madvise 0 (EINVAL confirmed by a zero-length probe of the advice, ENOSYS by a zero-length `MADV_NORMAL` that works); 5 more calls: all `Remap`, released, downgrades still 1, 0 madvise calls, exactly 1 mmap each |
 //! | 2 | `dontneed_eperm_is_sticky_for_dontneed_only` | DONTNEED→EPERM | default `unused` → `Remap`, downgrade_dontneed 1, downgrade_madvise 0; later `unused_with(Free)` still → `Free` (RSS kept, LazyFree = range); later default `unused` issues no madvise |
 //! | 3 | `free_einval_from_seccomp_is_sticky` | FREE→EINVAL | seccomp matches the advice whatever the length, so the zero-length probe gets EINVAL too and says "unknown": downgrade_free 1, the call → `DontNeed` (released); the next `Free` call issues no FREE |
 //! | 4 | `mlocked_unused_free_per_call_einval` | none: `mlock` (kernel's own EINVAL) | the kernel refuses FREE **and** DONTNEED on VM_LOCKED (EINVAL), the probes say both advices are known → no downgrade, per-call fallback to `Remap` (released; the remap drops VM_LOCKED); an unlocked range → `Free` again |
@@ -19,7 +19,7 @@
 //! | 9 | `protect_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL (no VMA-free way to trap) | `fault(Protect)` → `ReleasedOnly`, `traps()` false, touch succeeds, released, reads 0, fallback_fault_open 1; map+used work |
 //! | 10 | `go_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Go)`: same as 9 |
 //! | 11 | `remap_fault_mmap_enomem_released_only` | mmap→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Remap)` → DONTNEED only → `ReleasedOnly`, released |
-//! | 12 | `protect_dontneed_enosys_falls_to_remap` | DONTNEED→ENOSYS | `fault(Protect)` → `Remap` (mmap PROT_NONE), SEGV_ACCERR, released, downgrade_madvise 1 |
+//! | 12 | `protect_dontneed_enosys_falls_to_remap` | DONTNEED→ENOSYS | `fault(Protect)` → `Remap` (mmap PROT_NONE), SEGV_ACCERR, released, downgrade_dontneed 1 (a zero-length `MADV_NORMAL` works: only DONTNEED is refused), downgrade_madvise 0 |
 //! | 13 | `map_mprotect_enomem_falls_to_mmap` | mprotect(RW)→ENOMEM | `map` → mmap(RW, MAP_FIXED), fallback_map_remap 1, VMA rw-p and usable |
 //! | 14 | `map_all_links_fail_changes_nothing` | mprotect(RW)→ENOMEM, mmap→ENOMEM | `Error::Os { Map, Mmap, ENOMEM, changed: false }`, state Reserved, VMA ---p, still traps |
 //! | 15 | `harddecommit_mprotect_eperm_still_released` | mprotect(PROT_NONE)→EPERM | harddecommit `unused` → released, `protected` false, fallback_harddecommit_open 1, Prepared, rw-p; `used` works |
@@ -526,13 +526,14 @@ fn seed2_free_einval_dontneed_enosys() {
         ("zeroed", 1),
         ("state", S_PREPARED),
         // FREE: EINVAL, confirmed "unknown" by one zero-length probe → sticky.
-        ("d_einval_probes", 1),
+        ("d_einval_probes", 2),
         ("d_downgrade_free", 1),
-        // DONTNEED: ENOSYS → madvise as a whole is absent → sticky.
-        ("d_downgrade_madvise", 1),
-        ("d_downgrade_dontneed", 0),
-        // FREE, the probe, DONTNEED; then exactly one mmap: the remap.
-        ("d_madvise_calls", 3),
+        // DONTNEED: ENOSYS, but a zero-length MADV_NORMAL works: madvise is there and only
+        // this advice is refused → sticky for DONTNEED alone.
+        ("d_downgrade_madvise", 0),
+        ("d_downgrade_dontneed", 1),
+        // FREE, its probe, DONTNEED, the NORMAL probe; then exactly one mmap: the remap.
+        ("d_madvise_calls", 4),
         ("d_mmap_calls", 1),
         ("d_fallback_unused_free", 1),
         ("d_fallback_unused_remap", 1),
@@ -544,8 +545,8 @@ fn seed2_free_einval_dontneed_enosys() {
         // No retry of the failed advice: not one madvise syscall after the downgrades.
         ("later_madvise_calls", 0),
         ("total_downgrade_free", 1),
-        ("total_downgrade_madvise", 1),
-        ("total_einval_probes", 1),
+        ("total_downgrade_madvise", 0),
+        ("total_einval_probes", 2),
         // The chain still passes the (skipped) FREE link and counts it per call.
         ("later_fallback_unused_free", 5),
     ]);
@@ -906,7 +907,8 @@ fn unused_all_links_fail_loses_nothing() {
         ("region_ready_kb", slot_kb()),
         ("d_unused_ops", 0),
         ("d_downgrade_madvise", 1),
-        ("d_madvise_calls", 1),
+        // DONTNEED, then the zero-length MADV_NORMAL that confirms madvise itself is gone.
+        ("d_madvise_calls", 2),
         ("d_mmap_calls", 1),
         ("d_mmap_errors", 1),
         ("again_same_error", 1),
@@ -1124,6 +1126,7 @@ fn protect_dontneed_enosys_falls_to_remap() {
                 b,
                 fallback_fault_remap,
                 downgrade_madvise,
+                downgrade_dontneed,
                 mmap_calls,
                 mprotect_calls
             );
@@ -1146,7 +1149,8 @@ fn protect_dontneed_enosys_falls_to_remap() {
         ("s0_perms", P_NONE),
         ("touch", T_ACCERR),
         ("d_fallback_fault_remap", 1),
-        ("d_downgrade_madvise", 1),
+        ("d_downgrade_madvise", 0),
+        ("d_downgrade_dontneed", 1),
         ("d_mmap_calls", 1),
         // Released by the remap alone: the mprotect link is never reached.
         ("d_mprotect_calls", 0),
@@ -1673,8 +1677,16 @@ fn probe_with_guard_install_refused() {
             let before = osmem::stats();
             let f = unsafe { r.fault(0, 4 * osmem::page_size()) }.unwrap();
             let after = osmem::stats();
+            // Forcing guard markers (`OSMEM=fault=guard`) on this kernel: `selected()` names
+            // the link that really runs, and the fault agrees.
+            osmem::configure(osmem::Config::new().fault(FaultStrategy::Guard));
+            let forced = osmem::selected().fault;
+            let r2 = Reservation::alloc(osmem::page_size()).unwrap();
+            let g = unsafe { r2.fault(0, osmem::page_size()) };
+            let g = g.map_or_else(|e| format!("{:?}", e.op()), |g| format!("{:?}", g.how));
             format!(
-                "guard_install={} fault={:?} how={:?} guard_calls={} free={} pm={:?}",
+                "guard_install={} fault={:?} how={:?} guard_calls={} free={} pm={:?} \
+                 forced={forced:?} forced_how={g}",
                 p.advice.guard_install,
                 sel.fault,
                 f.how,
@@ -1696,6 +1708,8 @@ fn probe_with_guard_install_refused() {
     assert_eq!(kv["guard_calls"], "0", "{kv:?}");
     assert_eq!(kv["free"], "true", "{kv:?}");
     assert_ne!(kv["pm"], "Unsupported", "{kv:?}");
+    assert_eq!(kv["forced"], "Protect", "{kv:?}");
+    assert_eq!(kv["forced_how"], "Protect", "{kv:?}");
 }
 
 #[test]

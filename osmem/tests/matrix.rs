@@ -177,6 +177,8 @@ struct Also {
 }
 
 // Sticky-downgrade counters, as bits (packed one byte each in the report, same order).
+/// (madvise as a whole: only a kernel without it, see the profiles, downgrades it.)
+#[allow(dead_code)]
 const DG_MADVISE: u16 = 1 << 0;
 const DG_FREE: u16 = 1 << 1;
 const DG_DONTNEED: u16 = 1 << 2;
@@ -1886,9 +1888,11 @@ matrix! {
           eq(K::Touch, T_ACCERR), eq(K::Fallback, 0)]);
 
     // ----- madvise(MADV_FREE): unused(free) → DONTNEED (→ remap once madvise is gone)
+    // ENOSYS for one advice while a zero-length MADV_NORMAL works: a filter refuses that
+    // advice, madvise is there; only the advice is downgraded (every madv_*_enosys row).
     madv_free_enosys = row("madvise(MADV_FREE)", "unused(free)", op_unused_free,
-        Prim::MadvFree, madv(libc::MADV_FREE), Enosys, NextLink(DG_MADVISE), Skipped,
-        &[eq(K::How, U_REMAP), eq(K::Resident, 0), eq(K::Zero, 1)]);
+        Prim::MadvFree, madv(libc::MADV_FREE), Enosys, NextLink(DG_FREE), Skipped,
+        &[eq(K::How, U_DONTNEED), eq(K::Resident, 0), eq(K::Zero, 1)]);
     madv_free_einval = row("madvise(MADV_FREE)", "unused(free)", op_unused_free,
         Prim::MadvFree, madv(libc::MADV_FREE), Einval, NextLink(DG_FREE), Skipped,
         &[eq(K::How, U_DONTNEED), eq(K::Resident, 0), eq(K::Zero, 1)]);
@@ -1904,7 +1908,8 @@ matrix! {
     // ----- madvise(MADV_DONTNEED): unused → remap
     madv_dontneed_enosys = row("madvise(MADV_DONTNEED)", "unused(dontneed)",
         op_unused_dontneed, Prim::MadvDontneed, madv(libc::MADV_DONTNEED), Enosys,
-        NextLink(DG_MADVISE), Skipped, &[eq(K::How, U_REMAP), eq(K::Resident, 0), eq(K::Zero, 1)]);
+        NextLink(DG_DONTNEED), Skipped,
+        &[eq(K::How, U_REMAP), eq(K::Resident, 0), eq(K::Zero, 1)]);
     madv_dontneed_einval = row("madvise(MADV_DONTNEED)", "unused(dontneed)",
         op_unused_dontneed, Prim::MadvDontneed, madv(libc::MADV_DONTNEED), Einval,
         NextLink(DG_DONTNEED), Skipped,
@@ -1920,8 +1925,8 @@ matrix! {
     // ----- madvise(MADV_GUARD_INSTALL): fault (auto = guard) → protect (→ remap)
     madv_guard_install_enosys = row("madvise(MADV_GUARD_INSTALL)", "fault(auto)",
         op_fault_auto, Prim::MadvGuardInstall, madv(MADV_GUARD_INSTALL), Enosys,
-        NextLink(DG_MADVISE), Skipped,
-        &[eq(K::How, F_REMAP), eq(K::Resident, 0), eq(K::Touch, T_ACCERR), eq(K::Zero, 1)]);
+        NextLink(DG_GUARD), Skipped,
+        &[eq(K::How, F_PROTECT), eq(K::Resident, 0), eq(K::Touch, T_ACCERR), eq(K::Zero, 1)]);
     madv_guard_install_einval = row("madvise(MADV_GUARD_INSTALL)", "fault(auto)",
         op_fault_auto, Prim::MadvGuardInstall, madv(MADV_GUARD_INSTALL), Einval,
         NextLink(DG_GUARD), Skipped,
@@ -1938,7 +1943,7 @@ matrix! {
     // ----- madvise(MADV_GUARD_REMOVE): map of a guard-faulted range → mmap(RW, MAP_FIXED)
     madv_guard_remove_enosys = row("madvise(MADV_GUARD_REMOVE)", "map (guard-faulted)",
         op_map_guarded, Prim::MadvGuardRemove, madv(MADV_GUARD_REMOVE), Enosys,
-        NextLink(DG_MADVISE), Skipped,
+        NextLink(DG_GUARD), Skipped,
         &[eq(K::Perms, P_RW), eq(K::Touch, T_OK), eq(K::Zero, 1), eq(K::Fallback, 1)]);
     madv_guard_remove_einval = row("madvise(MADV_GUARD_REMOVE)", "map (guard-faulted)",
         op_map_guarded, Prim::MadvGuardRemove, madv(MADV_GUARD_REMOVE), Einval,
@@ -1955,7 +1960,7 @@ matrix! {
     // ----- madvise(MADV_HUGEPAGE): a hint; its error goes to the caller (no next link)
     madv_hugepage_enosys = row("madvise(MADV_HUGEPAGE)", "hugepage", op_hugepage,
         Prim::MadvHugepage, madv(MADV_HUGEPAGE), Enosys,
-        TypedError(Op::HugePage, Syscall::Madvise(MADV_HUGEPAGE), DG_MADVISE), Skipped,
+        TypedError(Op::HugePage, Syscall::Madvise(MADV_HUGEPAGE), 0), Skipped,
         &[eq(K::Flag, 0)]);
     madv_hugepage_einval = row("madvise(MADV_HUGEPAGE)", "hugepage", op_hugepage,
         Prim::MadvHugepage, madv(MADV_HUGEPAGE), Einval,
@@ -1969,7 +1974,7 @@ matrix! {
     // ----- madvise(MADV_NOHUGEPAGE)
     madv_nohugepage_enosys = row("madvise(MADV_NOHUGEPAGE)", "nohugepage", op_nohugepage,
         Prim::MadvNohugepage, madv(MADV_NOHUGEPAGE), Enosys,
-        TypedError(Op::NoHugePage, Syscall::Madvise(MADV_NOHUGEPAGE), DG_MADVISE), Skipped,
+        TypedError(Op::NoHugePage, Syscall::Madvise(MADV_NOHUGEPAGE), 0), Skipped,
         &[eq(K::Flag, 0)]);
     madv_nohugepage_einval = row("madvise(MADV_NOHUGEPAGE)", "nohugepage", op_nohugepage,
         Prim::MadvNohugepage, madv(MADV_NOHUGEPAGE), Einval,
@@ -1986,7 +1991,7 @@ matrix! {
     // ----- madvise(MADV_COLLAPSE): refusal → typed error, then Unsupported without a call
     madv_collapse_enosys = row("madvise(MADV_COLLAPSE)", "collapse", op_collapse,
         Prim::MadvCollapse, madv(MADV_COLLAPSE), Enosys,
-        TypedError(Op::Collapse, Syscall::Madvise(MADV_COLLAPSE), DG_MADVISE), Skipped,
+        TypedError(Op::Collapse, Syscall::Madvise(MADV_COLLAPSE), DG_COLLAPSE), Skipped,
         &[eq(K::Flag, 0)]);
     madv_collapse_einval = row("madvise(MADV_COLLAPSE)", "collapse", op_collapse,
         Prim::MadvCollapse, madv(MADV_COLLAPSE), Einval,
@@ -2003,7 +2008,7 @@ matrix! {
     // ----- madvise(MADV_POPULATE_WRITE): used with prefault → one write per page
     madv_populate_write_enosys = row("madvise(MADV_POPULATE_WRITE)", "used (prefault)",
         op_used_prefault, Prim::MadvPopulateWrite, madv(MADV_POPULATE_WRITE), Enosys,
-        NextLink(DG_MADVISE), Skipped, &[eq(K::Resident, SLOT_PAGES as u64), eq(K::Perms, P_RW)]);
+        NextLink(0), Skipped, &[eq(K::Resident, SLOT_PAGES as u64), eq(K::Perms, P_RW)]);
     madv_populate_write_einval = row("madvise(MADV_POPULATE_WRITE)", "used (prefault)",
         op_used_prefault, Prim::MadvPopulateWrite, madv(MADV_POPULATE_WRITE), Einval,
         NextLink(0), Skipped, &[eq(K::Resident, SLOT_PAGES as u64), eq(K::Perms, P_RW)]);

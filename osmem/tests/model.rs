@@ -311,7 +311,12 @@ fn map_ok(k: K) -> bool {
 }
 
 fn used_ok(k: K) -> bool {
-    matches!(k, K::Prepared | K::PreparedNone)
+    k.used_ok()
+}
+
+/// The pages a `Next` step turns Ready with `used` (Ready ones take unused or fault).
+fn prepared(k: K) -> bool {
+    k.state() == osmem::State::Prepared
 }
 
 fn ready(k: K) -> bool {
@@ -413,7 +418,7 @@ impl Model {
         let at = at % PAGES;
         match self.k[at] {
             k if map_ok(k) => Step::Map(R::P(at, self.run_from(at, n, map_ok))),
-            k if used_ok(k) => Step::Used(R::P(at, self.run_from(at, n, used_ok))),
+            k if prepared(k) => Step::Used(R::P(at, self.run_from(at, n, used_ok))),
             _ => {
                 let r = R::P(at, self.run_from(at, n, ready));
                 match pick % 12 {
@@ -491,7 +496,7 @@ impl Model {
         } else {
             self.released(first, n);
         }
-        self.set(first, n, if hd { K::PreparedNone } else { K::Prepared }, d);
+        self.set(first, n, K::after_unused(how, hd), d);
         d.add("unused_ops", 1);
         self.moved += 1;
         hd
@@ -540,19 +545,15 @@ impl Model {
                 self.moved += 1;
             })),
             Step::Used(r) => Want::Unit(self.validate(OsOp::Used, r, used_ok).map(|(f, n)| {
-                self.runs(f, n, |k| {
-                    if k == K::PreparedNone {
-                        d.add("mprotect_calls", 1);
-                    }
-                });
-                self.set(f, n, K::Ready, d);
-                if self.knobs.prefault {
-                    d.add("madvise_calls", 1);
-                    d.add("madv_populate_write", 1);
-                    for p in f..f + n {
+                d.used_calls(&self.k[f..f + n], self.knobs.prefault);
+                for p in f..f + n {
+                    // Prefaulted, or written to end MADV_FREE's lazy release.
+                    let lazy = matches!(self.k[p], K::PreparedFree | K::PreparedNoneFree);
+                    if self.k[p] != K::Ready && (self.knobs.prefault || lazy) {
                         self.pres[p] = Pres::Present;
                     }
                 }
+                self.set(f, n, K::Ready, d);
                 d.add("used_ops", 1);
                 self.moved += 1;
             })),
@@ -1030,11 +1031,10 @@ fn check_all(
             "after step {i}: page {p}: reads {first}..{last} (middle zero: {mid}), model {:?}",
             m.data[p]
         );
-        if let Data::FreeOr(_) = m.data[p] {
-            if first == 0 {
-                // Reclaimed: the old data is gone for good.
-                m.data[p] = Data::Zero;
-            }
+        if let Data::FreeOr(v) = m.data[p] {
+            // `used` wrote the page, which ended the lazy release: whatever it holds now
+            // (the old data, or zeros if the kernel had already reclaimed it) is for good.
+            m.data[p] = if first == 0 { Data::Zero } else { Data::Val(v) };
         }
         m.pres[p] = Pres::Present;
     }

@@ -97,7 +97,7 @@ type Rep = BatchOutcome<MAX_BATCH>;
 fn allowed(tr: Tr, k: K) -> bool {
     match tr {
         Tr::Map => matches!(k, K::Reserved | K::FaultGuard | K::FaultNone),
-        Tr::Used => matches!(k, K::Prepared | K::PreparedNone),
+        Tr::Used => k.used_ok(),
         Tr::Unused(_) | Tr::Fault(_) => k == K::Ready,
     }
 }
@@ -198,12 +198,7 @@ impl<'r> Worker<'r> {
         } else {
             self.released(f, n);
         }
-        let to = if self.env.harddecommit {
-            K::PreparedNone
-        } else {
-            K::Prepared
-        };
-        self.set(f, n, to);
+        self.set(f, n, K::after_unused(how, self.env.harddecommit));
         self.exp.add("unused_ops", 1);
         self.moved += 1;
     }
@@ -241,17 +236,8 @@ impl<'r> Worker<'r> {
                 self.moved += 1;
             })),
             Tr::Used => Res::Unit(checked.map(|()| {
-                let prot = self
-                    .runs(f, n)
-                    .iter()
-                    .filter(|&&k| k == K::PreparedNone)
-                    .count();
-                self.exp.add("mprotect_calls", prot as i64);
+                self.exp.used_calls(&self.k[f..f + n], self.env.prefault);
                 self.set(f, n, K::Ready);
-                if self.env.prefault {
-                    self.exp.add("madvise_calls", 1);
-                    self.exp.add("madv_populate_write", 1);
-                }
                 self.exp.add("used_ops", 1);
                 self.moved += 1;
             })),
@@ -500,7 +486,9 @@ impl<'r> Worker<'r> {
                     let k = self.k[at];
                     let tr = match k {
                         K::Reserved | K::FaultGuard | K::FaultNone => Tr::Map,
-                        K::Prepared | K::PreparedNone => Tr::Used,
+                        K::Prepared | K::PreparedNone | K::PreparedFree | K::PreparedNoneFree => {
+                            Tr::Used
+                        }
                         K::Ready => match self.rng.below(10) {
                             j @ 0..=2 => Tr::Unused(Some(ADVICES[j])),
                             3 => Tr::Unused(None),

@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | Reserved | Prepared | ✗ | ✗ | ✗ |
 //! | Prepared | ✗ | Ready | ✗ | ✗ |
-//! | Ready | ✗ | ✗ | Prepared | Faulted |
+//! | Ready | ✗ | Ready (no-op: no syscall, nothing changes) | Prepared | Faulted |
 //! | Faulted (guard) | Prepared | ✗ | ✗ | ✗ |
 //! | Faulted (PROT_NONE) | Prepared | ✗ | ✗ | ✗ |
 //! | Queued in a batch | Busy | Busy | Busy | Busy |
@@ -154,11 +154,26 @@ fn illegal(from: From, op: Do) {
     );
 }
 
+/// A legal pair that changes nothing (used on Ready pages, as Go's sysUsed allows).
+fn no_op(from: From, op: Do, stays: State) {
+    legal(from, op, stays);
+    let [_, syscalls, unchanged, _] = case(from, op);
+    assert_eq!(
+        syscalls, 0,
+        "{from:?} --{op:?}-->: no syscall may be issued"
+    );
+    assert_eq!(
+        unchanged, 1,
+        "{from:?} --{op:?}-->: maps and residency unchanged"
+    );
+}
+
 macro_rules! pairs {
     ($($name:ident: $from:ident $op:ident => $to:tt;)*) => {
         $(#[test] fn $name() { pairs!(@ $from $op $to); })*
     };
     (@ $from:ident $op:ident Refused) => { illegal(From::$from, Do::$op) };
+    (@ $from:ident $op:ident Unchanged) => { no_op(From::$from, Do::$op, State::$from) };
     (@ $from:ident $op:ident $to:ident) => { legal(From::$from, Do::$op, State::$to) };
 }
 
@@ -172,7 +187,7 @@ pairs! {
     prepared_unused: Prepared Unused => Refused;
     prepared_fault: Prepared Fault => Refused;
     ready_map: Ready Map => Refused;
-    ready_used: Ready Used => Refused;
+    ready_used: Ready Used => Unchanged;
     ready_unused: Ready Unused => Prepared;
     ready_fault: Ready Fault => Faulted;
     faulted_guard_map: FaultedGuard Map => Prepared;

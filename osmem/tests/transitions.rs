@@ -197,6 +197,7 @@ fn unused_partial_releases_only_the_range() {
 
 #[test]
 fn unused_free_is_lazy_until_pageout() {
+    pin_here();
     let f = Fix::new().unwrap();
     f.ready(LO, HI).unwrap();
     f.fill(LO, HI, 0x2a);
@@ -239,6 +240,136 @@ fn unused_free_is_lazy_until_pageout() {
     assert_eq!(f.resident(LO, HI), 0);
     f.r.used(f.off(LO), f.bytes(LO, HI)).unwrap();
     assert!(f.zero(LO, HI), "reclaimed lazily-freed pages read zero");
+}
+
+/// Keep the calling thread on the CPU it runs on: lazily freed pages wait in that CPU's LRU
+/// batch, which only a drain on the same CPU (smaps, PAGEOUT) moves to where reclaim sees them.
+fn pin_here() {
+    // SAFETY: plain libc calls on the calling thread; the set is a local.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu >= 0 {
+            let mut set: libc::cpu_set_t = core::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// MADV_PAGEOUT (21) over `[lo, hi)` a few times (reclaim may skip a momentarily busy page),
+/// after draining the per-CPU LRU batches (reading smaps does), where freshly lazily freed
+/// pages wait before reclaim can see them. Allocation-free (children call it).
+fn pageout(f: &Fix, lo: usize, hi: usize) {
+    for _ in 0..5 {
+        let _ = tk::smaps_at(f.at(lo));
+        // SAFETY: our own pages; PAGEOUT changes no contents the kernel may not drop.
+        unsafe { libc::madvise(f.at(lo) as *mut _, f.bytes(lo, hi), 21) };
+    }
+}
+
+/// Ready keeps its promise after MADV_FREE: `used` writes each lazily freed page, so the
+/// kernel can no longer drop it. A page read back with its old bytes after `used` still has
+/// them after a forced reclaim (MADV_PAGEOUT, which on this machine without swap can only
+/// drop clean, lazily freed pages). The control region shows the same reclaim really drops
+/// lazily freed pages that `used` has not seen, so the first half could fail. In a forked
+/// child: a `fork` by another test thread would share the pages, and reclaim skips shared
+/// pages.
+#[test]
+fn ready_after_free_stays_what_it_reads() {
+    warm();
+    child_ok(
+        "free then used",
+        tk::in_child_report(|rep: &mut Report| {
+            pin_here();
+            let (f, c) = (ok!(rep, Fix::new()), ok!(rep, Fix::new()));
+            for x in [&f, &c] {
+                ok!(rep, x.ready(LO, HI));
+                x.fill(LO, HI, 0x5b);
+                let _ = tk::smaps_at(x.at(LO)); // drain the LRU batches (see above)
+                ok!(rep, unsafe {
+                    x.r.unused_with(x.off(LO), x.bytes(LO, HI), UnusedAdvice::Free)
+                });
+            }
+            ok!(rep, f.r.used(f.off(LO), f.bytes(LO, HI)));
+            ck!(rep, f.holds(LO, HI, 0x5b)); // nothing reclaimed yet: the old bytes
+            pageout(&f, LO, HI);
+            pageout(&c, LO, HI);
+            // A Ready page read as its old bytes must not turn to zeros.
+            ck!(rep, f.holds(LO, HI, 0x5b));
+            ck!(rep, f.resident(LO, HI) == HI - LO);
+            // Control: lazily freed pages `used` did not write are dropped by the reclaim.
+            ck!(rep, c.resident(LO, HI) == 0);
+            ok!(rep, c.r.used(c.off(LO), c.bytes(LO, HI)));
+            ck!(rep, c.zero(LO, HI));
+            0
+        }),
+    );
+}
+
+#[test]
+fn ready_after_free_stays_with_harddecommit_and_in_batches() {
+    warm();
+    child_ok(
+        "free then used, harddecommit and batch",
+        tk::in_child_report(|rep: &mut Report| {
+            osmem::configure(Config::new().harddecommit(true));
+            pin_here();
+            let f = ok!(rep, Fix::new());
+            ok!(rep, f.ready(LO, HI));
+            f.fill(LO, HI, 0x6c);
+            let _ = tk::smaps_at(f.at(LO));
+            // Direct, PROT_NONE after FREE: used makes it RW and writes each page.
+            let u = ok!(rep, unsafe {
+                f.r.unused_with(f.off(LO), f.bytes(LO, A), UnusedAdvice::Free)
+            });
+            ck!(rep, u.how == UnusedHow::Free && u.protected && !u.zeroed);
+            // Batched FREE.
+            let mut b: osmem::Batch<'_, 8> =
+                osmem::Batch::new(osmem::BatchKind::Unused(UnusedAdvice::Free));
+            ok!(rep, unsafe { b.push(&f.r, f.off(A), f.bytes(A, HI)) });
+            let rb = unsafe { b.flush() };
+            ck!(rep, rb.ranges == 1 && rb.not_zeroed == 1 && rb.failed == 0);
+            ok!(rep, f.r.used(f.off(LO), f.bytes(LO, HI)));
+            ck!(rep, f.holds(LO, HI, 0x6c));
+            pageout(&f, LO, HI);
+            ck!(rep, f.holds(LO, HI, 0x6c));
+            ck!(rep, f.resident(LO, HI) == HI - LO);
+            0
+        }),
+    );
+}
+
+#[test]
+fn used_over_prepared_and_ready_leaves_ready_pages_alone() {
+    let f = Fix::new().unwrap();
+    f.ready(LO, HI).unwrap();
+    f.fill(LO, HI, 0x71);
+    // [A, B) Prepared (released), the rest Ready with data.
+    unsafe { f.r.unused(f.off(A), f.bytes(A, B)) }.unwrap();
+    let before = osmem::stats();
+    f.r.used(f.off(LO), f.bytes(LO, HI)).unwrap();
+    assert_eq!(f.r.state(f.off(LO)), Some(State::Ready));
+    assert_eq!(f.r.state(f.off(A)), Some(State::Ready));
+    // The Ready pages kept their data and residency; the Prepared ones read zero.
+    assert!(f.holds(LO, A, 0x71) && f.holds(B, HI, 0x71));
+    assert!(f.zero(A, B));
+    assert_eq!(f.resident(LO, A) + f.resident(B, HI), (A - LO) + (HI - B));
+    assert_eq!(
+        f.r.bytes_in(State::Ready),
+        f.bytes(LO, HI) as u64,
+        "only the Prepared bytes moved"
+    );
+    let after = osmem::stats();
+    assert!(after.used_ops > before.used_ops);
+    // Reserved or Faulted pages are still refused, and nothing changes.
+    assert!(matches!(
+        f.r.used(f.off(0), f.bytes(0, HI)),
+        Err(Error::WrongState {
+            found: State::Reserved,
+            ..
+        })
+    ));
+    assert!(f.holds(LO, HI, 0x71) || f.zero(A, B));
 }
 
 #[test]

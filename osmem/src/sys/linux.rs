@@ -29,6 +29,7 @@ fn last_errno() -> Errno {
 
 // uapi values newer than some libc releases. Defined here (not taken from libc) so the crate
 // builds against any libc 0.2; `tests/uapi.rs` checks every one against linux-raw-sys.
+pub(crate) const MADV_NORMAL: i32 = 0;
 pub(crate) const MADV_DONTNEED: i32 = 4;
 pub(crate) const MADV_FREE: i32 = 8;
 pub(crate) const MADV_HUGEPAGE: i32 = 14;
@@ -288,6 +289,7 @@ mod tests {
 
     #[test]
     fn uapi_constants_match_kernel_headers() {
+        assert_eq!(MADV_NORMAL, g::MADV_NORMAL as i32);
         assert_eq!(MADV_DONTNEED, g::MADV_DONTNEED as i32);
         assert_eq!(MADV_FREE, g::MADV_FREE as i32);
         assert_eq!(MADV_HUGEPAGE, g::MADV_HUGEPAGE as i32);

@@ -292,6 +292,10 @@ pub enum PageKind {
     Prepared,
     /// Prepared, PROT_NONE (harddecommit).
     PreparedNone,
+    /// Prepared after MADV_FREE (the kernel may still drop its old pages), RW.
+    PreparedFree,
+    /// Prepared after MADV_FREE, PROT_NONE (harddecommit).
+    PreparedNoneFree,
     Ready,
     /// Faulted with guard markers (RW underneath).
     FaultGuard,
@@ -303,7 +307,10 @@ impl PageKind {
     pub fn state(self) -> State {
         match self {
             PageKind::Reserved => State::Reserved,
-            PageKind::Prepared | PageKind::PreparedNone => State::Prepared,
+            PageKind::Prepared
+            | PageKind::PreparedNone
+            | PageKind::PreparedFree
+            | PageKind::PreparedNoneFree => State::Prepared,
             PageKind::Ready => State::Ready,
             PageKind::FaultGuard | PageKind::FaultNone => State::Faulted,
         }
@@ -312,8 +319,26 @@ impl PageKind {
     pub fn prot_none(self) -> bool {
         matches!(
             self,
-            PageKind::Reserved | PageKind::PreparedNone | PageKind::FaultNone
+            PageKind::Reserved
+                | PageKind::PreparedNone
+                | PageKind::PreparedNoneFree
+                | PageKind::FaultNone
         )
+    }
+
+    /// What `used` starts from: Prepared pages of any kind, and Ready ones (left alone).
+    pub fn used_ok(self) -> bool {
+        self.state() == State::Prepared || self == PageKind::Ready
+    }
+
+    /// The kind of a Ready page after `unused` released it by `how`.
+    pub fn after_unused(how: UnusedHow, protected: bool) -> PageKind {
+        match (how == UnusedHow::Free, protected) {
+            (false, false) => PageKind::Prepared,
+            (false, true) => PageKind::PreparedNone,
+            (true, false) => PageKind::PreparedFree,
+            (true, true) => PageKind::PreparedNoneFree,
+        }
     }
 
     /// The permissions `/proc/self/maps` must show for the page.
@@ -504,6 +529,26 @@ impl Expect {
             self.add("madv_guard_remove", 1);
         } else {
             self.add("mprotect_calls", 1);
+        }
+    }
+
+    /// The system calls `used` issues for a range of pages of these kinds, per run of equal
+    /// kinds (as osmem's map has them): `mprotect(RW)` for a PROT_NONE run; with prefault, one
+    /// `MADV_POPULATE_WRITE` per Prepared run that was not released with MADV_FREE (those are
+    /// written instead, no system call); nothing for Ready runs.
+    pub fn used_calls(&mut self, kinds: &[PageKind], prefault: bool) {
+        for (i, &k) in kinds.iter().enumerate() {
+            if i > 0 && kinds[i - 1] == k {
+                continue;
+            }
+            if k.prot_none() {
+                self.add("mprotect_calls", 1);
+            }
+            let lazy = matches!(k, PageKind::PreparedFree | PageKind::PreparedNoneFree);
+            if prefault && k != PageKind::Ready && !lazy {
+                self.add("madvise_calls", 1);
+                self.add("madv_populate_write", 1);
+            }
         }
     }
 
