@@ -225,6 +225,7 @@ struct Kernel {
 struct Advice {
     free: bool,
     dontneed: bool,
+    dontneed_locked: bool,
     hugepage: bool,
     nohugepage: bool,
     collapse: bool,
@@ -293,6 +294,7 @@ fn gather() -> ProbeReport {
         advice: Advice {
             free: p.advice.free,
             dontneed: p.advice.dontneed,
+            dontneed_locked: p.advice.dontneed_locked,
             hugepage: p.advice.hugepage,
             nohugepage: p.advice.nohugepage,
             collapse: p.advice.collapse,
@@ -414,6 +416,7 @@ fn unused_how_name(u: UnusedHow) -> &'static str {
     match u {
         UnusedHow::Free => "free",
         UnusedHow::DontNeed => "dontneed",
+        UnusedHow::DontNeedLocked => "dontneed-locked",
         UnusedHow::Remap => "remap",
     }
 }
@@ -436,9 +439,11 @@ fn reasons(p: &Probe, cfg: &osmem::Config, sel: &Selected) -> Reasons {
             "MADV_DONTNEED failed the probe: each call will fall back to mmap(RW, MAP_FIXED)"
                 .to_owned()
         }
-        (UnusedHow::DontNeed, _) => "MADV_DONTNEED (default, like Go >= 1.16): RSS drops at \
-                                     once and the range reads zero"
-            .to_owned(),
+        (UnusedHow::DontNeed | UnusedHow::DontNeedLocked, _) => {
+            "MADV_DONTNEED (default, like Go >= 1.16): RSS drops at once and the range reads \
+             zero (mlocked ranges: MADV_DONTNEED_LOCKED, which keeps the lock)"
+                .to_owned()
+        }
         (UnusedHow::Remap, UnusedAdvice::Remap) => {
             "unused=remap asked: mmap(RW, MAP_FIXED) replaces the range (no madvise)".to_owned()
         }
@@ -619,6 +624,7 @@ fn write_table(out: &mut impl Write, r: &ProbeReport) -> io::Result<()> {
     for (name, ok) in [
         ("MADV_FREE", a.free),
         ("MADV_DONTNEED", a.dontneed),
+        ("MADV_DONTNEED_LOCKED", a.dontneed_locked),
         ("MADV_HUGEPAGE", a.hugepage),
         ("MADV_NOHUGEPAGE", a.nohugepage),
         ("MADV_COLLAPSE", a.collapse),

@@ -407,7 +407,7 @@ pub fn fault(r: &BenchResults, sel: FaultStrategy, knob: FaultStrategy) -> Verdi
 pub fn unused(r: &BenchResults, sel: osmem::UnusedHow, knob: UnusedAdvice) -> Verdict {
     let selected = match sel {
         osmem::UnusedHow::Free => "free",
-        osmem::UnusedHow::DontNeed => "dontneed",
+        osmem::UnusedHow::DontNeed | osmem::UnusedHow::DontNeedLocked => "dontneed",
         osmem::UnusedHow::Remap => "remap",
     }
     .to_owned();

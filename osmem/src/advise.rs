@@ -47,6 +47,7 @@ pub(crate) const D_ANON_NAME: u32 = 1 << 10;
 pub(crate) const D_POPULATE: u32 = 1 << 11;
 pub(crate) const D_HUGEPAGE: u32 = 1 << 12;
 pub(crate) const D_NOHUGEPAGE: u32 = 1 << 13;
+pub(crate) const D_DONTNEED_LOCKED: u32 = 1 << 14;
 
 static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
 
@@ -59,6 +60,7 @@ fn bit_of(advice: i32) -> u32 {
         sys::MADV_POPULATE_WRITE => D_POPULATE,
         sys::MADV_HUGEPAGE => D_HUGEPAGE,
         sys::MADV_NOHUGEPAGE => D_NOHUGEPAGE,
+        sys::MADV_DONTNEED_LOCKED => D_DONTNEED_LOCKED,
         _ => 0,
     }
 }
@@ -88,6 +90,7 @@ pub(crate) fn downgrade(bit: u32) {
             D_PM_SELF => Counter::DowngradePidfdSelf,
             D_ANON_NAME => Counter::DowngradeAnonName,
             D_POPULATE | D_HUGEPAGE | D_NOHUGEPAGE => Counter::DowngradeHints,
+            D_DONTNEED_LOCKED => Counter::DowngradeDontneedLocked,
             _ => Counter::DowngradeProcessMadvise,
         });
     }
@@ -135,6 +138,40 @@ fn on_error(e: Errno, bit: u32, addr: usize, advice: i32) {
         Errno::EPERM | Errno::EACCES if bit != 0 => downgrade(bit),
         Errno::EINVAL if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
         _ => {}
+    }
+}
+
+/// What releasing a range with `MADV_DONTNEED` came to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DontNeed {
+    /// Released.
+    Released,
+    /// The range is mlocked: released with `MADV_DONTNEED_LOCKED`, still locked.
+    ReleasedLocked,
+    /// The range is mlocked and this kernel cannot release locked memory.
+    Locked,
+    /// `MADV_DONTNEED` failed (or is downgraded) for another reason: the caller's next link.
+    Failed,
+}
+
+/// Release `[addr, addr+len)` now: `MADV_DONTNEED`, and where the kernel refuses it because
+/// the range is mlocked, `MADV_DONTNEED_LOCKED` (Linux ≥ 5.18), which releases it and keeps
+/// the lock. (On osmem's private anonymous memory a per-call EINVAL for an advice the kernel
+/// knows means `VM_LOCKED`. The remap, the chains' last link, is no answer for locked memory:
+/// under `mlockall(MCL_FUTURE)` the new pages are locked and faulted in again, and otherwise
+/// the range silently loses its lock.)
+pub(crate) fn dontneed(addr: usize, len: usize) -> DontNeed {
+    match advise(addr, len, sys::MADV_DONTNEED) {
+        Ok(()) => DontNeed::Released,
+        // Still usable after the errno rules ran: the advice is known, this range refused it.
+        Err(Errno::EINVAL) if usable(D_DONTNEED) => {
+            stats::bump(Counter::FallbackLocked);
+            match advise(addr, len, sys::MADV_DONTNEED_LOCKED) {
+                Ok(()) => DontNeed::ReleasedLocked,
+                Err(_) => DontNeed::Locked,
+            }
+        }
+        Err(_) => DontNeed::Failed,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct BatchReport {
     pub per_range: usize,
     /// Unused: ranges not known to be zero-filled (released with MADV_FREE).
     pub not_zeroed: usize,
+    /// Unused: ranges the kernel still holds (see [`Unused::released`](crate::Unused)).
+    pub not_released: usize,
     /// Fault: ranges released but not trapping (see [`FaultHow::ReleasedOnly`]).
     pub not_trapping: usize,
     /// Ranges whose release failed; they are Ready again, unchanged. See `error`.
@@ -331,18 +333,20 @@ impl<'r, const N: usize> Batch<'r, N> {
         for (i, v) in iov.iter_mut().enumerate() {
             let how = if v.base & DONE != 0 {
                 v.base &= !DONE;
-                Ok(batched_how)
+                Ok((batched_how, true))
             } else {
                 if madv.is_some() {
                     report.per_range += 1;
                     stats::bump(Counter::FallbackBatchRange);
                 }
-                unused::release(v.base, v.len, advice, regs.get(i).is_noreserve())
+                let r = regs.get(i);
+                unused::release(v.base, v.len, r.offset_of(v.base), advice, r.is_noreserve())
             };
             match how {
-                Ok(how) => {
+                Ok((how, released)) => {
                     let protected = hd && region::harddecommit(v.base, v.len);
                     report.settled(v.len);
+                    report.not_released += usize::from(!released);
                     v.len |= region::code_after_unused(how, protected) as usize;
                     if how == UnusedHow::Free {
                         report.not_zeroed += 1;
@@ -361,6 +365,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                     how: UnusedHow::DontNeed,
                     zeroed: v.len & OPEN == 0,
                     protected: false,
+                    released: true,
                 };
                 if let Err(err) = regs.get(i).verify_unused_at(v.base, v.len & !TAGS, &u) {
                     report.unverified(err);

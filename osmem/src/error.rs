@@ -98,6 +98,17 @@ pub enum Error {
         /// Offset of the first page found held.
         offset: usize,
     },
+    /// The range is mlocked and this kernel cannot release locked memory without dropping
+    /// the lock (`MADV_DONTNEED_LOCKED` needs Linux 5.18). Nothing changed: the range is still
+    /// Ready, locked and resident.
+    Locked {
+        /// The operation.
+        op: Op,
+        /// Offset of the range in the region.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+    },
     /// The kernel does not offer what the operation needs (for example MADV_COLLAPSE without
     /// transparent huge pages). Nothing changed.
     Unsupported {
@@ -147,6 +158,7 @@ impl Error {
             | Error::WrongState { op, .. }
             | Error::Busy { op, .. }
             | Error::Unsupported { op }
+            | Error::Locked { op, .. }
             | Error::Unverified { op, .. }
             | Error::Os { op, .. } => op,
         }
@@ -209,6 +221,10 @@ impl fmt::Display for Error {
             Error::Unverified { op, offset, len } => write!(
                 f,
                 "osmem {op:?}: checked mode: the kernel does not show the effect on {offset:#x}+{len:#x}"
+            ),
+            Error::Locked { op, offset, len } => write!(
+                f,
+                "osmem {op:?}: range {offset:#x}+{len:#x} is mlocked and this kernel cannot release locked memory (MADV_DONTNEED_LOCKED needs Linux 5.18); nothing changed"
             ),
             Error::Unsupported { op } => {
                 write!(f, "osmem {op:?}: not supported by this kernel; nothing changed")

@@ -107,7 +107,13 @@ pub(crate) fn fault(
     s: FaultStrategy,
     noreserve: bool,
 ) -> Result<FaultHow, Error> {
-    let dontneed = || advise::advise(addr, len, sys::MADV_DONTNEED).is_ok();
+    // An mlocked range is released with MADV_DONTNEED_LOCKED (see advise::dontneed).
+    let dontneed = || {
+        matches!(
+            advise::dontneed(addr, len),
+            advise::DontNeed::Released | advise::DontNeed::ReleasedLocked
+        )
+    };
     // SAFETY (all blocks below): the range is inside osmem's own mapping, Ready, and the
     // caller of `Reservation::fault` promised nothing references it any more.
     let protect = || advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) });
@@ -174,7 +180,10 @@ fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<Fa
         Ok(_) => return Ok(FaultHow::Remap),
         Err(e) => e,
     };
-    if advise::advise(addr, len, sys::MADV_DONTNEED).is_ok() {
+    if matches!(
+        advise::dontneed(addr, len),
+        advise::DontNeed::Released | advise::DontNeed::ReleasedLocked
+    ) {
         // Released; a protection applied by an earlier link (Go's order) still stands.
         return Ok(if protected {
             FaultHow::Go

@@ -51,6 +51,8 @@ pub struct Advices {
     pub free: bool,
     /// `MADV_DONTNEED`.
     pub dontneed: bool,
+    /// `MADV_DONTNEED_LOCKED` (Linux ≥ 5.18): releases mlocked memory and keeps the lock.
+    pub dontneed_locked: bool,
     /// `MADV_HUGEPAGE`.
     pub hugepage: bool,
     /// `MADV_NOHUGEPAGE`.
@@ -138,8 +140,8 @@ pub fn probe() -> &'static Probe {
 fn downgrade_missing(p: &Probe) {
     crate::lock::init();
     use crate::advise::{
-        self, D_COLLAPSE, D_DONTNEED, D_FREE, D_GUARD, D_HUGEPAGE, D_NOHUGEPAGE, D_PM, D_PM_SELF,
-        D_POPULATE,
+        self, D_COLLAPSE, D_DONTNEED, D_DONTNEED_LOCKED, D_FREE, D_GUARD, D_HUGEPAGE, D_NOHUGEPAGE,
+        D_PM, D_PM_SELF, D_POPULATE,
     };
     for (works, bit) in [
         (p.advice.free, D_FREE),
@@ -147,6 +149,7 @@ fn downgrade_missing(p: &Probe) {
         (p.advice.hugepage, D_HUGEPAGE),
         (p.advice.nohugepage, D_NOHUGEPAGE),
         (p.advice.dontneed, D_DONTNEED),
+        (p.advice.dontneed_locked, D_DONTNEED_LOCKED),
         (p.advice.guard_install, D_GUARD),
         (p.advice.collapse, D_COLLAPSE),
         (p.process_madvise != ProcessMadvise::Unsupported, D_PM),
@@ -212,6 +215,11 @@ fn probe_on_scratch_page(p: &mut Probe) {
     let Ok(page) = (unsafe { sys::mmap_anon(0, ps, sys::PROT_RW, false, false) }) else {
         return;
     };
+    // Under mlockall(MCL_FUTURE) the scratch page is born locked, and the kernel refuses FREE,
+    // DONTNEED, guard markers and process_madvise on locked memory: the probe would record
+    // them missing for the whole process, and unlocked memory would then be released by
+    // remap. Unlock it first (a no-op when nothing is locked; failure leaves it as it was).
+    let _ = sys::munlock(page, ps);
     let touch = || unsafe { core::ptr::write_volatile(page as *mut u8, 1) };
     let works = |advice: i32| unsafe { sys::madvise(page, ps, advice) }.is_ok();
     let known = |advice: i32| sys::madvise_known(page, advice).is_ok();
@@ -220,6 +228,8 @@ fn probe_on_scratch_page(p: &mut Probe) {
     p.advice.free = works(sys::MADV_FREE);
     touch();
     p.advice.dontneed = works(sys::MADV_DONTNEED);
+    touch();
+    p.advice.dontneed_locked = works(sys::MADV_DONTNEED_LOCKED);
     p.advice.populate_write = works(sys::MADV_POPULATE_WRITE);
     // These change VMA flags (HUGEPAGE/NOHUGEPAGE) or need a 2 MiB block (COLLAPSE): asking
     // with length 0 tells whether the kernel knows them without splitting anything.

@@ -597,9 +597,9 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
-        let how = unused::release(addr, len, advice, self.noreserve)
+        let (how, released) = unused::release(addr, len, offset, advice, self.noreserve)
             .inspect_err(|_| self.unclaim(first, n))?;
-        let u = self.finish_unused(first, n, how);
+        let u = self.finish_unused(first, n, how, released);
         self.verify_unused(first, n, &u)?;
         Ok(u)
     }
@@ -608,7 +608,7 @@ impl Reservation {
     /// resident page left.
     pub(crate) fn verify_unused(&self, first: usize, n: usize, u: &Unused) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if config::checked_on() && u.zeroed && !verify::released(addr, len) {
+        if config::checked_on() && u.zeroed && u.released && !verify::released(addr, len) {
             return Err(Error::Unverified {
                 op: Op::Unused,
                 offset: addr - self.base,
@@ -635,7 +635,13 @@ impl Reservation {
     }
 
     /// The common tail of every unused (direct or batched): harddecommit, map, accounting.
-    pub(crate) fn finish_unused(&self, first: usize, n: usize, how: UnusedHow) -> Unused {
+    pub(crate) fn finish_unused(
+        &self,
+        first: usize,
+        n: usize,
+        how: UnusedHow,
+        released: bool,
+    ) -> Unused {
         let protected = harddecommit(self.addr(first), n << self.page_shift);
         self.settle_ready(first, n, code_after_unused(how, protected));
         stats::bump(Counter::UnusedOps);
@@ -643,7 +649,13 @@ impl Reservation {
             how,
             zeroed: how != UnusedHow::Free,
             protected,
+            released,
         }
+    }
+
+    /// The offset in this region of address `addr` (for errors of batched ranges).
+    pub(crate) fn offset_of(&self, addr: usize) -> usize {
+        addr - self.base
     }
 
     /// Ready → Faulted (Go's sysFault) with the configured strategy: drop the pages and make

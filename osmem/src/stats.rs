@@ -133,6 +133,8 @@ counters! {
     madv_collapse => MadvCollapse,
     /// `madvise(MADV_POPULATE_WRITE)` calls.
     madv_populate_write => MadvPopulateWrite,
+    /// `madvise(MADV_DONTNEED_LOCKED)` calls.
+    madv_dontneed_locked => MadvDontneedLocked,
 
     /// unused: MADV_FREE failed for this call and the chain went on to MADV_DONTNEED.
     fallback_unused_free => FallbackUnusedFree,
@@ -151,6 +153,12 @@ counters! {
     fallback_fault_open => FallbackFaultOpen,
     /// map: mprotect(RW) failed and the range was made RW with mmap(MAP_FIXED) instead.
     fallback_map_remap => FallbackMapRemap,
+    /// unused or fault: the kernel refused `MADV_DONTNEED` because the range is mlocked, and
+    /// the release went on to `MADV_DONTNEED_LOCKED` (which keeps the lock).
+    fallback_locked => FallbackLocked,
+    /// unused: the remap link left the range resident (the new pages were locked and faulted
+    /// in again, under `mlockall(MCL_FUTURE)`): reported as not released.
+    unused_not_released => UnusedNotReleased,
     /// Transient errors (EAGAIN, EINTR) retried.
     transient_retries => TransientRetries,
     /// Zero-length madvise probes issued to tell "advice unknown" from "bad argument".
@@ -203,6 +211,9 @@ counters! {
     /// Sticky downgrades: MADV_POPULATE_WRITE, MADV_HUGEPAGE or MADV_NOHUGEPAGE known not to
     /// work (each counted once).
     downgrade_hints => DowngradeHints,
+    /// Sticky downgrades: MADV_DONTNEED_LOCKED known not to work (Linux < 5.18): mlocked
+    /// ranges cannot be released (`Error::Locked`).
+    downgrade_dontneed_locked => DowngradeDontneedLocked,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]

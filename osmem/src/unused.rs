@@ -1,15 +1,25 @@
-//! The unused chain (Ready → Prepared): seed 2, done right.
+//! The unused chain (Ready → Prepared): Go's sysUnused, with its fall back on mmap when
+//! madvise is missing, done right.
 //!
-//! Links, in order: `MADV_FREE` (only when asked for) → `MADV_DONTNEED` → `mmap(RW, MAP_FIXED)`
-//! over the range. Each madvise link follows the errno rules in `advise.rs`; the remap is the
-//! last link, and unlike Go its result is checked: if it fails, the call returns an error
-//! saying nothing was released instead of pretending.
+//! Links, in order: `MADV_FREE` (only when asked for) → `MADV_DONTNEED` (→ `MADV_DONTNEED_LOCKED`
+//! for an mlocked range) → `mmap(RW, MAP_FIXED)` over the range. Each madvise link follows the
+//! errno rules in `advise.rs`; the remap is the last link, and unlike Go its result is
+//! checked: if it fails, the call returns an error saying nothing was released instead of
+//! pretending.
+//!
+//! Locked memory: the kernel refuses FREE and DONTNEED on an mlocked range (EINVAL).
+//! `MADV_DONTNEED_LOCKED` releases it and keeps the lock; where the kernel lacks it (before
+//! 5.18) nothing can release locked memory and keep the lock, so the call fails with
+//! `Error::Locked` and changes nothing rather than remapping (which under
+//! `mlockall(MCL_FUTURE)` would lock and fault in fresh pages, releasing nothing). When the
+//! remap runs anyway (asked for, or madvise missing), one `mincore` of its first page tells
+//! whether the kernel faulted the new pages in: then the result says `released: false`.
 //!
 //! Why the remap is safe as a last resort: the range is inside a mapping osmem owns, so
 //! MAP_FIXED replaces only osmem's own pages; Go relies on the same argument (it must never
 //! munmap heap memory, so remapping is the only way to drop pages without madvise).
 
-use crate::advise;
+use crate::advise::{self, DontNeed};
 use crate::config::UnusedAdvice;
 use crate::error::{Error, Op, Syscall};
 use crate::stats::{self, Counter};
@@ -22,6 +32,9 @@ pub enum UnusedHow {
     Free,
     /// `MADV_DONTNEED`: released now.
     DontNeed,
+    /// `MADV_DONTNEED_LOCKED`: the range is mlocked; released now, still locked (its pages
+    /// come back locked when touched).
+    DontNeedLocked,
     /// `mmap(RW, MAP_FIXED)`: replaced by fresh zero pages.
     Remap,
 }
@@ -48,30 +61,54 @@ pub struct Unused {
     /// harddecommit made the range PROT_NONE (false if the knob is off or the protection
     /// could not be applied, e.g. at the VMA limit; the memory is released either way).
     pub protected: bool,
+    /// The kernel dropped the pages (with `Free`: may drop them at any time). `false` only
+    /// when the remap link ran on memory the kernel locks and faults in again (a process
+    /// under `mlockall(MCL_FUTURE)`): the range reads zero but is still resident. Counted in
+    /// `unused_not_released`.
+    pub released: bool,
 }
 
-/// Release `[addr, addr+len)`, which is Ready and owned by osmem.
+/// Release `[addr, addr+len)` (at `offset` in its region, for errors), which is Ready and
+/// owned by osmem. Returns the link and whether the kernel really dropped the pages.
 pub(crate) fn release(
     addr: usize,
     len: usize,
+    offset: usize,
     start: UnusedAdvice,
     noreserve: bool,
-) -> Result<UnusedHow, Error> {
+) -> Result<(UnusedHow, bool), Error> {
     if start == UnusedAdvice::Free {
         if advise::advise(addr, len, sys::MADV_FREE).is_ok() {
-            return Ok(UnusedHow::Free);
+            return Ok((UnusedHow::Free, true));
         }
         stats::bump(Counter::FallbackUnusedFree);
     }
     if start != UnusedAdvice::Remap {
-        if advise::advise(addr, len, sys::MADV_DONTNEED).is_ok() {
-            return Ok(UnusedHow::DontNeed);
+        match advise::dontneed(addr, len) {
+            DontNeed::Released => return Ok((UnusedHow::DontNeed, true)),
+            DontNeed::ReleasedLocked => return Ok((UnusedHow::DontNeedLocked, true)),
+            DontNeed::Locked => {
+                return Err(Error::Locked {
+                    op: Op::Unused,
+                    offset,
+                    len,
+                })
+            }
+            DontNeed::Failed => stats::bump(Counter::FallbackUnusedRemap),
         }
-        stats::bump(Counter::FallbackUnusedRemap);
     }
     // SAFETY: the range is inside osmem's own mapping and the caller gave up its contents.
     match advise::remap_fixed(addr, len, sys::PROT_RW, noreserve) {
-        Ok(_) => Ok(UnusedHow::Remap),
+        Ok(_) => {
+            // Fresh pages are faulted in by mmap only if the kernel locks them (mlockall with
+            // MCL_FUTURE): then the memory is still held, and the result must say so.
+            let ps = crate::probe::page_size();
+            let released = sys::resident_pages(addr, ps, ps).map_or(true, |n| n == 0);
+            if !released {
+                stats::bump(Counter::UnusedNotReleased);
+            }
+            Ok((UnusedHow::Remap, released))
+        }
         Err(errno) => Err(Error::Os {
             op: Op::Unused,
             call: Syscall::Mmap,

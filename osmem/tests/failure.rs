@@ -40,10 +40,10 @@
 mod common;
 
 use common::{
-    all_bytes, call_code, fault_code, op_code, perms_code, ps, slot_len, touch_code, unused_code,
-    Slots, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE, MADV_DONTNEED, MADV_FREE,
-    MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, P_NONE, P_RW, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK,
-    U_DONTNEED, U_FREE, U_REMAP,
+    all_bytes, call_code, fault_code, op_code, perms_code, play_role_if, ps, slot_len, spawn_role,
+    touch_code, unused_code, Slots, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE,
+    MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, P_NONE,
+    P_RW, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK, U_DONTNEED, U_DONTNEED_LOCKED, U_FREE, U_REMAP,
 };
 use osmem::{
     Config, Error, FaultStrategy, Op, Reservation, State, Stats, Syscall, Unused, UnusedAdvice,
@@ -731,6 +731,8 @@ fn mlocked_unused_free_per_call_einval() {
             downgrade_madvise,
             fallback_unused_free,
             fallback_unused_remap,
+            fallback_locked,
+            madv_dontneed_locked,
             madvise_calls,
             mmap_calls
         );
@@ -756,24 +758,80 @@ fn mlocked_unused_free_per_call_einval() {
         ("raw2_resident", SLOT_PAGES as u64),
         ("lock0", 0),
         ("locked_before", 1),
-        // Hence: FREE fails, probe "known" → this call only; DONTNEED fails, probe "known"
-        // → this call only; the remap releases the pages.
-        ("how0", U_REMAP),
+        // Hence: FREE fails, probe "known" → this call only; DONTNEED fails, probe "known":
+        // the range is locked → MADV_DONTNEED_LOCKED releases it and keeps the lock (no
+        // remap, which would drop the lock or, under mlockall(MCL_FUTURE), fault it back in).
+        ("how0", U_DONTNEED_LOCKED),
         ("zeroed0", 1),
         ("d_einval_probes", 2),
         ("d_downgrade_free", 0),
         ("d_downgrade_dontneed", 0),
         ("d_downgrade_madvise", 0),
         ("d_fallback_unused_free", 1),
-        ("d_fallback_unused_remap", 1),
-        ("d_madvise_calls", 4),
-        ("d_mmap_calls", 1),
-        // The fresh mapping the remap puts there is not VM_LOCKED: the lock is gone.
-        ("locked_after", 0),
+        ("d_fallback_unused_remap", 0),
+        ("d_fallback_locked", 1),
+        ("d_madv_dontneed_locked", 1),
+        ("d_madvise_calls", 5),
+        ("d_mmap_calls", 0),
+        ("locked_after", 1),
         ("how1", U_FREE),
         ("selected_unused_free", U_FREE),
     ]);
     f.expect_released("s0");
+}
+
+/// 4b. A kernel without MADV_DONTNEED_LOCKED (before 5.18; emulated: seccomp answers EINVAL for
+/// advice 24 at every length): nothing can release a locked range and keep the lock, so
+/// `unused` fails with `Error::Locked` and changes nothing, instead of remapping.
+#[test]
+fn mlocked_unused_without_dontneed_locked_changes_nothing() {
+    let s = Slots::new(2);
+    let f = run(
+        "mlocked_no_dontneed_locked",
+        &[madv(MADV_DONTNEED_LOCKED, libc::EINVAL)],
+        |o| {
+            o.flag("setup", (0..2).all(|i| s.ready(i, 0x3D)));
+            let a0 = s.addr(0) as *mut libc::c_void;
+            o.put("lock0", unsafe { libc::mlock(a0, slot_len()) } as u64);
+            let (a, u, b) = measured(|| unsafe { s.r.unused(s.off(0), slot_len()) });
+            o.flag(
+                "locked_error",
+                matches!(u, Err(Error::Locked { op: Op::Unused, offset, len })
+                    if offset == s.off(0) && len == slot_len()),
+            );
+            o.flag("not_changed", u.is_err_and(|e| !e.changed()));
+            o.flag("data_intact", all_bytes(s.addr(0), slot_len(), 0x3D));
+            view(o, "s0", s.addr(0), slot_len());
+            o.put("state", state(s.r.state(s.off(0))));
+            o.flag("ready_bytes_same", a.ready_bytes == b.ready_bytes);
+            o.flag(
+                "locked_after",
+                smaps_at(s.addr(0)).is_some_and(|e| e.vm_flags.contains("lo")),
+            );
+            delta!(o, a, b, downgrade_dontneed_locked, mmap_calls, unused_ops);
+            unsafe { libc::munlock(a0, slot_len()) };
+            // An unlocked range is released as usual.
+            let u = unsafe { s.r.unused(s.off(1), slot_len()) };
+            o.put("how1", u.map_or(0, |u| unused_code(u.how)));
+        },
+    );
+    f.expect(&[
+        ("setup", 1),
+        ("lock0", 0),
+        ("locked_error", 1),
+        ("not_changed", 1),
+        ("data_intact", 1),
+        ("s0_resident", SLOT_PAGES as u64),
+        ("s0_perms", P_RW),
+        ("state", S_READY),
+        ("ready_bytes_same", 1),
+        ("locked_after", 1),
+        // The advice is unknown here (the zero-length probe gets EINVAL too): sticky.
+        ("d_downgrade_dontneed_locked", 1),
+        ("d_mmap_calls", 0),
+        ("d_unused_ops", 0),
+        ("how1", U_DONTNEED),
+    ]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1425,10 +1483,15 @@ fn mlocked_fault_guard_per_call_fallback() {
             b,
             fallback_fault_guard,
             fallback_fault_remap,
+            fallback_locked,
             einval_probes,
             downgrade_guard,
             downgrade_dontneed,
             downgrade_madvise
+        );
+        o.flag(
+            "locked_after",
+            smaps_at(s.addr(0)).is_some_and(|e| e.vm_flags.contains("lo")),
         );
         // Not sticky: an unlocked range still gets guard markers.
         let r = unsafe { s.r.fault_with(s.off(1), slot_len(), FaultStrategy::Guard) };
@@ -1443,15 +1506,18 @@ fn mlocked_fault_guard_per_call_fallback() {
         ("setup", 1),
         ("lock", 0),
         // GUARD_INSTALL: EINVAL on VM_LOCKED; DONTNEED too (see test 4); both probes say the
-        // advice is known, so each falls through for this call only, down to the remap.
-        ("how0", F_REMAP),
+        // advice is known, so each falls through for this call only: MADV_DONTNEED_LOCKED
+        // releases, mprotect(PROT_NONE) makes it trap, and the lock stays.
+        ("how0", F_PROTECT),
         ("s0_resident", 0),
         ("s0_rss_kb", 0),
         ("s0_vma_covers", 1),
         ("s0_perms", P_NONE),
         ("touch0", T_ACCERR),
         ("d_fallback_fault_guard", 1),
-        ("d_fallback_fault_remap", 1),
+        ("d_fallback_fault_remap", 0),
+        ("d_fallback_locked", 1),
+        ("locked_after", 1),
         ("d_einval_probes", 2),
         ("d_downgrade_guard", 0),
         ("d_downgrade_dontneed", 0),
@@ -1471,7 +1537,9 @@ fn mlocked_fault_guard_per_call_fallback() {
 #[test]
 fn go_mlocked_mmap_enomem_restores_ready() {
     let s = Slots::new(1);
-    let f = run("go_mlocked_all_fail", &[MMAP_ENOMEM], |o| {
+    // Before Linux 5.18 (no MADV_DONTNEED_LOCKED, emulated), nothing releases a locked range.
+    let no_locked = madv(MADV_DONTNEED_LOCKED, libc::EINVAL);
+    let f = run("go_mlocked_all_fail", &[MMAP_ENOMEM, no_locked], |o| {
         o.flag("setup", s.ready(0, 0x4D));
         o.put(
             "lock",
@@ -1498,8 +1566,9 @@ fn go_mlocked_mmap_enomem_restores_ready() {
         unsafe { libc::munlock(s.addr(0) as *const _, slot_len()) };
     });
     // PROT_NONE applied; DONTNEED refused on VM_LOCKED (twice: in the Go order and as the
-    // remap's fallback), the PROT_NONE remap refused: nothing released → typed error, and
-    // the protection undone, so "changed: false" is true of the kernel's view.
+    // remap's fallback) and MADV_DONTNEED_LOCKED unknown (once: then sticky), the PROT_NONE
+    // remap refused: nothing released → typed error, and the protection undone, so
+    // "changed: false" is true of the kernel's view.
     f.expect(&os_error(Op::Fault, Syscall::Mmap, libc::ENOMEM));
     f.expect(&[
         ("setup", 1),
@@ -1514,7 +1583,7 @@ fn go_mlocked_mmap_enomem_restores_ready() {
         // NONE, then RW to undo it.
         ("d_mprotect_calls", 2),
         ("d_madv_dontneed", 4),
-        ("d_einval_probes", 2),
+        ("d_einval_probes", 3),
         ("d_mmap_errors", 1),
         ("ready_same", 1),
     ]);
@@ -1575,49 +1644,6 @@ fn used_all_links_fail_names_the_failed_call() {
 // the test in question selected and an environment variable naming its role; the role
 // installs the filter first thing (on the one thread that will probe), then probes, prints
 // one result line and exits. Allocating there is fine: it is not a fork.
-
-const ROLE_ENV: &str = "OSMEM_FAILURE_TEST_ROLE";
-const ROLE_MARK: &str = "OSMEM-ROLE-RESULT";
-
-/// In the re-executed process: install `rules`, run `body`, print its line, exit.
-fn play_role_if(role: &str, rules: &[Inject], body: impl FnOnce() -> String) {
-    if std::env::var(ROLE_ENV).as_deref() != Ok(role) {
-        return;
-    }
-    let prog = build_filter(rules);
-    osmem_testkit::apply_filter_in_child(&prog);
-    let line = body();
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{ROLE_MARK} {line}");
-    let _ = out.flush();
-    std::process::exit(0);
-}
-
-/// In the test process: re-execute this binary for `test` in `role`; returns key=value pairs.
-fn spawn_role(test: &str, role: &str) -> std::collections::HashMap<String, String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .env_remove("OSMEM")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{role}: subprocess failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once(ROLE_MARK).map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("{role}: no result line in:\n{stdout}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[test]
 fn probe_without_process_madvise() {

@@ -64,9 +64,9 @@ mod common;
 use common::{
     all_bytes, call_code, fault_code, op_code, perms_code, ps, slot_len, slot_off, touch_code,
     unused_code, Slots, F_GO, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE,
-    MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE,
-    PIDFD_SELF, P_NONE, P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK, U_DONTNEED, U_FREE,
-    U_REMAP,
+    MADV_DONTNEED_LOCKED, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE, MADV_NOHUGEPAGE,
+    MADV_POPULATE_WRITE, PIDFD_SELF, P_NONE, P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR,
+    T_OK, U_DONTNEED, U_DONTNEED_LOCKED, U_FREE, U_REMAP,
 };
 use osmem::{
     Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Faulted, Op, Reservation, Stats,
@@ -229,13 +229,15 @@ enum Expect {
     /// munmap refused: memory released, range PROT_NONE; only the address space stays (the
     /// op reports the bytes that must stay in `X1`).
     AddressSpaceOnly,
+    /// `Error::Locked`: an mlocked range nothing can release; nothing changed.
+    Locked,
 }
 
 impl Expect {
     fn dg(self) -> u16 {
         match self {
             Expect::NextLink(d) | Expect::TypedError(_, _, d) | Expect::BestEffort(d) => d,
-            Expect::Retried | Expect::AddressSpaceOnly => 0,
+            Expect::Retried | Expect::AddressSpaceOnly | Expect::Locked => 0,
         }
     }
 }
@@ -266,6 +268,7 @@ enum Prim {
     MadvNohugepage,
     MadvCollapse,
     MadvPopulateWrite,
+    MadvDontneedLocked,
     ProcessMadvise,
     PidfdOpen,
     Prctl,
@@ -285,6 +288,7 @@ fn prim_count(p: Prim, s: &Stats) -> u64 {
         Prim::MadvNohugepage => s.madv_nohugepage,
         Prim::MadvCollapse => s.madv_collapse,
         Prim::MadvPopulateWrite => s.madv_populate_write,
+        Prim::MadvDontneedLocked => s.madv_dontneed_locked,
         Prim::ProcessMadvise => s.process_madvise_calls,
         Prim::PidfdOpen => s.pidfd_open_calls,
         Prim::Prctl => s.prctl_calls,
@@ -579,6 +583,7 @@ const fn madv(advice: i32) -> Target {
             MADV_HUGEPAGE => &[(2, MADV_HUGEPAGE as u32)],
             MADV_NOHUGEPAGE => &[(2, MADV_NOHUGEPAGE as u32)],
             MADV_POPULATE_WRITE => &[(2, MADV_POPULATE_WRITE as u32)],
+            MADV_DONTNEED_LOCKED => &[(2, MADV_DONTNEED_LOCKED as u32)],
             MADV_COLLAPSE => &[(2, MADV_COLLAPSE as u32)],
             MADV_GUARD_INSTALL => &[(2, MADV_GUARD_INSTALL as u32)],
             MADV_GUARD_REMOVE => &[(2, MADV_GUARD_REMOVE as u32)],
@@ -701,6 +706,9 @@ fn describe(s: &Scenario) -> String {
         Expect::AddressSpaceOnly => {
             "memory released and range PROT_NONE; only address space stays".to_string()
         }
+        Expect::Locked => {
+            "Error::Locked: nothing can release the locked range; nothing changed".to_string()
+        }
     };
     let retried = matches!(s.expect, Expect::Retried)
         || s.want
@@ -777,6 +785,9 @@ fn check(s: &Scenario, exit: ChildExit, o: &[u64; NK]) -> Vec<String> {
                 eq(K::ErrChanged, 0),
                 eq(K::Unchanged, 1),
             ]);
+        }
+        Expect::Locked => {
+            want.extend([eq(K::Result, 1), eq(K::ErrWhere, 0), eq(K::Unchanged, 1)]);
         }
         _ => want.push(eq(K::Result, 0)),
     }
@@ -1249,6 +1260,31 @@ fn unused_with(c: &mut Ctx<'_>, advice: UnusedAdvice) {
     }
     c.again(|| {
         let _ = unsafe { r.unused_with(slot_off(1), slot_len(), advice) };
+    });
+}
+
+/// `unused` of an mlocked slot (`mlock`, in the child): FREE and DONTNEED refuse locked
+/// memory, MADV_DONTNEED_LOCKED releases it. The next: another locked slot.
+fn op_unused_locked(c: &mut Ctx<'_>) {
+    let Some(s) = Slots::try_new(2) else { return };
+    let r = &s.r;
+    // SAFETY: mlock of our own slots.
+    let lock = |i: usize| unsafe { libc::mlock(s.addr(i) as *const _, slot_len()) } == 0;
+    c.setup(s.ready(0, 0xA5) && s.ready(1, 0xA5) && lock(0) && lock(1));
+    c.arm();
+    let a = osmem::stats();
+    let u = unsafe { r.unused(slot_off(0), slot_len()) };
+    let failed = u.is_err();
+    c.flag(K::X1, matches!(u, Err(Error::Locked { .. })));
+    c.unused(u);
+    c.view(s.addr(0), slot_len());
+    if failed {
+        unused_unchanged(c, &s, 0, 0xA5, &a);
+    } else {
+        c.zero(s.addr(0), slot_len());
+    }
+    c.again(|| {
+        let _ = unsafe { r.unused(slot_off(1), slot_len()) };
     });
 }
 
@@ -1732,7 +1768,7 @@ macro_rules! matrix {
     };
 }
 
-use Expect::{AddressSpaceOnly, BestEffort, NextLink, Retried, TypedError};
+use Expect::{AddressSpaceOnly, BestEffort, Locked, NextLink, Retried, TypedError};
 use Inj::{EagainOnce, Einval, Enosys, Eperm};
 use Next::{Again, Skipped, SkippedIfKernelLacksNames};
 
@@ -1921,6 +1957,23 @@ matrix! {
     madv_dontneed_eagain_once = row("madvise(MADV_DONTNEED)", "unused(dontneed)",
         op_unused_dontneed, Prim::MadvDontneed, madv(libc::MADV_DONTNEED), EagainOnce, Retried,
         Again, &[eq(K::How, U_DONTNEED), eq(K::Resident, 0), eq(K::Zero, 1)]);
+
+    // ----- madvise(MADV_DONTNEED_LOCKED): unused of an mlocked range (DONTNEED refused):
+    // released with the lock kept; refused → `Error::Locked`, nothing changed (a remap would
+    // drop the lock, or under mlockall(MCL_FUTURE) fault fresh pages in)
+    madv_dontneed_locked_enosys = row("madvise(MADV_DONTNEED_LOCKED)", "unused (mlocked)",
+        op_unused_locked, Prim::MadvDontneedLocked, madv(MADV_DONTNEED_LOCKED), Enosys, Locked,
+        Skipped, &[eq(K::X1, 1), eq(K::Resident, SLOT_PAGES as u64)]);
+    madv_dontneed_locked_einval = row("madvise(MADV_DONTNEED_LOCKED)", "unused (mlocked)",
+        op_unused_locked, Prim::MadvDontneedLocked, madv(MADV_DONTNEED_LOCKED), Einval, Locked,
+        Skipped, &[eq(K::X1, 1), eq(K::Resident, SLOT_PAGES as u64)]);
+    madv_dontneed_locked_eperm = row("madvise(MADV_DONTNEED_LOCKED)", "unused (mlocked)",
+        op_unused_locked, Prim::MadvDontneedLocked, madv(MADV_DONTNEED_LOCKED), Eperm, Locked,
+        Skipped, &[eq(K::X1, 1), eq(K::Resident, SLOT_PAGES as u64)]);
+    madv_dontneed_locked_eagain_once = row("madvise(MADV_DONTNEED_LOCKED)", "unused (mlocked)",
+        op_unused_locked, Prim::MadvDontneedLocked, madv(MADV_DONTNEED_LOCKED), EagainOnce,
+        Retried, Again,
+        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::X1, 0), eq(K::Resident, 0), eq(K::Zero, 1)]);
 
     // ----- madvise(MADV_GUARD_INSTALL): fault (auto = guard) → protect (→ remap)
     madv_guard_install_enosys = row("madvise(MADV_GUARD_INSTALL)", "fault(auto)",

@@ -36,6 +36,7 @@ pub(crate) const MADV_HUGEPAGE: i32 = 14;
 pub(crate) const MADV_NOHUGEPAGE: i32 = 15;
 pub(crate) const MADV_POPULATE_READ: i32 = 22;
 pub(crate) const MADV_POPULATE_WRITE: i32 = 23;
+pub(crate) const MADV_DONTNEED_LOCKED: i32 = 24;
 pub(crate) const MADV_COLLAPSE: i32 = 25;
 pub(crate) const MADV_GUARD_INSTALL: i32 = 102;
 pub(crate) const MADV_GUARD_REMOVE: i32 = 103;
@@ -73,6 +74,7 @@ fn advice_counter(advice: i32) -> Option<Counter> {
     Some(match advice {
         MADV_FREE => Counter::MadvFree,
         MADV_DONTNEED => Counter::MadvDontneed,
+        MADV_DONTNEED_LOCKED => Counter::MadvDontneedLocked,
         MADV_HUGEPAGE => Counter::MadvHugepage,
         MADV_NOHUGEPAGE => Counter::MadvNohugepage,
         MADV_COLLAPSE => Counter::MadvCollapse,
@@ -168,6 +170,15 @@ pub(crate) fn madvise_known(addr: usize, advice: i32) -> Result<(), Errno> {
     stats::bump(Counter::EinvalProbes);
     // SAFETY: a zero-length madvise changes nothing.
     unsafe { madvise(addr, 0, advice) }
+}
+
+/// `munlock` (used by the probe on its scratch page, see probe.rs).
+pub(crate) fn munlock(addr: usize, len: usize) -> Result<(), Errno> {
+    // SAFETY: munlock changes no contents; the range is the caller's.
+    if unsafe { libc::munlock(addr as *const c_void, len) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
 }
 
 /// How many pages of `[addr, addr+len)` are resident (`mincore`), in fixed-size chunks so
@@ -296,6 +307,7 @@ mod tests {
         assert_eq!(MADV_NOHUGEPAGE, g::MADV_NOHUGEPAGE as i32);
         assert_eq!(MADV_POPULATE_READ, g::MADV_POPULATE_READ as i32);
         assert_eq!(MADV_POPULATE_WRITE, g::MADV_POPULATE_WRITE as i32);
+        assert_eq!(MADV_DONTNEED_LOCKED, g::MADV_DONTNEED_LOCKED as i32);
         assert_eq!(MADV_COLLAPSE, g::MADV_COLLAPSE as i32);
         assert_eq!(MADV_GUARD_INSTALL, g::MADV_GUARD_INSTALL as i32);
         assert_eq!(MADV_GUARD_REMOVE, g::MADV_GUARD_REMOVE as i32);

@@ -63,9 +63,9 @@ pub const MADV_DONTNEED: i32 = libc::MADV_DONTNEED;
 pub const MADV_FREE: i32 = libc::MADV_FREE;
 pub const MADV_HUGEPAGE: i32 = 14;
 pub const MADV_NOHUGEPAGE: i32 = 15;
-pub const MADV_DONTDUMP: i32 = 16;
 pub const MADV_COLD: i32 = 20;
 pub const MADV_POPULATE_WRITE: i32 = 23;
+pub const MADV_DONTNEED_LOCKED: i32 = 24;
 pub const MADV_COLLAPSE: i32 = 25;
 pub const MADV_GUARD_INSTALL: i32 = 102;
 pub const MADV_GUARD_REMOVE: i32 = 103;
@@ -159,6 +159,7 @@ pub fn call_code(c: Syscall) -> u64 {
 pub const U_FREE: u64 = 1;
 pub const U_DONTNEED: u64 = 2;
 pub const U_REMAP: u64 = 3;
+pub const U_DONTNEED_LOCKED: u64 = 4;
 pub const F_GUARD: u64 = 11;
 pub const F_PROTECT: u64 = 12;
 pub const F_GO: u64 = 13;
@@ -169,6 +170,7 @@ pub fn unused_code(h: UnusedHow) -> u64 {
     match h {
         UnusedHow::Free => U_FREE,
         UnusedHow::DontNeed => U_DONTNEED,
+        UnusedHow::DontNeedLocked => U_DONTNEED_LOCKED,
         UnusedHow::Remap => U_REMAP,
     }
 }
@@ -501,6 +503,14 @@ impl Expect {
                 self.add("madvise_calls", 1);
                 self.add("madv_dontneed", 1);
             }
+            // Refused DONTNEED, then DONTNEED_LOCKED (the model tests never lock memory).
+            UnusedHow::DontNeedLocked => {
+                self.add("madvise_calls", 2);
+                self.add("madv_dontneed", 1);
+                self.add("madv_dontneed_locked", 1);
+                self.add("madvise_errors", 1);
+                self.add("fallback_locked", 1);
+            }
             UnusedHow::Remap => self.remapped(1, thp_never),
         }
     }
@@ -831,4 +841,54 @@ pub fn check_cycle_final(r: &Reservation, trap_page: usize) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Roles: a test's other half in a fresh process (this test binary re-executed with only the
+// test selected and an environment variable naming the role). For what must happen before
+// osmem's first use (the probe under a filter, `mlockall`) or must not touch the test process
+// (`mlockall` would lock and populate other tests' regions).
+
+const ROLE_ENV: &str = "OSMEM_TEST_ROLE";
+const ROLE_MARK: &str = "OSMEM-ROLE-RESULT";
+
+/// In the re-executed process: install `rules`, run `body`, print its line, exit. (Called
+/// first thing in a test, so in the re-executed process nothing of osmem has run yet.)
+pub fn play_role_if(role: &str, rules: &[tk::Inject], body: impl FnOnce() -> String) {
+    if std::env::var(ROLE_ENV).as_deref() != Ok(role) {
+        return;
+    }
+    let prog = tk::build_filter(rules);
+    osmem_testkit::apply_filter_in_child(&prog);
+    let line = body();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{ROLE_MARK} {line}");
+    let _ = out.flush();
+    std::process::exit(0);
+}
+
+/// In the test process: re-execute this binary for `test` in `role`; returns key=value pairs.
+pub fn spawn_role(test: &str, role: &str) -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role)
+        .env_remove("OSMEM")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{role}: subprocess failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once(ROLE_MARK).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("{role}: no result line in:\n{stdout}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
