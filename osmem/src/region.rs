@@ -278,7 +278,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn reserve(len: usize) -> Result<Self, Error> {
-        Self::reserve_aligned(len, page_size_checked())
+        Self::reserve_aligned_at(0, len, page_size_checked())
     }
 
     /// Like [`reserve`](Self::reserve), with the start aligned to `align` (a power of two, at
@@ -290,6 +290,37 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn reserve_aligned(len: usize, align: usize) -> Result<Self, Error> {
+        Self::reserve_aligned_at(0, len, align)
+    }
+
+    /// Like [`reserve`](Self::reserve), preferably at `hint` (page-aligned), as Go's
+    /// `sysReserve(v, n)` does for its arena hints: the kernel places the region there if
+    /// `[hint, hint+len)` is free and anywhere else otherwise. [`as_ptr`](Self::as_ptr) says
+    /// where it went; nothing mapped at `hint` is ever touched. For "exactly there or not at
+    /// all", see [`reserve_fixed`](Self::reserve_fixed).
+    ///
+    /// ```
+    /// let probe = osmem::Reservation::reserve(1 << 20)?;
+    /// let hint = probe.as_ptr() as usize;
+    /// drop(probe); // now free
+    /// let r = osmem::Reservation::reserve_at(hint, 1 << 20)?;
+    /// println!("asked for {hint:#x}, got {:p}", r.as_ptr());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn reserve_at(hint: usize, len: usize) -> Result<Self, Error> {
+        Self::reserve_aligned_at(hint, len, page_size_checked())
+    }
+
+    /// [`reserve_aligned`](Self::reserve_aligned) with a preferred address: the over-sized
+    /// reservation is asked for at `hint` (Go's sysReserveAligned passes its hint on the same
+    /// way). With an `align`-aligned, free `hint`, the region starts exactly there.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve_aligned_at(0, 4 << 20, 2 << 20)?;
+    /// assert_eq!(r.as_ptr() as usize % (2 << 20), 0);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn reserve_aligned_at(hint: usize, len: usize, align: usize) -> Result<Self, Error> {
         let op = Op::Reserve;
         let ps = page_size_checked();
         check_len(op, len, ps)?;
@@ -300,15 +331,16 @@ impl Reservation {
                 len,
             });
         }
+        check_addr(op, hint, len, ps)?;
         let extra = align - ps;
         let total = len.checked_add(extra).ok_or(Error::Overflow {
             op,
             offset: align,
             len,
         })?;
-        // SAFETY: a fresh mapping; nothing else can be at the address the kernel picks.
+        // SAFETY: a fresh mapping (without MAP_FIXED the hint never replaces anything).
         let raw =
-            advise::retry(|| unsafe { sys::mmap_anon(0, total, sys::PROT_NONE, false, true) })
+            advise::retry(|| unsafe { sys::mmap_anon(hint, total, sys::PROT_NONE, false, true) })
                 .map_err(|e| os(op, Syscall::Mmap, e, false))?;
         let base = (raw + extra) & !(align - 1);
         // SAFETY: head and tail are parts of the mapping just created, not handed out. A
@@ -322,6 +354,35 @@ impl Reservation {
                 let _ = advise::retry(|| sys::munmap(base + len, tail));
             }
         }
+        let r = Self::adopt(base, len, RESERVED, true);
+        stats::bump(Counter::ReserveOps);
+        Ok(r)
+    }
+
+    /// Reserve exactly `[addr, addr+len)` (page-aligned), or fail and leave whatever is mapped
+    /// there untouched: `MAP_FIXED_NOREPLACE` (Linux ≥ 4.17). Older kernels ignore that flag
+    /// and take the address as a hint; the result is then compared with `addr` and unmapped
+    /// if the kernel put it elsewhere. osmem never maps `MAP_FIXED` over memory it does not
+    /// own. A taken range gives `Error::Os { call: Mmap, errno: EEXIST, changed: false }`.
+    ///
+    /// ```
+    /// let probe = osmem::Reservation::reserve(1 << 20)?;
+    /// let addr = probe.as_ptr() as usize;
+    /// // Taken: refused, and the region there is left alone.
+    /// let e = osmem::Reservation::reserve_fixed(addr, 1 << 20).unwrap_err();
+    /// assert_eq!(e.errno(), Some(libc::EEXIST));
+    /// drop(probe);
+    /// let r = osmem::Reservation::reserve_fixed(addr, 1 << 20)?; // free now: exactly there
+    /// assert_eq!(r.as_ptr() as usize, addr);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn reserve_fixed(addr: usize, len: usize) -> Result<Self, Error> {
+        let op = Op::Reserve;
+        let ps = page_size_checked();
+        check_len(op, len, ps)?;
+        check_addr(op, addr, len, ps)?;
+        let base = advise::retry(|| sys::mmap_noreplace(addr, len))
+            .map_err(|e| os(op, Syscall::Mmap, e, false))?;
         let r = Self::adopt(base, len, RESERVED, true);
         stats::bump(Counter::ReserveOps);
         Ok(r)
@@ -1095,6 +1156,22 @@ pub(crate) unsafe fn touch_write(addr: usize) {
 
 fn page_size_checked() -> usize {
     probe::page_size()
+}
+
+/// An address given for a reservation: page-aligned, and the range must not wrap around.
+fn check_addr(op: Op, addr: usize, len: usize, ps: usize) -> Result<(), Error> {
+    if addr & (ps - 1) != 0 {
+        return Err(Error::Unaligned {
+            op,
+            offset: addr,
+            len,
+        });
+    }
+    addr.checked_add(len).map(|_| ()).ok_or(Error::Overflow {
+        op,
+        offset: addr,
+        len,
+    })
 }
 
 fn check_len(op: Op, len: usize, ps: usize) -> Result<(), Error> {

@@ -523,6 +523,7 @@ impl Scenario {
 const PRIV_ANON: u32 = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32;
 const NORES: u32 = libc::MAP_NORESERVE as u32;
 const FIXED: u32 = libc::MAP_FIXED as u32;
+const NOREPLACE: u32 = libc::MAP_FIXED_NOREPLACE as u32;
 const RW: u32 = (libc::PROT_READ | libc::PROT_WRITE) as u32;
 const NONE: u32 = libc::PROT_NONE as u32;
 const PR_SET_VMA: i32 = 0x5356_4d41;
@@ -534,6 +535,9 @@ const fn mmap(prot: u32, flags: u32) -> Target {
         when: match (prot, flags) {
             (NONE, f) if f == PRIV_ANON | NORES => &[(2, NONE), (3, PRIV_ANON | NORES)],
             (NONE, f) if f == PRIV_ANON => &[(2, NONE), (3, PRIV_ANON)],
+            (NONE, f) if f == PRIV_ANON | NORES | NOREPLACE => {
+                &[(2, NONE), (3, PRIV_ANON | NORES | NOREPLACE)]
+            }
             (RW, f) if f == PRIV_ANON => &[(2, RW), (3, PRIV_ANON)],
             (RW, f) if f == PRIV_ANON | NORES => &[(2, RW), (3, PRIV_ANON | NORES)],
             (RW, f) if f == PRIV_ANON | FIXED | NORES => &[(2, RW), (3, PRIV_ANON | FIXED | NORES)],
@@ -549,6 +553,8 @@ const fn mmap(prot: u32, flags: u32) -> Target {
 const T_MMAP_RESERVE: Target = mmap(NONE, PRIV_ANON | NORES);
 /// alloc: `mmap(RW)`.
 const T_MMAP_ALLOC: Target = mmap(RW, PRIV_ANON);
+/// reserve_fixed: `mmap(PROT_NONE, MAP_NORESERVE | MAP_FIXED_NOREPLACE)`.
+const T_MMAP_RESERVE_FIXED: Target = mmap(NONE, PRIV_ANON | NORES | NOREPLACE);
 /// The metadata arena's address space: `mmap(PROT_NONE)` without MAP_NORESERVE (regions
 /// always have it).
 const T_MMAP_ARENA: Target = mmap(NONE, PRIV_ANON);
@@ -1215,6 +1221,21 @@ fn op_reserve(c: &mut Ctx<'_>) {
     );
 }
 
+/// `reserve_fixed` at a free address (X1: exactly there).
+fn op_reserve_fixed(c: &mut Ctx<'_>) {
+    create(
+        c,
+        || {
+            // A free address: a reservation made and given back.
+            let len = 4 * slot_len();
+            let addr = Reservation::reserve(len)?.as_ptr() as usize;
+            Reservation::reserve_fixed(addr, len)
+        },
+        |a, b| a.reserved_bytes == b.reserved_bytes && b.reserve_ops == a.reserve_ops + 1,
+        |r| r.state(0) == Some(osmem::State::Reserved),
+    );
+}
+
 /// `alloc` (X1: writes read back).
 fn op_alloc(c: &mut Ctx<'_>) {
     create(
@@ -1782,6 +1803,17 @@ matrix! {
     // next reserve works.
     mmap_reserve_eagain_once = row("mmap(PROT_NONE)", "reserve_aligned", op_reserve, Prim::Mmap,
         T_MMAP_RESERVE, EagainOnce, Retried, Again, &[]);
+
+    // ----- mmap: reserve_fixed (None → Reserved, exactly at an address)
+    mmap_reserve_fixed_einval = row("mmap(PROT_NONE, MAP_FIXED_NOREPLACE)", "reserve_fixed",
+        op_reserve_fixed, Prim::Mmap, T_MMAP_RESERVE_FIXED, Einval,
+        TypedError(Op::Reserve, Syscall::Mmap, 0), Again, &[]);
+    mmap_reserve_fixed_eperm = row("mmap(PROT_NONE, MAP_FIXED_NOREPLACE)", "reserve_fixed",
+        op_reserve_fixed, Prim::Mmap, T_MMAP_RESERVE_FIXED, Eperm,
+        TypedError(Op::Reserve, Syscall::Mmap, 0), Again, &[]);
+    mmap_reserve_fixed_eagain_once = row("mmap(PROT_NONE, MAP_FIXED_NOREPLACE)",
+        "reserve_fixed", op_reserve_fixed, Prim::Mmap, T_MMAP_RESERVE_FIXED, EagainOnce,
+        Retried, Again, &[eq(K::X1, 1)]);
 
     // ----- mmap: alloc (None → Ready)
     mmap_alloc_einval = row("mmap(RW)", "alloc", op_alloc, Prim::Mmap,

@@ -79,6 +79,8 @@ pub struct Trap {
     nconds: u8,
     fail: u32,
     errno: i32,
+    /// Bits cleared in one argument of every re-issued call: (argument, mask).
+    clear: (u8, u64),
 }
 
 impl Trap {
@@ -91,7 +93,26 @@ impl Trap {
             nconds: 0,
             fail: 1,
             errno: libc::EAGAIN,
+            clear: (0, 0),
         }
+    }
+
+    /// Re-issue the calls that go through with `mask` cleared in argument `arg`: emulates a
+    /// kernel that does not know a flag and ignores it (e.g. `MAP_FIXED_NOREPLACE` before
+    /// Linux 4.17, which then takes the address as a hint). Combine with `fail_first(0)`.
+    ///
+    /// ```no_run
+    /// use osmem_testkit::Trap;
+    /// let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u32;
+    /// let old_kernel = Trap::new(libc::SYS_mmap)
+    ///     .when(3, flags)
+    ///     .fail_first(0)
+    ///     .clear_bits(3, libc::MAP_FIXED_NOREPLACE as u64);
+    /// # let _ = old_kernel;
+    /// ```
+    pub const fn clear_bits(mut self, arg: u8, mask: u64) -> Trap {
+        self.clear = (arg, mask);
+        self
     }
 
     /// Only calls whose argument `arg` (0..=5) has low 32 bits equal to
@@ -236,6 +257,8 @@ struct Slot {
     nr: AtomicI64,
     conds: [AtomicU64; MAX_CONDS],
     nconds: AtomicU8,
+    clear_arg: AtomicU8,
+    clear_mask: AtomicU64,
     left: AtomicU32,
     errno: AtomicI32,
     trapped: AtomicU32,
@@ -248,6 +271,8 @@ const EMPTY: Slot = Slot {
     nr: AtomicI64::new(-1),
     conds: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
     nconds: AtomicU8::new(0),
+    clear_arg: AtomicU8::new(0),
+    clear_mask: AtomicU64::new(0),
     left: AtomicU32::new(0),
     errno: AtomicI32::new(0),
     trapped: AtomicU32::new(0),
@@ -340,6 +365,8 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
                 return;
             }
             s.passed.fetch_add(1, Ordering::Relaxed);
+            let arg = (s.clear_arg.load(Ordering::Relaxed) as usize).min(5);
+            args[arg] &= !s.clear_mask.load(Ordering::Relaxed);
         }
         // Re-issue with the bypass marker (also for a call no slot claims,
         // which cannot happen with a filter built from the same rules).
@@ -365,6 +392,8 @@ pub fn apply_trap_filter_in_child(f: &TrapFilter) {
             c.store((arg as u64) << 32 | v as u64, Ordering::Relaxed);
         }
         s.nconds.store(t.conds().len() as u8, Ordering::Relaxed);
+        s.clear_arg.store(t.clear.0, Ordering::Relaxed);
+        s.clear_mask.store(t.clear.1, Ordering::Relaxed);
         s.left.store(t.fail, Ordering::Relaxed);
         s.errno.store(t.errno, Ordering::Relaxed);
         s.trapped.store(0, Ordering::Relaxed);

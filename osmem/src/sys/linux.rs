@@ -20,6 +20,7 @@ impl Errno {
     pub(crate) const EBADF: Errno = Errno(libc::EBADF);
     pub(crate) const ESRCH: Errno = Errno(libc::ESRCH);
     pub(crate) const ENOMEM: Errno = Errno(libc::ENOMEM);
+    pub(crate) const EEXIST: Errno = Errno(libc::EEXIST);
 }
 
 fn last_errno() -> Errno {
@@ -126,6 +127,29 @@ pub(crate) unsafe fn mmap_anon(
         return Err(Errno::EINVAL);
     }
     Ok(p as usize)
+}
+
+/// `mmap(PROT_NONE, MAP_NORESERVE | MAP_FIXED_NOREPLACE)` at exactly `addr`: fails with EEXIST
+/// if anything is mapped in `[addr, addr+len)`, and never replaces it. Kernels before 4.17 do
+/// not know the flag and take the address as a hint: a mapping placed elsewhere is unmapped
+/// again and reported as EEXIST, so the caller gets exactly `addr` or an error either way.
+pub(crate) fn mmap_noreplace(addr: usize, len: usize) -> Result<usize, Errno> {
+    let flags =
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe { libc::mmap(addr as *mut c_void, len, PROT_NONE, flags, -1, 0) };
+    let failed = p == libc::MAP_FAILED;
+    count(Counter::MmapCalls, Counter::MmapErrors, failed);
+    if failed {
+        return Err(last_errno());
+    }
+    if p as usize != addr {
+        // SAFETY: the mapping just made, elsewhere; nobody has seen it.
+        unsafe { libc::munmap(p, len) };
+        stats::bump(Counter::MmapErrors);
+        return Err(Errno::EEXIST);
+    }
+    Ok(addr)
 }
 
 /// # Safety
