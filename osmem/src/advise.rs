@@ -20,7 +20,6 @@
 //! A downgrade is a bit in one atomic word, set with `fetch_or` so it is counted exactly once
 //! even when several threads hit the same failure at the same time.
 
-use crate::config;
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
@@ -175,19 +174,23 @@ pub(crate) fn dontneed(addr: usize, len: usize) -> DontNeed {
     }
 }
 
+/// How a `MAP_FIXED` remap inside a region must map: with the region's own `MAP_NORESERVE`
+/// (so the kernel can merge it back into one VMA), and with `MADV_NOHUGEPAGE` again if the
+/// region's `thp` knob says never (a fresh mapping loses the VMA's hints).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Remap {
+    pub(crate) noreserve: bool,
+    pub(crate) thp_never: bool,
+}
+
 /// `mmap(prot, MAP_FIXED)` over `[addr, addr+len)`, a range inside a mapping osmem owns whose
-/// contents the caller gave up, retrying transient errors. A fresh mapping loses the VMA's
-/// hints; `thp=never` is put back (Go re-applies it after its MAP_FIXED in sysMapOS too), so
-/// the knob holds whatever link of a chain a range went through.
-pub(crate) fn remap_fixed(
-    addr: usize,
-    len: usize,
-    prot: i32,
-    noreserve: bool,
-) -> Result<(), Errno> {
+/// contents the caller gave up, retrying transient errors. `thp=never` is put back (Go
+/// re-applies it after its MAP_FIXED in sysMapOS too), so the knob holds whatever link of a
+/// chain a range went through.
+pub(crate) fn remap_fixed(addr: usize, len: usize, prot: i32, how: Remap) -> Result<(), Errno> {
     // SAFETY: the caller's contract above: osmem's own range, contents given up.
-    retry(|| unsafe { sys::mmap_anon(addr, len, prot, true, noreserve) })?;
-    if config::thp_never() {
+    retry(|| unsafe { sys::mmap_anon(addr, len, prot, true, how.noreserve) })?;
+    if how.thp_never {
         let _ = advise(addr, len, sys::MADV_NOHUGEPAGE);
     }
     Ok(())

@@ -26,7 +26,6 @@
 //! nothing to flush). `Go` and `Remap` are not batched: they exist for comparison.
 
 use crate::advise::{self, D_PM, D_PM_DONTNEED, D_PM_FREE, D_PM_GUARD, D_PM_SELF};
-use crate::config;
 use crate::config::{FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op};
 use crate::fault::{self, FaultHow};
@@ -99,6 +98,11 @@ pub struct BatchReport {
 ///
 /// Queued pages count as Ready, but no other transition may start from them until the
 /// batch settles them.
+///
+/// Knobs: the batch's [`BatchKind`] (advice or fault strategy) applies to every range, as
+/// [`Reservation::unused_with`] / [`Reservation::fault_with`] do; everything else a
+/// reservation's own knobs decide (harddecommit, checked, thp after a remap) is each range's
+/// own reservation's, so one batch may span reservations with different settings.
 ///
 /// ```
 /// use osmem::{Batch, BatchKind, Reservation, UnusedAdvice};
@@ -329,7 +333,6 @@ impl<'r, const N: usize> Batch<'r, N> {
         } else {
             UnusedHow::DontNeed
         };
-        let hd = config::harddecommit_on();
         for (i, v) in iov.iter_mut().enumerate() {
             let how = if v.base & DONE != 0 {
                 v.base &= !DONE;
@@ -340,11 +343,11 @@ impl<'r, const N: usize> Batch<'r, N> {
                     stats::bump(Counter::FallbackBatchRange);
                 }
                 let r = regs.get(i);
-                unused::release(v.base, v.len, r.offset_of(v.base), advice, r.is_noreserve())
+                unused::release(v.base, v.len, r.offset_of(v.base), advice, r.remap_how())
             };
             match how {
                 Ok((how, released)) => {
-                    let protected = hd && region::harddecommit(v.base, v.len);
+                    let protected = regs.get(i).harddecommit(v.base, v.len);
                     report.settled(v.len);
                     report.not_released += usize::from(!released);
                     v.len |= region::code_after_unused(how, protected) as usize;
@@ -358,8 +361,9 @@ impl<'r, const N: usize> Batch<'r, N> {
         }
         settle_all(iov, &regs);
         stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
-        if config::checked_on() {
-            for (i, v) in iov.iter().enumerate().filter(|(_, v)| v.len & FAILED == 0) {
+        {
+            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && regs.get(*i).checked_on();
+            for (i, v) in iov.iter().enumerate().filter(checked) {
                 // Only "zero-filled" has something to check (MADV_FREE keeps pages resident).
                 let u = unused::Unused {
                     how: UnusedHow::DontNeed,
@@ -421,7 +425,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                     report.per_range += 1;
                     stats::bump(Counter::FallbackBatchRange);
                 }
-                fault::fault(addr, len, strategy, regs.get(i).is_noreserve())
+                fault::fault(addr, len, strategy, regs.get(i).remap_how())
             };
             match how {
                 Ok(how) => {
@@ -437,8 +441,9 @@ impl<'r, const N: usize> Batch<'r, N> {
         }
         settle_all(iov, &regs);
         stats::add(Counter::FaultOps, (report.ranges - before) as u64);
-        if config::checked_on() {
-            for (i, v) in iov.iter().enumerate().filter(|(_, v)| v.len & FAILED == 0) {
+        {
+            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && regs.get(*i).checked_on();
+            for (i, v) in iov.iter().enumerate().filter(checked) {
                 let how = if v.len & OPEN != 0 {
                     FaultHow::ReleasedOnly
                 } else {

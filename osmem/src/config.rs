@@ -5,8 +5,15 @@
 //! allocating. Unknown keys and values are never silently taken: they are kept in the
 //! [`EnvReport`] that [`env_report`] returns (the CLI prints it) and the built-in default stays.
 //!
-//! Knobs are process-wide, like Go's: a runtime has one memory policy. [`configure`] replaces
-//! them at any time; operations already running finish under the knobs they started with.
+//! Knobs are process-wide, like Go's `GODEBUG`, and a reservation may override them:
+//! [`Reservation::with_config`](crate::Reservation::with_config) gives it a [`Config`] of its
+//! own, and every key that `Config` *sets* (with a builder method, or present in a parsed
+//! string) applies to that reservation; the keys it does not set follow the process-wide
+//! knobs as they change. One exception: `checked` is a debugging switch, so where the process
+//! has it on (an operator's `OSMEM=checked=1`, or [`configure`]) it is on for every
+//! reservation; a reservation's own `checked=1` turns it on for that reservation only.
+//! [`configure`] replaces the process-wide knobs at any time; operations already running
+//! finish under the knobs they started with.
 
 use crate::once::Once;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -70,7 +77,17 @@ pub struct Config {
     thp: Thp,
     prefault: bool,
     checked: bool,
+    /// The keys set explicitly (`S_*` bits, in [`KEYS`] order): what a reservation's Config
+    /// overrides.
+    set: u8,
 }
+
+const S_UNUSED: u8 = 1 << 0;
+const S_FAULT: u8 = 1 << 1;
+const S_HARDDECOMMIT: u8 = 1 << 2;
+const S_THP: u8 = 1 << 3;
+const S_PREFAULT: u8 = 1 << 4;
+const S_CHECKED: u8 = 1 << 5;
 
 impl Default for Config {
     fn default() -> Self {
@@ -94,6 +111,7 @@ impl Config {
             thp: Thp::Default,
             prefault: false,
             checked: cfg!(feature = "checked"),
+            set: 0,
         }
     }
 
@@ -115,6 +133,7 @@ impl Config {
     /// ```
     pub const fn unused(mut self, a: UnusedAdvice) -> Self {
         self.unused = a;
+        self.set |= S_UNUSED;
         self
     }
 
@@ -126,6 +145,7 @@ impl Config {
     /// ```
     pub const fn fault(mut self, s: FaultStrategy) -> Self {
         self.fault = s;
+        self.set |= S_FAULT;
         self
     }
 
@@ -137,6 +157,7 @@ impl Config {
     /// ```
     pub const fn harddecommit(mut self, on: bool) -> Self {
         self.harddecommit = on;
+        self.set |= S_HARDDECOMMIT;
         self
     }
 
@@ -148,6 +169,7 @@ impl Config {
     /// ```
     pub const fn thp(mut self, t: Thp) -> Self {
         self.thp = t;
+        self.set |= S_THP;
         self
     }
 
@@ -159,6 +181,7 @@ impl Config {
     /// ```
     pub const fn prefault(mut self, on: bool) -> Self {
         self.prefault = on;
+        self.set |= S_PREFAULT;
         self
     }
 
@@ -178,6 +201,7 @@ impl Config {
     /// ```
     pub const fn checked(mut self, on: bool) -> Self {
         self.checked = on;
+        self.set |= S_CHECKED;
         self
     }
 
@@ -258,23 +282,174 @@ impl Config {
                 continue;
             };
             let (key, val) = (trim(&item[..eq]), trim(&item[eq + 1..]));
-            let ok = match key {
-                b"unused" => set(&mut cfg.unused, val, UNUSED_VALUES),
-                b"fault" => set(&mut cfg.fault, val, FAULT_VALUES),
-                b"harddecommit" => set(&mut cfg.harddecommit, val, BOOL_VALUES),
-                b"thp" => set(&mut cfg.thp, val, THP_VALUES),
-                b"prefault" => set(&mut cfg.prefault, val, BOOL_VALUES),
-                b"checked" => set(&mut cfg.checked, val, BOOL_VALUES),
+            let (ok, bit) = match key {
+                b"unused" => (set(&mut cfg.unused, val, UNUSED_VALUES), S_UNUSED),
+                b"fault" => (set(&mut cfg.fault, val, FAULT_VALUES), S_FAULT),
+                b"harddecommit" => (set(&mut cfg.harddecommit, val, BOOL_VALUES), S_HARDDECOMMIT),
+                b"thp" => (set(&mut cfg.thp, val, THP_VALUES), S_THP),
+                b"prefault" => (set(&mut cfg.prefault, val, BOOL_VALUES), S_PREFAULT),
+                b"checked" => (set(&mut cfg.checked, val, BOOL_VALUES), S_CHECKED),
                 _ => {
                     report.push(ProblemKind::UnknownKey, item);
                     continue;
                 }
             };
-            if !ok {
+            if ok {
+                cfg.set |= bit;
+            } else {
                 report.push(ProblemKind::BadValue, item);
             }
         }
         (cfg, report)
+    }
+}
+
+impl Config {
+    /// Whether this Config sets `key` (one of [`KEYS`]) explicitly: with a builder method, or
+    /// because the parsed string had it. A reservation's Config overrides exactly those keys.
+    ///
+    /// ```
+    /// let c = osmem::Config::new().fault(osmem::FaultStrategy::Protect);
+    /// assert!(c.sets("fault"));
+    /// assert!(!c.sets("unused"));
+    /// ```
+    pub fn sets(&self, key: &str) -> bool {
+        KEYS.iter()
+            .position(|&k| k == key)
+            .is_some_and(|i| self.set & (1 << i) != 0)
+    }
+
+    /// The knobs in force for a reservation whose own Config is `self`: its keys where it
+    /// sets them, the process-wide ones elsewhere; `checked` on if either has it on.
+    pub(crate) fn over(self, global: Config) -> Config {
+        let pick = |bit: u8| self.set & bit != 0;
+        Config {
+            unused: if pick(S_UNUSED) {
+                self.unused
+            } else {
+                global.unused
+            },
+            fault: if pick(S_FAULT) {
+                self.fault
+            } else {
+                global.fault
+            },
+            harddecommit: if pick(S_HARDDECOMMIT) {
+                self.harddecommit
+            } else {
+                global.harddecommit
+            },
+            thp: if pick(S_THP) { self.thp } else { global.thp },
+            prefault: if pick(S_PREFAULT) {
+                self.prefault
+            } else {
+                global.prefault
+            },
+            checked: global.checked || (pick(S_CHECKED) && self.checked),
+            set: self.set | global.set,
+        }
+    }
+}
+
+/// A reservation's own knobs, in one atomic word (they may be changed while operations run):
+/// bits 0-5 the keys set, then the values. Reading one knob is one relaxed load, plus the
+/// process-wide knob's load where the reservation does not set it.
+pub(crate) struct Local(core::sync::atomic::AtomicU32);
+
+impl Local {
+    pub(crate) const fn none() -> Local {
+        Local(core::sync::atomic::AtomicU32::new(0))
+    }
+
+    pub(crate) fn store(&self, c: &Config) {
+        let w = c.set as u32
+            | (index_of(UNUSED_VALUES, c.unused) as u32) << 8
+            | (index_of(FAULT_VALUES, c.fault) as u32) << 10
+            | (c.harddecommit as u32) << 13
+            | ((c.thp == Thp::Never) as u32) << 14
+            | (c.prefault as u32) << 15
+            | (c.checked as u32) << 16;
+        self.0.store(w, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn word(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// This reservation's own Config (only its keys set).
+    pub(crate) fn own(&self) -> Config {
+        let w = self.word();
+        Config {
+            unused: UNUSED_VALUES[((w >> 8) & 3) as usize % UNUSED_VALUES.len()].1,
+            fault: FAULT_VALUES[((w >> 10) & 7) as usize % FAULT_VALUES.len()].1,
+            harddecommit: w & 1 << 13 != 0,
+            thp: if w & 1 << 14 != 0 {
+                Thp::Never
+            } else {
+                Thp::Default
+            },
+            prefault: w & 1 << 15 != 0,
+            checked: w & 1 << 16 != 0,
+            set: (w & 0x3F) as u8,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn unused_advice(&self) -> UnusedAdvice {
+        let w = self.word();
+        if w & S_UNUSED as u32 != 0 {
+            UNUSED_VALUES[((w >> 8) & 3) as usize % UNUSED_VALUES.len()].1
+        } else {
+            unused_advice()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn fault_strategy(&self) -> FaultStrategy {
+        let w = self.word();
+        if w & S_FAULT as u32 != 0 {
+            FAULT_VALUES[((w >> 10) & 7) as usize % FAULT_VALUES.len()].1
+        } else {
+            fault_strategy()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn harddecommit_on(&self) -> bool {
+        let w = self.word();
+        if w & S_HARDDECOMMIT as u32 != 0 {
+            w & 1 << 13 != 0
+        } else {
+            harddecommit_on()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn thp_never(&self) -> bool {
+        let w = self.word();
+        if w & S_THP as u32 != 0 {
+            w & 1 << 14 != 0
+        } else {
+            thp_never()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn prefault_on(&self) -> bool {
+        let w = self.word();
+        if w & S_PREFAULT as u32 != 0 {
+            w & 1 << 15 != 0
+        } else {
+            prefault_on()
+        }
+    }
+
+    /// On where the process has it on, or where this reservation turns it on.
+    #[inline]
+    pub(crate) fn checked_on(&self) -> bool {
+        let w = self.word();
+        checked_on() || (w & S_CHECKED as u32 != 0 && w & 1 << 16 != 0)
     }
 }
 
@@ -489,7 +664,9 @@ pub fn configure(cfg: Config) {
     store(cfg);
 }
 
-/// The policy in force.
+/// The process-wide policy in force. Every key counts as set, so as a reservation's own
+/// Config (see [`Reservation::with_config`](crate::Reservation::with_config)) it pins all of
+/// that reservation's knobs to these values.
 ///
 /// ```
 /// let c = osmem::config();
@@ -498,6 +675,7 @@ pub fn configure(cfg: Config) {
 pub fn config() -> Config {
     env_init();
     Config {
+        set: S_UNUSED | S_FAULT | S_HARDDECOMMIT | S_THP | S_PREFAULT | S_CHECKED,
         unused: UNUSED_VALUES[UNUSED.load(Ordering::Relaxed) as usize].1,
         fault: FAULT_VALUES[FAULT.load(Ordering::Relaxed) as usize].1,
         harddecommit: HARDDECOMMIT.load(Ordering::Relaxed) != 0,

@@ -17,7 +17,7 @@
 //! When releasing fails, the range is remapped PROT_NONE. Go ignores every error here; osmem
 //! never loses the release and always says what it got.
 
-use crate::advise;
+use crate::advise::{self, Remap};
 use crate::config::FaultStrategy;
 use crate::error::{Error, Op, Syscall};
 use crate::probe;
@@ -105,7 +105,7 @@ pub(crate) fn fault(
     addr: usize,
     len: usize,
     s: FaultStrategy,
-    noreserve: bool,
+    remap_how: Remap,
 ) -> Result<FaultHow, Error> {
     // An mlocked range is released with MADV_DONTNEED_LOCKED (see advise::dontneed).
     let dontneed = || {
@@ -123,20 +123,20 @@ pub(crate) fn fault(
                 return Ok(FaultHow::Guard);
             }
             stats::bump(Counter::FallbackFaultGuard);
-            protect_after_release(addr, len, dontneed(), protect, noreserve)
+            protect_after_release(addr, len, dontneed(), protect, remap_how)
         }
         FaultStrategy::Protect | FaultStrategy::Auto => {
-            protect_after_release(addr, len, dontneed(), protect, noreserve)
+            protect_after_release(addr, len, dontneed(), protect, remap_how)
         }
         FaultStrategy::Go => {
             let protected = protect().is_ok();
             match (protected, dontneed()) {
                 (true, true) => Ok(FaultHow::Go),
                 (false, true) => Ok(unprotectable(addr, len)),
-                (_, false) => remap(addr, len, noreserve, protected),
+                (_, false) => remap(addr, len, remap_how, protected),
             }
         }
-        FaultStrategy::Remap => remap(addr, len, noreserve, false),
+        FaultStrategy::Remap => remap(addr, len, remap_how, false),
     }
 }
 
@@ -145,11 +145,11 @@ fn protect_after_release(
     len: usize,
     released: bool,
     protect: impl Fn() -> Result<(), Errno>,
-    noreserve: bool,
+    remap_how: Remap,
 ) -> Result<FaultHow, Error> {
     if !released {
         stats::bump(Counter::FallbackFaultRemap);
-        return remap(addr, len, noreserve, false);
+        return remap(addr, len, remap_how, false);
     }
     match protect() {
         Ok(()) => Ok(FaultHow::Protect),
@@ -174,8 +174,8 @@ pub(crate) fn unprotectable(addr: usize, len: usize) -> FaultHow {
 /// Last links: replace the range with PROT_NONE; if even that fails (VMA limit), release it
 /// with DONTNEED and make it trap with guard markers if possible, else report that it does
 /// not trap.
-fn remap(addr: usize, len: usize, noreserve: bool, protected: bool) -> Result<FaultHow, Error> {
-    let r = advise::remap_fixed(addr, len, sys::PROT_NONE, noreserve);
+fn remap(addr: usize, len: usize, remap_how: Remap, protected: bool) -> Result<FaultHow, Error> {
+    let r = advise::remap_fixed(addr, len, sys::PROT_NONE, remap_how);
     let errno = match r {
         Ok(_) => return Ok(FaultHow::Remap),
         Err(e) => e,

@@ -99,12 +99,18 @@ pub struct Selected {
 /// assert_ne!(osmem::selected().fault, osmem::FaultStrategy::Auto);
 /// ```
 pub fn selected() -> Selected {
-    let c = config();
-    Selected {
-        unused: unused::first_link(c.unused_advice()),
-        fault: fault::effective(c.fault_strategy()),
-        harddecommit: c.is_harddecommit(),
-        prefault: c.is_prefault(),
-        thp: c.thp_policy(),
+    Selected::of(&config())
+}
+
+impl Selected {
+    /// What `c`'s knobs resolve to on this kernel now.
+    pub(crate) fn of(c: &Config) -> Selected {
+        Selected {
+            unused: unused::first_link(c.unused_advice()),
+            fault: fault::effective(c.fault_strategy()),
+            harddecommit: c.is_harddecommit(),
+            prefault: c.is_prefault(),
+            thp: c.thp_policy(),
+        }
     }
 }

@@ -24,7 +24,7 @@
 
 use crate::advise;
 use crate::arena::{self, NoMemory};
-use crate::config::{self, FaultStrategy, UnusedAdvice};
+use crate::config::{self, Config, FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
 use crate::huge;
@@ -151,20 +151,6 @@ pub(crate) fn code_after_fault(how: FaultHow) -> u8 {
     }
 }
 
-/// With the harddecommit knob on, make a just-released range PROT_NONE; whether that worked
-/// (a refusal, e.g. at the VMA limit, leaves it RW and released: counted).
-pub(crate) fn harddecommit(addr: usize, len: usize) -> bool {
-    if !config::harddecommit_on() {
-        return false;
-    }
-    // SAFETY: the range is osmem's own and was just released.
-    let protected = advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
-    if !protected {
-        stats::bump(Counter::FallbackHarddecommitOpen);
-    }
-    protected
-}
-
 /// What a claim found: the code of the claimed range if it was one run.
 #[derive(Copy, Clone)]
 struct Held {
@@ -241,6 +227,8 @@ pub struct Reservation {
     /// This region's share of the global byte counters, by `State` index, so drop can
     /// subtract it in O(1). Written only with the map's lock held.
     bytes: [AtomicU64; 4],
+    /// This reservation's own knobs (see `with_config`); unset keys follow the process.
+    knobs: config::Local,
     table: Table,
 }
 
@@ -425,14 +413,90 @@ impl Reservation {
                 AtomicU64::new(0),
                 AtomicU64::new(0),
             ],
+            knobs: config::Local::none(),
             table: Table::new(len / ps, code),
         };
         r.bytes[state_of(code) as usize].store(len as u64, Ordering::Relaxed);
         stats::add(byte_counter(state_of(code)), len as u64);
+        // (A new reservation has no knobs of its own yet: the process-wide thp knob.)
         if config::thp_never() {
             let _ = advise::advise(base, len, sys::MADV_NOHUGEPAGE);
         }
         r
+    }
+
+    /// Give this reservation knobs of its own: every key `cfg` sets (see [`Config::sets`])
+    /// applies to this reservation instead of the process-wide knob, so two libraries in one
+    /// process can each have their policy; the keys it does not set keep following the
+    /// process-wide knobs (`OSMEM`, [`configure`](crate::configure)). `checked` on in the
+    /// process stays on here (a debugging switch). `thp=never` applies `MADV_NOHUGEPAGE` to
+    /// the region now (turning it off later leaves that hint in place).
+    ///
+    /// ```
+    /// use osmem::{Config, FaultStrategy, Reservation, UnusedAdvice};
+    /// let heap = Reservation::reserve(1 << 20)?
+    ///     .with_config(Config::new().unused(UnusedAdvice::Free).fault(FaultStrategy::Protect));
+    /// assert_eq!(heap.config().unused_advice(), UnusedAdvice::Free);
+    /// assert_eq!(heap.selected().fault, FaultStrategy::Protect);
+    /// // Keys it does not set follow the process:
+    /// assert_eq!(heap.config().is_prefault(), osmem::config().is_prefault());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn with_config(self, cfg: Config) -> Self {
+        self.set_config(cfg);
+        self
+    }
+
+    /// Replace this reservation's own knobs (see [`with_config`](Self::with_config)); an
+    /// operation already running finishes under the knobs it started with.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::alloc(1 << 16)?;
+    /// r.set_config(osmem::Config::new().harddecommit(true));
+    /// assert!(r.config().is_harddecommit());
+    /// r.set_config(osmem::Config::new()); // sets nothing: back to the process-wide knobs
+    /// assert_eq!(r.config().is_harddecommit(), osmem::config().is_harddecommit());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn set_config(&self, cfg: Config) {
+        let was_never = self.knobs.thp_never();
+        self.knobs.store(&cfg);
+        if self.knobs.thp_never() && !was_never {
+            let _ = advise::advise(self.base, self.len, sys::MADV_NOHUGEPAGE);
+        }
+    }
+
+    /// The knobs in force for this reservation: its own where it sets them, the process-wide
+    /// ones elsewhere.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// assert_eq!(r.config().fault_strategy(), osmem::config().fault_strategy());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn config(&self) -> Config {
+        self.knobs.own().over(config::config())
+    }
+
+    /// The strategies operations on this reservation would use now: [`crate::selected`] for
+    /// this reservation's knobs.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// assert_eq!(r.selected(), osmem::selected());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn selected(&self) -> crate::Selected {
+        crate::Selected::of(&self.config())
+    }
+
+    /// How remaps inside this region must map (its flags, its `thp` knob).
+    #[inline]
+    pub(crate) fn remap_how(&self) -> advise::Remap {
+        advise::Remap {
+            noreserve: self.noreserve,
+            thp_never: self.knobs.thp_never(),
+        }
     }
 
     /// Name the region `[anon:osmem]` once (best effort, like Go).
@@ -540,7 +604,7 @@ impl Reservation {
     fn remap_rw(&self, addr: usize, len: usize) -> Result<(), Errno> {
         stats::bump(Counter::FallbackMapRemap);
         // SAFETY: inside our region; the range holds no data anyone may still want.
-        advise::remap_fixed(addr, len, sys::PROT_RW, self.noreserve)
+        advise::remap_fixed(addr, len, sys::PROT_RW, self.remap_how())
     }
 
     /// Prepared → Ready (Go's sysUsed). The range may mix Prepared and Ready pages, as Go's
@@ -572,7 +636,7 @@ impl Reservation {
             )
         })?;
         let ps = 1 << self.page_shift;
-        let prefault_on = config::prefault_on();
+        let prefault_on = self.knobs.prefault_on();
         // Each Prepared run: RW if PROT_NONE, then written (MADV_FREE) or prefaulted, while
         // the pages are still held, so nobody else can be using them yet.
         let mut moved = [0u64; 4];
@@ -632,7 +696,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn unused(&self, offset: usize, len: usize) -> Result<Unused, Error> {
-        self.unused_with(offset, len, config::unused_advice())
+        self.unused_with(offset, len, self.knobs.unused_advice())
     }
 
     /// Ready → Prepared, starting the chain with `advice`: MADV_FREE → MADV_DONTNEED →
@@ -658,7 +722,7 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
-        let (how, released) = unused::release(addr, len, offset, advice, self.noreserve)
+        let (how, released) = unused::release(addr, len, offset, advice, self.remap_how())
             .inspect_err(|_| self.unclaim(first, n))?;
         let u = self.finish_unused(first, n, how, released);
         self.verify_unused(first, n, &u)?;
@@ -669,7 +733,7 @@ impl Reservation {
     /// resident page left.
     pub(crate) fn verify_unused(&self, first: usize, n: usize, u: &Unused) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if config::checked_on() && u.zeroed && u.released && !verify::released(addr, len) {
+        if self.knobs.checked_on() && u.zeroed && u.released && !verify::released(addr, len) {
             return Err(Error::Unverified {
                 op: Op::Unused,
                 offset: addr - self.base,
@@ -683,7 +747,7 @@ impl Reservation {
     /// faulted range must have no resident page left.
     pub(crate) fn verify_fault(&self, first: usize, n: usize, f: &Faulted) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if config::checked_on()
+        if self.knobs.checked_on()
             && (!verify::released(addr, len) || (f.traps() && !verify::traps(addr, len)))
         {
             return Err(Error::Unverified {
@@ -703,7 +767,7 @@ impl Reservation {
         how: UnusedHow,
         released: bool,
     ) -> Unused {
-        let protected = harddecommit(self.addr(first), n << self.page_shift);
+        let protected = self.harddecommit(self.addr(first), n << self.page_shift);
         self.settle_ready(first, n, code_after_unused(how, protected));
         stats::bump(Counter::UnusedOps);
         Unused {
@@ -734,7 +798,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn fault(&self, offset: usize, len: usize) -> Result<Faulted, Error> {
-        self.fault_with(offset, len, config::fault_strategy())
+        self.fault_with(offset, len, self.knobs.fault_strategy())
     }
 
     /// Ready → Faulted with a given strategy (see [`FaultStrategy`]).
@@ -758,7 +822,7 @@ impl Reservation {
         let op = Op::Fault;
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
-        let how = fault::fault(self.addr(first), len, strategy, self.noreserve)
+        let how = fault::fault(self.addr(first), len, strategy, self.remap_how())
             .inspect_err(|_| self.unclaim(first, n))?;
         let f = self.finish_fault(first, n, how);
         self.verify_fault(first, n, &f)?;
@@ -810,8 +874,25 @@ impl Reservation {
         self.verify_fault(first, n, f)
     }
 
-    pub(crate) fn is_noreserve(&self) -> bool {
-        self.noreserve
+    /// The checked knob for this reservation (batches ask per range).
+    pub(crate) fn checked_on(&self) -> bool {
+        self.knobs.checked_on()
+    }
+
+    /// With this reservation's harddecommit knob on, make a just-released range PROT_NONE;
+    /// whether that worked (a refusal, e.g. at the VMA limit, leaves it RW and released:
+    /// counted).
+    pub(crate) fn harddecommit(&self, addr: usize, len: usize) -> bool {
+        if !self.knobs.harddecommit_on() {
+            return false;
+        }
+        // SAFETY: the range is osmem's own and was just released.
+        let protected =
+            advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
+        if !protected {
+            stats::bump(Counter::FallbackHarddecommitOpen);
+        }
+        protected
     }
 
     /// Ask for transparent huge pages on the PMD-aligned interior of the range
@@ -827,7 +908,7 @@ impl Reservation {
     pub fn hugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::HugePage;
         let (first, _) = self.range(op, offset, len)?;
-        if config::thp_never() {
+        if self.knobs.thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -879,7 +960,7 @@ impl Reservation {
     pub fn collapse(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Collapse;
         let (first, _) = self.range(op, offset, len)?;
-        if config::thp_never() {
+        if self.knobs.thp_never() {
             huge::skipped();
             return Ok(());
         }

@@ -19,7 +19,7 @@
 //! MAP_FIXED replaces only osmem's own pages; Go relies on the same argument (it must never
 //! munmap heap memory, so remapping is the only way to drop pages without madvise).
 
-use crate::advise::{self, DontNeed};
+use crate::advise::{self, DontNeed, Remap};
 use crate::config::UnusedAdvice;
 use crate::error::{Error, Op, Syscall};
 use crate::stats::{self, Counter};
@@ -75,7 +75,7 @@ pub(crate) fn release(
     len: usize,
     offset: usize,
     start: UnusedAdvice,
-    noreserve: bool,
+    remap: Remap,
 ) -> Result<(UnusedHow, bool), Error> {
     if start == UnusedAdvice::Free {
         if advise::advise(addr, len, sys::MADV_FREE).is_ok() {
@@ -98,7 +98,7 @@ pub(crate) fn release(
         }
     }
     // SAFETY: the range is inside osmem's own mapping and the caller gave up its contents.
-    match advise::remap_fixed(addr, len, sys::PROT_RW, noreserve) {
+    match advise::remap_fixed(addr, len, sys::PROT_RW, remap) {
         Ok(_) => {
             // Fresh pages are faulted in by mmap only if the kernel locks them (mlockall with
             // MCL_FUTURE): then the memory is still held, and the result must say so.
