@@ -63,12 +63,12 @@ fn main() {
             }
         );
         println!();
-        println!("| op | raw calls | size | pairs | osmem µs | raw µs | osmem/raw | median of pair ratios |");
-        println!("|---|---|---|---:|---:|---:|---:|---:|");
+        println!("| op | raw calls | size | pairs | osmem µs | raw µs | osmem/raw | median of pair ratios | added ns (median of pair differences) |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
         for op in Op::ALL {
             if !op.is_supported() {
                 println!(
-                    "| {} | {} | — | unsupported on this kernel | | | | |",
+                    "| {} | {} | — | unsupported on this kernel | | | | | |",
                     op.name(),
                     op.raw_calls()
                 );
@@ -77,7 +77,7 @@ fn main() {
             for size in SIZES {
                 let r = paired(op, size, iters(size), sibling);
                 println!(
-                    "| {} | {} | {} | {} | {:.2} | {:.2} | {:.3} | {:.3} |",
+                    "| {} | {} | {} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.0} |",
                     op.name(),
                     op.raw_calls(),
                     size_label(size),
@@ -85,7 +85,8 @@ fn main() {
                     r.osmem_ns / 1e3,
                     r.raw_ns / 1e3,
                     r.ratio,
-                    r.pair_ratio
+                    r.pair_ratio,
+                    r.added_ns
                 );
             }
         }
@@ -94,8 +95,8 @@ fn main() {
     println!();
     println!("## one osmem Batch vs a loop of per-range osmem calls (target at 1024 × 4KiB: ≥ 5× alone, ≥ 50× with sibling)");
     println!();
-    println!("| op | ranges × size | sibling | iters | batch µs | loop µs | loop/batch | raw batch µs | raw loop µs | raw loop/batch |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| op | ranges × size | sibling | iters | batch µs | loop µs | loop/batch | raw batch µs | raw loop µs | raw loop/batch | batch / raw batch |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for op in BatchOp::ALL {
         if !op.is_supported() {
             continue;
@@ -106,7 +107,7 @@ fn main() {
                 let n = if quick { (n / 10).max(MIN_ITERS) } else { n };
                 let r = batch_vs_loop_op(op, ranges, size, n, sibling);
                 println!(
-                    "| {} | {} × {} | {} | {} | {:.1} | {:.1} | {:.1}× | {:.1} | {:.1} | {:.1}× |",
+                    "| {} | {} × {} | {} | {} | {:.1} | {:.1} | {:.1}× | {:.1} | {:.1} | {:.1}× | {:.3} |",
                     op.name(),
                     ranges,
                     size_label(size),
@@ -117,7 +118,8 @@ fn main() {
                     r.speedup,
                     r.raw_batch_ns / 1e3,
                     r.raw_loop_ns / 1e3,
-                    r.raw_speedup
+                    r.raw_speedup,
+                    r.batch_ns / r.raw_batch_ns
                 );
             }
         }

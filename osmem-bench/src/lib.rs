@@ -20,6 +20,10 @@
 //!   relative to a [`CONTROL`] mutator that never takes the lock for writing.
 //! - [`vma_growth`] and [`footprint`]: what an operation leaves in the kernel — VMAs added
 //!   (`/proc/self/maps`), pages left resident (`mincore`).
+//! - [`scale`]: osmem's own costs at runtime scale (its page-state map): a TiB made Ready in
+//!   one call, a GiB released at once, pages faulted all over a TiB, a pool of a thousand
+//!   8 GiB reservations, each next to the raw calls, and the metadata's resident memory read
+//!   from smaps.
 //!
 //! [`Estimate`] and [`tiers`] turn per-round ratios into noise-aware rankings: a difference
 //! ranks only if the run resolves it and it is larger than a minimum gap.
@@ -48,6 +52,7 @@ mod costs;
 mod op;
 mod rank;
 mod raw;
+mod scale;
 mod sibling;
 mod vma;
 
@@ -59,6 +64,7 @@ pub use contention::{contention, Contention, Worker, CONTROL, MUTATOR_PERIOD};
 pub use costs::{interleaved, Interleaved};
 pub use op::{paired, paired_within, Flavour, Op, OpBench, Paired, PAD};
 pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};
+pub use scale::{metadata_rss, scale, Scale, ScalePlan};
 pub use sibling::Sibling;
 pub use vma::{footprint, vma_growth, Footprint, VmaGrowth};
 

@@ -398,6 +398,8 @@ pub struct Paired {
     /// The median over pairs of (osmem time / raw time) of adjacent iterations: the same
     /// question, less sensitive to slow drift of the machine during the run.
     pub pair_ratio: f64,
+    /// The median over pairs of (osmem time − raw time), ns: what osmem adds to the call.
+    pub added_ns: f64,
 }
 
 /// Measure `op` on a `size`-byte range, `iters` times through osmem and `iters` times raw,
@@ -440,5 +442,11 @@ pub fn paired_within(op: Op, size: usize, iters: usize, sibling: bool, budget: D
         raw_ns,
         ratio: osmem_ns / raw_ns,
         pair_ratio: run.ratio(0, 1).median,
+        added_ns: {
+            let mut d: Vec<f64> = (0..run.rounds)
+                .map(|k| run.op_ns[0][k] as f64 - run.op_ns[1][k] as f64)
+                .collect();
+            crate::median_f64(&mut d)
+        },
     }
 }

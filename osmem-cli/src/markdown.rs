@@ -1,6 +1,6 @@
 //! The bench results as Markdown tables (stdout of `osmem bench`, and the body of report.md).
 
-use crate::suite::{BenchResults, Est};
+use crate::suite::{BenchResults, Est, ScaleResult};
 use std::io::{self, Write};
 
 fn est(e: &Est) -> String {
@@ -199,23 +199,29 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
     writeln!(out)?;
     writeln!(
         out,
-        "| op | ranges × size | mode | iters | batch µs | loop µs | loop / batch | raw loop / batch |"
+        "| op | ranges × size | mode | iters | batch µs | raw batch µs | batch / raw batch | loop µs | loop / batch | raw loop / batch |"
     )?;
-    writeln!(out, "|---|---|---|---:|---:|---:|---|---:|")?;
+    writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---|---:|")?;
     for b in &r.batch {
         writeln!(
             out,
-            "| {} | {} × {} | {} | {} | {} | {} | {}× | {:.1}× |",
+            "| {} | {} × {} | {} | {} | {} | {} | {:.3} | {} | {}× | {:.1}× |",
             b.op,
             b.ranges,
             b.range_size_label,
             if b.sibling { "sibling" } else { "alone" },
             b.iters,
             us(b.batch_us),
+            us(b.raw_batch_us),
+            b.batch_over_raw,
             us(b.loop_us),
             est(&b.speedup),
             b.raw_speedup
         )?;
+    }
+
+    if let Some(s) = &r.scale {
+        write_scale(out, s, h)?;
     }
 
     writeln!(out)?;
@@ -236,5 +242,84 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
     for k in &r.rankings {
         writeln!(out, "| {} | {} |", k.name, k.tiers)?;
     }
+    Ok(())
+}
+
+fn kib(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else if bytes < 10 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// The metadata-at-scale table: each case, osmem next to the raw calls of the same run.
+fn write_scale(out: &mut impl Write, s: &ScaleResult, h: &str) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{h} osmem's own costs at scale (the page-state map), next to the raw calls"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Metadata: `held` = arena pages reservations hold (`stats().metadata_bytes`); \
+         `resident` = the metadata arena's Rss in /proc/self/smaps."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| case | osmem | raw calls | ratio | metadata |")?;
+    writeln!(out, "|---|---:|---:|---:|---|")?;
+    writeln!(
+        out,
+        "| reserve(1 TiB) + map + used | {} µs | {} µs (mmap + mprotect) | {:.2} | held {}, resident {} |",
+        us(s.tib_osmem_us),
+        us(s.tib_raw_us),
+        s.tib_osmem_us / s.tib_raw_us,
+        kib(s.tib_metadata_bytes),
+        kib(s.tib_metadata_rss)
+    )?;
+    writeln!(
+        out,
+        "| alloc(16 GiB) | | | | held {}, resident {} |",
+        kib(s.alloc_metadata_bytes),
+        kib(s.alloc_metadata_rss)
+    )?;
+    writeln!(
+        out,
+        "| unused of an untouched 1 GiB range | {} µs | {} µs (madvise) | {:.2} | |",
+        us(s.gib_unused_osmem_us),
+        us(s.gib_unused_raw_us),
+        s.gib_unused_ratio
+    )?;
+    writeln!(
+        out,
+        "| {} random pages of a Ready TiB faulted | {} µs / fault | | | held {}, resident +{}: {:.1} B per page |",
+        s.scattered_pages,
+        us(s.scattered_fault_us),
+        kib(s.scattered_metadata_bytes),
+        kib(s.scattered_metadata_rss),
+        s.scattered_bytes_per_page
+    )?;
+    writeln!(
+        out,
+        "| … all mapped back (uniform again) | {} µs / map + used | | | held {}, resident {} (whole arena) |",
+        us(s.scattered_back_us),
+        kib(s.uniform_metadata_bytes),
+        kib(s.uniform_metadata_rss)
+    )?;
+    writeln!(
+        out,
+        "| {} × reserve(8 GiB) + drop | {} µs, {:.1} syscalls, {} VMAs | {} µs, {:.0} syscalls, {} VMAs (mmap + munmap) | {:.2} | |",
+        s.pool,
+        us(s.pool_osmem_us),
+        s.pool_osmem_syscalls,
+        s.pool_osmem_vmas,
+        us(s.pool_raw_us),
+        s.pool_raw_syscalls,
+        s.pool_raw_vmas,
+        s.pool_ratio
+    )?;
     Ok(())
 }

@@ -4,8 +4,8 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use osmem_bench::{
     batch_vs_loop_within, contention, default_batch_iters, default_iters, footprint, interleaved,
-    quick_iters, size_label, tiers, tiers_text, vma_growth, BatchOp, Estimate, Flavour, Op, Worker,
-    BATCH_CONFIGS, COST_GAP, MIN_ITERS, SIZES, THROUGHPUT_GAP,
+    quick_iters, scale, size_label, tiers, tiers_text, vma_growth, BatchOp, Estimate, Flavour, Op,
+    ScalePlan, Worker, BATCH_CONFIGS, COST_GAP, MIN_ITERS, SIZES, THROUGHPUT_GAP,
 };
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -158,8 +158,72 @@ pub struct BenchResults {
     pub vma_growth: Vec<VmaRow>,
     pub footprint: Vec<FootprintRow>,
     pub batch: Vec<BatchRow>,
+    /// osmem's own costs at runtime scale (its page-state map), next to the raw calls.
+    pub scale: Option<ScaleResult>,
     /// Every ranking of this run, by name: what repeated runs must agree on.
     pub rankings: Vec<Ranking>,
+}
+
+/// [`osmem_bench::Scale`], as serialized (field meanings there).
+#[derive(Serialize)]
+pub struct ScaleResult {
+    pub tib_osmem_us: f64,
+    pub tib_raw_us: f64,
+    pub tib_metadata_bytes: u64,
+    pub tib_metadata_rss: u64,
+    pub alloc_metadata_bytes: u64,
+    pub alloc_metadata_rss: u64,
+    pub gib_unused_osmem_us: f64,
+    pub gib_unused_raw_us: f64,
+    pub gib_unused_ratio: f64,
+    pub scattered_pages: usize,
+    pub scattered_metadata_bytes: u64,
+    pub scattered_metadata_rss: u64,
+    pub scattered_bytes_per_page: f64,
+    pub scattered_fault_us: f64,
+    pub scattered_back_us: f64,
+    pub uniform_metadata_bytes: u64,
+    pub uniform_metadata_rss: u64,
+    pub pool: usize,
+    pub pool_osmem_syscalls: f64,
+    pub pool_raw_syscalls: f64,
+    pub pool_osmem_vmas: usize,
+    pub pool_raw_vmas: usize,
+    pub pool_osmem_us: f64,
+    pub pool_raw_us: f64,
+    pub pool_ratio: f64,
+}
+
+impl From<osmem_bench::Scale> for ScaleResult {
+    fn from(s: osmem_bench::Scale) -> ScaleResult {
+        ScaleResult {
+            tib_osmem_us: s.tib_osmem_us,
+            tib_raw_us: s.tib_raw_us,
+            tib_metadata_bytes: s.tib_metadata_bytes,
+            tib_metadata_rss: s.tib_metadata_rss,
+            alloc_metadata_bytes: s.alloc_metadata_bytes,
+            alloc_metadata_rss: s.alloc_metadata_rss,
+            gib_unused_osmem_us: s.gib_unused_osmem_us,
+            gib_unused_raw_us: s.gib_unused_raw_us,
+            gib_unused_ratio: s.gib_unused_ratio,
+            scattered_pages: s.scattered_pages,
+            scattered_metadata_bytes: s.scattered_metadata_bytes,
+            scattered_metadata_rss: s.scattered_metadata_rss,
+            scattered_bytes_per_page: s.scattered_bytes_per_page,
+            scattered_fault_us: s.scattered_fault_us,
+            scattered_back_us: s.scattered_back_us,
+            uniform_metadata_bytes: s.uniform_metadata_bytes,
+            uniform_metadata_rss: s.uniform_metadata_rss,
+            pool: s.pool,
+            pool_osmem_syscalls: s.pool_osmem_syscalls,
+            pool_raw_syscalls: s.pool_raw_syscalls,
+            pool_osmem_vmas: s.pool_osmem_vmas,
+            pool_raw_vmas: s.pool_raw_vmas,
+            pool_osmem_us: s.pool_osmem_us,
+            pool_raw_us: s.pool_raw_us,
+            pool_ratio: s.pool_ratio,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -285,6 +349,12 @@ pub struct BatchRow {
     pub iters: usize,
     pub batch_us: f64,
     pub loop_us: f64,
+    /// The raw `process_madvise` of the same ranges (what osmem's batch issues), median µs.
+    pub raw_batch_us: f64,
+    /// The raw `madvise` loop, median µs.
+    pub raw_loop_us: f64,
+    /// osmem's batch / the raw batch, medians: osmem's own cost on top (target ≤ 1.03).
+    pub batch_over_raw: f64,
     /// loop / batch, iteration by iteration.
     pub speedup: Est,
     /// The raw calls' loop / batch (the kernel's own ceiling), medians.
@@ -298,6 +368,7 @@ enum Step {
     Vma(Op),
     Footprint,
     Batch(BatchOp, usize, usize, bool),
+    Scale,
 }
 
 impl Step {
@@ -318,6 +389,7 @@ impl Step {
                 size_label(*s),
                 if *sib { ", sibling" } else { "" }
             ),
+            Step::Scale => "metadata at scale (1 TiB, pool, scattered)".to_owned(),
         }
     }
 
@@ -330,6 +402,7 @@ impl Step {
             Step::Vma(_) => 1,
             Step::Footprint => 1,
             Step::Batch(..) => 4,
+            Step::Scale => 3,
         }
     }
 }
@@ -350,6 +423,7 @@ fn plan() -> Vec<Step> {
         }
     }
     v.push(Step::Footprint);
+    v.push(Step::Scale);
     for op in BatchOp::ALL {
         if !op.is_supported() {
             continue;
@@ -401,6 +475,7 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
         vma_growth: Vec::new(),
         footprint: Vec::new(),
         batch: Vec::new(),
+        scale: None,
         rankings: Vec::new(),
     };
     for step in &steps {
@@ -412,6 +487,20 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
             Step::Footprint => r.footprint = footprint_step(),
             Step::Batch(op, ranges, size, sibling) => {
                 r.batch.push(batch_step(level, op, ranges, size, sibling))
+            }
+            Step::Scale => {
+                let plan = match level {
+                    Level::Full => ScalePlan::FULL,
+                    Level::Quick => ScalePlan::QUICK,
+                    Level::Smoke => ScalePlan {
+                        scattered_pages: 1000,
+                        pool: 100,
+                        pool_rounds: 1,
+                        gib_iters: 4,
+                        tib_reps: 1,
+                    },
+                };
+                r.scale = Some(scale(plan).into());
             }
         }
         bar.inc(step.weight());
@@ -662,6 +751,9 @@ fn batch_step(level: Level, op: BatchOp, ranges: usize, size: usize, sibling: bo
         iters: b.iters,
         batch_us: b.batch_ns / 1e3,
         loop_us: b.loop_ns / 1e3,
+        raw_batch_us: b.raw_batch_ns / 1e3,
+        raw_loop_us: b.raw_loop_ns / 1e3,
+        batch_over_raw: b.batch_ns / b.raw_batch_ns,
         speedup: b.pair_speedup.into(),
         raw_speedup: b.raw_speedup,
     }

@@ -190,6 +190,23 @@ fn check_report_dir(dir: &Path) -> Value {
         "two worker kinds"
     );
     assert!(!b["rankings"].as_array().unwrap().is_empty());
+    // Every batch row carries the raw process_madvise beside osmem's batch.
+    for row in b["batch"].as_array().unwrap() {
+        assert!(row["raw_batch_us"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["batch_over_raw"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    // The metadata-at-scale case, as the kernel and osmem's counters showed it: a uniform
+    // TiB and a 16 GiB alloc hold no metadata, and a pool reservation + drop is exactly one
+    // mmap + one munmap.
+    let s = &b["scale"];
+    assert_eq!(s["tib_metadata_bytes"], 0, "{s}");
+    assert_eq!(s["alloc_metadata_bytes"], 0, "{s}");
+    assert_eq!(s["pool_osmem_syscalls"].as_f64(), Some(2.0), "{s}");
+    assert!(s["scattered_bytes_per_page"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(
+        md.contains("osmem's own costs at scale"),
+        "report.md shows it"
+    );
     json
 }
 

@@ -135,6 +135,16 @@ pub(crate) unsafe fn link(c: u32) -> *mut u32 {
     (table + (c % g) as usize * 4) as *mut u32
 }
 
+/// The arena's address range, once made.
+pub(crate) fn range() -> Option<(usize, usize)> {
+    let base = ARENA.base.load(Ordering::Acquire);
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: `len` is written once, before `base` is published (Release/Acquire above).
+    Some((base, unsafe { (*ARENA.state.get()).len }))
+}
+
 /// `fork` is about to copy the process: hold the arena's lock so no other thread is in the
 /// middle of changing it (the child would inherit it held, and never get a node).
 pub(crate) fn hold_for_fork() {

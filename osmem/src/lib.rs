@@ -69,6 +69,23 @@ pub use region::{Reservation, State};
 pub use stats::{stats, Stats};
 pub use unused::{Unused, UnusedHow};
 
+/// Where osmem keeps its own metadata (the page-state maps of reservations that are not in
+/// one state): the address range of its one process-wide arena, once made (with the first
+/// reservation). It is `PROT_NONE` except for the part in use, carries `MADV_NOHUGEPAGE`, and
+/// is named `[anon:osmem state]` where the kernel has mapping names. For tools that account
+/// memory by mapping (`/proc/self/smaps`): that range's resident memory is osmem's overhead.
+/// [`Stats::metadata_bytes`] counts what reservations hold of it.
+///
+/// ```
+/// let _r = osmem::Reservation::reserve(1 << 20)?;
+/// let m = osmem::metadata_range().expect("made with the first reservation");
+/// assert!(m.end > m.start);
+/// # Ok::<(), osmem::Error>(())
+/// ```
+pub fn metadata_range() -> Option<core::ops::Range<usize>> {
+    arena::range().map(|(base, len)| base..base + len)
+}
+
 /// The strategies osmem would use right now: the knobs resolved against the probe and the
 /// sticky downgrades taken so far.
 ///

@@ -1,0 +1,160 @@
+//! osmem's own metadata, in the kernel's view: the arena that holds the page-state maps is
+//! `MADV_NOHUGEPAGE` (so a THP=always host cannot back sparse nodes with huge pages; read from
+//! smaps `VmFlags`, since `THPeligible` alone cannot fail on a THP=madvise host), it never
+//! shows up in a region's own smaps lines (even when a region sits right next to it), and its
+//! resident memory follows the shape of use: it grows with scattered mixed pages and goes
+//! back down once the reservation is uniform again. Each case runs in a re-executed process
+//! (a role, see `common`), where no other test's reservations share the arena.
+
+mod common;
+
+use common::{play_role_if, spawn_role};
+use osmem::Reservation;
+
+/// `(start, end, rss_kb, vm_flags)` of every VMA overlapping `[lo, hi)`.
+fn smaps_in(lo: usize, hi: usize) -> Vec<(usize, usize, u64, String)> {
+    let text = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut out: Vec<(usize, usize, u64, String)> = Vec::new();
+    let mut cur: Option<(usize, usize, u64, String)> = None;
+    for line in text.lines() {
+        let head = line.split(' ').next().unwrap_or("");
+        if let Some((a, b)) = head.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                if let Some(c) = cur.take() {
+                    out.push(c);
+                }
+                if a < hi && b > lo {
+                    cur = Some((a, b, 0, String::new()));
+                }
+                continue;
+            }
+        }
+        if let Some(c) = cur.as_mut() {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                c.2 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            }
+            if let Some(v) = line.strip_prefix("VmFlags:") {
+                c.3 = v.trim().to_string();
+            }
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+fn arena_rss_kb() -> u64 {
+    let m = osmem::metadata_range().unwrap();
+    smaps_in(m.start, m.end).iter().map(|v| v.2).sum()
+}
+
+/// A reservation with scattered single faulted pages holds nodes; the arena is `nh`; a region
+/// placed right against either end of the arena keeps its own VMA.
+#[test]
+fn the_arena_is_nohugepage_and_never_merges_with_a_region() {
+    play_role_if("arena_flags", &[], || {
+        let ps = osmem::page_size();
+        let r = Reservation::reserve(1 << 30).unwrap();
+        r.map(0, 1 << 30).unwrap();
+        r.used(0, 1 << 30).unwrap();
+        for i in 0..64 {
+            // Pages far apart: each needs its own nodes.
+            unsafe { r.fault(i * (1 << 24) + 3 * ps, ps) }.unwrap();
+        }
+        let held = osmem::stats().metadata_bytes;
+        let m = osmem::metadata_range().unwrap();
+        let arena = smaps_in(m.start, m.end);
+        let all_nh = !arena.is_empty()
+            && arena
+                .iter()
+                .all(|v| v.3.split_whitespace().any(|f| f == "nh"));
+        let rss = arena_rss_kb();
+        // Regions against both ends of the arena, made RW: their VMAs stay their own.
+        let len = 16 * ps;
+        let below = Reservation::reserve_fixed(m.start - len, len);
+        let above = Reservation::reserve_fixed(m.end, len);
+        let mut separate = 0;
+        for x in [&below, &above].into_iter().flatten() {
+            x.map(0, len).unwrap();
+            x.used(0, len).unwrap();
+            unsafe { core::ptr::write_bytes(x.as_ptr(), 1, len) };
+            let a = x.as_ptr() as usize;
+            let own = smaps_in(a, a + len);
+            if own.iter().all(|v| v.1 <= m.start || v.0 >= m.end) {
+                separate += 1;
+            }
+        }
+        let placed = [&below, &above].iter().filter(|x| x.is_ok()).count();
+        format!(
+            "held={held} arena_vmas={} all_nh={all_nh} rss_kb={rss} placed={placed} \
+             separate={separate}",
+            arena.len()
+        )
+    });
+    let kv = spawn_role(
+        "the_arena_is_nohugepage_and_never_merges_with_a_region",
+        "arena_flags",
+    );
+    assert_ne!(kv["held"], "0", "the scattered faults needed nodes: {kv:?}");
+    assert_eq!(kv["all_nh"], "true", "{kv:?}");
+    assert_ne!(kv["rss_kb"], "0", "{kv:?}");
+    // At least one side of the arena must have been free to test adjacency.
+    assert_ne!(kv["placed"], "0", "{kv:?}");
+    assert_eq!(kv["separate"], kv["placed"], "{kv:?}");
+}
+
+/// Scattered mixed pages grow the arena's resident memory by about one node each; once the
+/// reservation is uniform again (every page mapped back), it is back under 64 KiB, at once.
+#[test]
+fn metadata_follows_the_shape_and_returns_when_uniform() {
+    play_role_if("arena_shape", &[], || {
+        let ps = osmem::page_size();
+        let len = 64usize << 30;
+        let r = Reservation::reserve(len).unwrap();
+        r.map(0, len).unwrap();
+        r.used(0, len).unwrap();
+        let rss0 = arena_rss_kb();
+        // Pages chosen at random (a fixed xorshift sequence): isolated mixed pages.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut pages: Vec<usize> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % (len / ps) as u64) as usize
+            })
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let n = pages.len();
+        for &p in &pages {
+            unsafe { r.fault(p * ps, ps) }.unwrap();
+        }
+        let rss1 = arena_rss_kb();
+        for &p in &pages {
+            r.map(p * ps, ps).unwrap();
+            r.used(p * ps, ps).unwrap();
+        }
+        let rss2 = arena_rss_kb();
+        let held = osmem::stats().metadata_bytes;
+        let releases = osmem::stats().metadata_releases;
+        format!("n={n} rss0={rss0} rss1={rss1} rss2={rss2} held={held} releases={releases}")
+    });
+    let kv = spawn_role(
+        "metadata_follows_the_shape_and_returns_when_uniform",
+        "arena_shape",
+    );
+    let get = |k: &str| kv[k].parse::<u64>().unwrap();
+    let n = get("n");
+    let grown = (get("rss1") - get("rss0")) * 1024;
+    assert!(
+        grown > 64 * 1024,
+        "mixed pages hold nodes (more than 64 KiB here): {kv:?}"
+    );
+    assert!(grown <= 64 * n, "≤ 64 bytes per isolated page: {kv:?}");
+    assert!(get("rss2") <= 64, "back under 64 KiB once uniform: {kv:?}");
+    assert!(
+        get("held") <= 4096,
+        "the reservation keeps one page for reuse: {kv:?}"
+    );
+    assert!(get("releases") >= 1, "{kv:?}");
+}
