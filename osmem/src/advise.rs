@@ -50,6 +50,21 @@ pub(crate) const D_DONTNEED_LOCKED: u32 = 1 << 14;
 
 static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
 
+/// Locked memory has been seen in this process: the kernel refused a release because a range
+/// was mlocked, or the probe's scratch page was born locked (`mlockall(MCL_FUTURE)` before
+/// osmem's first use). From then on the remap link checks whether the kernel faulted the fresh
+/// pages back in (one `mincore`, ~1 µs here: too dear for every remap of a process that never
+/// locks anything).
+static LOCKED_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn saw_locked() {
+    LOCKED_SEEN.store(true, Ordering::Relaxed);
+}
+
+pub(crate) fn locked_seen() -> bool {
+    LOCKED_SEEN.load(Ordering::Relaxed)
+}
+
 fn bit_of(advice: i32) -> u32 {
     match advice {
         sys::MADV_FREE => D_FREE,
@@ -164,6 +179,7 @@ pub(crate) fn dontneed(addr: usize, len: usize) -> DontNeed {
         Ok(()) => DontNeed::Released,
         // Still usable after the errno rules ran: the advice is known, this range refused it.
         Err(Errno::EINVAL) if usable(D_DONTNEED) => {
+            saw_locked();
             stats::bump(Counter::FallbackLocked);
             match advise(addr, len, sys::MADV_DONTNEED_LOCKED) {
                 Ok(()) => DontNeed::ReleasedLocked,

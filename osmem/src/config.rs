@@ -16,7 +16,7 @@
 //! finish under the knobs they started with.
 
 use crate::once::Once;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 /// Which advice `unused` starts its chain with.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -318,42 +318,97 @@ impl Config {
             .position(|&k| k == key)
             .is_some_and(|i| self.set & (1 << i) != 0)
     }
+}
 
-    /// The knobs in force for a reservation whose own Config is `self`: its keys where it
-    /// sets them, the process-wide ones elsewhere; `checked` on if either has it on.
-    pub(crate) fn over(self, global: Config) -> Config {
-        let pick = |bit: u8| self.set & bit != 0;
+// ----- knobs packed in one word: bits 0-5 the keys set (`S_*`), then the values
+
+const V_UNUSED: u32 = 3 << 8;
+const V_FAULT: u32 = 7 << 10;
+const V_HARDDECOMMIT: u32 = 1 << 13;
+const V_THP_NEVER: u32 = 1 << 14;
+const V_PREFAULT: u32 = 1 << 15;
+const V_CHECKED: u32 = 1 << 16;
+/// The process-wide word has been set (from `OSMEM`, or by `configure`).
+const INIT: u32 = 1 << 31;
+
+fn pack(c: &Config) -> u32 {
+    c.set as u32
+        | (index_of(UNUSED_VALUES, c.unused) as u32) << 8
+        | (index_of(FAULT_VALUES, c.fault) as u32) << 10
+        | if c.harddecommit { V_HARDDECOMMIT } else { 0 }
+        | if c.thp == Thp::Never { V_THP_NEVER } else { 0 }
+        | if c.prefault { V_PREFAULT } else { 0 }
+        | if c.checked { V_CHECKED } else { 0 }
+}
+
+/// The knobs in force for one operation, resolved once (one or two relaxed loads) and read
+/// as often as the operation needs: the operation paths touch one word of knobs, not six
+/// statics and a once-cell (measured: each cold cache line after the syscall costs as much as
+/// the rest of osmem's bookkeeping).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Knobs(u32);
+
+impl Knobs {
+    #[inline]
+    pub(crate) fn unused_advice(self) -> UnusedAdvice {
+        UNUSED_VALUES[((self.0 & V_UNUSED) >> 8) as usize % UNUSED_VALUES.len()].1
+    }
+    #[inline]
+    pub(crate) fn fault_strategy(self) -> FaultStrategy {
+        FAULT_VALUES[((self.0 & V_FAULT) >> 10) as usize % FAULT_VALUES.len()].1
+    }
+    #[inline]
+    pub(crate) fn harddecommit(self) -> bool {
+        self.0 & V_HARDDECOMMIT != 0
+    }
+    #[inline]
+    pub(crate) fn thp_never(self) -> bool {
+        self.0 & V_THP_NEVER != 0
+    }
+    #[inline]
+    pub(crate) fn prefault(self) -> bool {
+        self.0 & V_PREFAULT != 0
+    }
+    #[inline]
+    pub(crate) fn checked(self) -> bool {
+        self.0 & V_CHECKED != 0
+    }
+
+    pub(crate) fn config(self) -> Config {
         Config {
-            unused: if pick(S_UNUSED) {
-                self.unused
+            unused: self.unused_advice(),
+            fault: self.fault_strategy(),
+            harddecommit: self.harddecommit(),
+            thp: if self.thp_never() {
+                Thp::Never
             } else {
-                global.unused
+                Thp::Default
             },
-            fault: if pick(S_FAULT) {
-                self.fault
-            } else {
-                global.fault
-            },
-            harddecommit: if pick(S_HARDDECOMMIT) {
-                self.harddecommit
-            } else {
-                global.harddecommit
-            },
-            thp: if pick(S_THP) { self.thp } else { global.thp },
-            prefault: if pick(S_PREFAULT) {
-                self.prefault
-            } else {
-                global.prefault
-            },
-            checked: global.checked || (pick(S_CHECKED) && self.checked),
-            set: self.set | global.set,
+            prefault: self.prefault(),
+            checked: self.checked(),
+            set: (self.0 & 0x3F) as u8,
         }
     }
 }
 
-/// A reservation's own knobs, in one atomic word (they may be changed while operations run):
-/// bits 0-5 the keys set, then the values. Reading one knob is one relaxed load, plus the
-/// process-wide knob's load where the reservation does not set it.
+/// The value bits of the keys set in `w`.
+fn set_values(w: u32) -> u32 {
+    let mut m = 0;
+    for (bit, v) in [
+        (S_UNUSED, V_UNUSED),
+        (S_FAULT, V_FAULT),
+        (S_HARDDECOMMIT, V_HARDDECOMMIT),
+        (S_THP, V_THP_NEVER),
+        (S_PREFAULT, V_PREFAULT),
+    ] {
+        if w & bit as u32 != 0 {
+            m |= v;
+        }
+    }
+    m
+}
+
+/// A reservation's own knobs, in one atomic word (they may be changed while operations run).
 pub(crate) struct Local(core::sync::atomic::AtomicU32);
 
 impl Local {
@@ -362,94 +417,25 @@ impl Local {
     }
 
     pub(crate) fn store(&self, c: &Config) {
-        let w = c.set as u32
-            | (index_of(UNUSED_VALUES, c.unused) as u32) << 8
-            | (index_of(FAULT_VALUES, c.fault) as u32) << 10
-            | (c.harddecommit as u32) << 13
-            | ((c.thp == Thp::Never) as u32) << 14
-            | (c.prefault as u32) << 15
-            | (c.checked as u32) << 16;
-        self.0.store(w, Ordering::Relaxed);
+        self.0.store(pack(c), Ordering::Relaxed);
     }
 
+    /// The knobs in force: this reservation's where it sets them, the process's elsewhere;
+    /// checked on if the process has it on, or this reservation sets it on.
     #[inline]
-    fn word(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// This reservation's own Config (only its keys set).
-    pub(crate) fn own(&self) -> Config {
-        let w = self.word();
-        Config {
-            unused: UNUSED_VALUES[((w >> 8) & 3) as usize % UNUSED_VALUES.len()].1,
-            fault: FAULT_VALUES[((w >> 10) & 7) as usize % FAULT_VALUES.len()].1,
-            harddecommit: w & 1 << 13 != 0,
-            thp: if w & 1 << 14 != 0 {
-                Thp::Never
-            } else {
-                Thp::Default
-            },
-            prefault: w & 1 << 15 != 0,
-            checked: w & 1 << 16 != 0,
-            set: (w & 0x3F) as u8,
+    pub(crate) fn resolve(&self) -> Knobs {
+        let l = self.0.load(Ordering::Relaxed);
+        let g = global();
+        if l & 0x3F == 0 {
+            return Knobs(g);
         }
-    }
-
-    #[inline]
-    pub(crate) fn unused_advice(&self) -> UnusedAdvice {
-        let w = self.word();
-        if w & S_UNUSED as u32 != 0 {
-            UNUSED_VALUES[((w >> 8) & 3) as usize % UNUSED_VALUES.len()].1
+        let m = set_values(l);
+        let checked = if l & S_CHECKED as u32 != 0 {
+            l & V_CHECKED
         } else {
-            unused_advice()
-        }
-    }
-
-    #[inline]
-    pub(crate) fn fault_strategy(&self) -> FaultStrategy {
-        let w = self.word();
-        if w & S_FAULT as u32 != 0 {
-            FAULT_VALUES[((w >> 10) & 7) as usize % FAULT_VALUES.len()].1
-        } else {
-            fault_strategy()
-        }
-    }
-
-    #[inline]
-    pub(crate) fn harddecommit_on(&self) -> bool {
-        let w = self.word();
-        if w & S_HARDDECOMMIT as u32 != 0 {
-            w & 1 << 13 != 0
-        } else {
-            harddecommit_on()
-        }
-    }
-
-    #[inline]
-    pub(crate) fn thp_never(&self) -> bool {
-        let w = self.word();
-        if w & S_THP as u32 != 0 {
-            w & 1 << 14 != 0
-        } else {
-            thp_never()
-        }
-    }
-
-    #[inline]
-    pub(crate) fn prefault_on(&self) -> bool {
-        let w = self.word();
-        if w & S_PREFAULT as u32 != 0 {
-            w & 1 << 15 != 0
-        } else {
-            prefault_on()
-        }
-    }
-
-    /// On where the process has it on, or where this reservation turns it on.
-    #[inline]
-    pub(crate) fn checked_on(&self) -> bool {
-        let w = self.word();
-        checked_on() || (w & S_CHECKED as u32 != 0 && w & 1 << 16 != 0)
+            0
+        };
+        Knobs((g & !m) | (l & m) | checked)
     }
 }
 
@@ -611,14 +597,27 @@ struct EnvInit {
 
 static ENV: Once<EnvInit> = Once::new();
 
-// The live knobs. Separate atomics rather than a lock: readers on the operation path pay one
-// relaxed load each, and no knob's meaning depends on another's being read at the same instant.
-static UNUSED: AtomicU8 = AtomicU8::new(0);
-static FAULT: AtomicU8 = AtomicU8::new(0);
-static HARDDECOMMIT: AtomicU8 = AtomicU8::new(0);
-static THP: AtomicU8 = AtomicU8::new(0);
-static PREFAULT: AtomicU8 = AtomicU8::new(0);
-static CHECKED: AtomicU8 = AtomicU8::new(0);
+// The live process-wide knobs, packed in one word (`pack`, with `INIT`): readers on the
+// operation paths pay one relaxed load, and no knob's meaning depends on another's being read
+// at the same instant.
+static GLOBAL: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The process-wide knob word, reading `OSMEM` on first use.
+#[inline]
+fn global() -> u32 {
+    let w = GLOBAL.load(Ordering::Relaxed);
+    if w & INIT != 0 {
+        return w;
+    }
+    env_init();
+    GLOBAL.load(Ordering::Relaxed)
+}
+
+/// The process-wide knobs, for an operation.
+#[inline]
+pub(crate) fn knobs() -> Knobs {
+    Knobs(global())
+}
 
 fn env_init() -> &'static EnvInit {
     ENV.get_or_init(
@@ -644,12 +643,9 @@ fn index_of<T: PartialEq + Copy>(table: &[(&str, T)], v: T) -> u8 {
 }
 
 fn store(c: Config) {
-    UNUSED.store(index_of(UNUSED_VALUES, c.unused), Ordering::Relaxed);
-    FAULT.store(index_of(FAULT_VALUES, c.fault), Ordering::Relaxed);
-    HARDDECOMMIT.store(c.harddecommit as u8, Ordering::Relaxed);
-    THP.store(index_of(THP_VALUES, c.thp), Ordering::Relaxed);
-    PREFAULT.store(c.prefault as u8, Ordering::Relaxed);
-    CHECKED.store(c.checked as u8, Ordering::Relaxed);
+    // Every key is set process-wide.
+    let all = S_UNUSED | S_FAULT | S_HARDDECOMMIT | S_THP | S_PREFAULT | S_CHECKED;
+    GLOBAL.store(pack(&Config { set: all, ..c }) | INIT, Ordering::Relaxed);
 }
 
 /// Install `cfg` as the process-wide policy (after the `OSMEM` variable has been read, so an
@@ -673,54 +669,7 @@ pub fn configure(cfg: Config) {
 /// let _ = c.fault_strategy();
 /// ```
 pub fn config() -> Config {
-    env_init();
-    Config {
-        set: S_UNUSED | S_FAULT | S_HARDDECOMMIT | S_THP | S_PREFAULT | S_CHECKED,
-        unused: UNUSED_VALUES[UNUSED.load(Ordering::Relaxed) as usize].1,
-        fault: FAULT_VALUES[FAULT.load(Ordering::Relaxed) as usize].1,
-        harddecommit: HARDDECOMMIT.load(Ordering::Relaxed) != 0,
-        thp: THP_VALUES[THP.load(Ordering::Relaxed) as usize].1,
-        prefault: PREFAULT.load(Ordering::Relaxed) != 0,
-        checked: CHECKED.load(Ordering::Relaxed) != 0,
-    }
-}
-
-// Single-knob reads for the operation paths: one relaxed load each instead of assembling a
-// whole `Config` (measured: a few ns per call, on calls whose whole budget is ~50 ns).
-#[inline]
-pub(crate) fn harddecommit_on() -> bool {
-    env_init();
-    HARDDECOMMIT.load(Ordering::Relaxed) != 0
-}
-
-#[inline]
-pub(crate) fn checked_on() -> bool {
-    env_init();
-    CHECKED.load(Ordering::Relaxed) != 0
-}
-
-#[inline]
-pub(crate) fn prefault_on() -> bool {
-    env_init();
-    PREFAULT.load(Ordering::Relaxed) != 0
-}
-
-#[inline]
-pub(crate) fn unused_advice() -> UnusedAdvice {
-    env_init();
-    UNUSED_VALUES[UNUSED.load(Ordering::Relaxed) as usize].1
-}
-
-#[inline]
-pub(crate) fn fault_strategy() -> FaultStrategy {
-    env_init();
-    FAULT_VALUES[FAULT.load(Ordering::Relaxed) as usize].1
-}
-
-#[inline]
-pub(crate) fn thp_never() -> bool {
-    env_init();
-    THP_VALUES[THP.load(Ordering::Relaxed) as usize].1 == Thp::Never
+    knobs().config()
 }
 
 /// What was wrong with the `OSMEM` variable when it was read (empty when it was fine or unset).

@@ -219,6 +219,10 @@ fn probe_on_scratch_page(p: &mut Probe) {
     // DONTNEED, guard markers and process_madvise on locked memory: the probe would record
     // them missing for the whole process, and unlocked memory would then be released by
     // remap. Unlock it first (a no-op when nothing is locked; failure leaves it as it was).
+    // A page resident before it was ever touched was born locked: remember that.
+    if sys::resident_pages(page, ps, ps).is_ok_and(|n| n > 0) {
+        crate::advise::saw_locked();
+    }
     let _ = sys::munlock(page, ps);
     let touch = || unsafe { core::ptr::write_volatile(page as *mut u8, 1) };
     let works = |advice: i32| unsafe { sys::madvise(page, ps, advice) }.is_ok();

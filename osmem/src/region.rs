@@ -35,7 +35,7 @@ use crate::sys::linux::{self as sys, Errno};
 use crate::table::{Table, Upd, BUSY};
 use crate::unused::{self, Unused, UnusedHow};
 use crate::verify;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// The state of a page (DESIGN.md §1).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -174,15 +174,6 @@ fn state_of(code: u8) -> State {
     }
 }
 
-fn byte_counter(s: State) -> Counter {
-    match s {
-        State::Reserved => Counter::ReservedBytes,
-        State::Prepared => Counter::PreparedBytes,
-        State::Ready => Counter::ReadyBytes,
-        State::Faulted => Counter::FaultedBytes,
-    }
-}
-
 /// An owned region of address space: the handle of Go's sysReserve/sysAlloc. Dropping it
 /// unmaps the whole region (sysFree / sysUnreserve).
 ///
@@ -214,7 +205,10 @@ fn byte_counter(s: State) -> Counter {
 /// drop(r);                                           // → None
 /// # Ok::<(), osmem::Error>(())
 /// ```
+#[repr(C)]
 pub struct Reservation {
+    /// First: its lock, byte counts and root entry share the first cache line.
+    table: Table,
     base: usize,
     len: usize,
     page_shift: u32,
@@ -224,12 +218,8 @@ pub struct Reservation {
     /// Whether the region has its `[anon:osmem]` name yet: given at the first `map` (or at
     /// `alloc`), so `reserve` + drop stay one `mmap` + one `munmap`.
     named: AtomicBool,
-    /// This region's share of the global byte counters, by `State` index, so drop can
-    /// subtract it in O(1). Written only with the map's lock held.
-    bytes: [AtomicU64; 4],
     /// This reservation's own knobs (see `with_config`); unset keys follow the process.
     knobs: config::Local,
-    table: Table,
 }
 
 // SAFETY: the handle owns its mapping; all mutation goes through syscalls on disjoint ranges,
@@ -402,24 +392,18 @@ impl Reservation {
         // Metadata memory exists before the process can reach the VMA limit (see arena.rs).
         arena::ensure();
         let r = Reservation {
+            table: Table::new(len / ps, code),
             base,
             len,
             page_shift: ps.trailing_zeros(),
             noreserve,
             named: AtomicBool::new(false),
-            bytes: [
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-            ],
             knobs: config::Local::none(),
-            table: Table::new(len / ps, code),
         };
-        r.bytes[state_of(code) as usize].store(len as u64, Ordering::Relaxed);
-        stats::add(byte_counter(state_of(code)), len as u64);
+        r.table.bytes[state_of(code) as usize].store(len as u64, Ordering::Relaxed);
+        stats::created(state_of(code) as usize, len as u64);
         // (A new reservation has no knobs of its own yet: the process-wide thp knob.)
-        if config::thp_never() {
+        if config::knobs().thp_never() {
             let _ = advise::advise(base, len, sys::MADV_NOHUGEPAGE);
         }
         r
@@ -459,9 +443,9 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn set_config(&self, cfg: Config) {
-        let was_never = self.knobs.thp_never();
+        let was_never = self.knobs.resolve().thp_never();
         self.knobs.store(&cfg);
-        if self.knobs.thp_never() && !was_never {
+        if self.knobs.resolve().thp_never() && !was_never {
             let _ = advise::advise(self.base, self.len, sys::MADV_NOHUGEPAGE);
         }
     }
@@ -475,7 +459,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn config(&self) -> Config {
-        self.knobs.own().over(config::config())
+        self.knobs.resolve().config()
     }
 
     /// The strategies operations on this reservation would use now: [`crate::selected`] for
@@ -493,9 +477,14 @@ impl Reservation {
     /// How remaps inside this region must map (its flags, its `thp` knob).
     #[inline]
     pub(crate) fn remap_how(&self) -> advise::Remap {
+        self.remap_with(self.knobs.resolve())
+    }
+
+    #[inline]
+    fn remap_with(&self, k: config::Knobs) -> advise::Remap {
         advise::Remap {
             noreserve: self.noreserve,
-            thp_never: self.knobs.thp_never(),
+            thp_never: k.thp_never(),
         }
     }
 
@@ -555,7 +544,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn bytes_in(&self, state: State) -> u64 {
-        self.bytes[state as usize].load(Ordering::Relaxed)
+        self.table.bytes[state as usize].load(Ordering::Relaxed)
     }
 
     /// Make a Reserved or Faulted range usable: Reserved/Faulted → Prepared (Go's sysMap;
@@ -636,7 +625,7 @@ impl Reservation {
             )
         })?;
         let ps = 1 << self.page_shift;
-        let prefault_on = self.knobs.prefault_on();
+        let prefault_on = self.knobs.resolve().prefault();
         // Each Prepared run: RW if PROT_NONE, then written (MADV_FREE) or prefaulted, while
         // the pages are still held, so nobody else can be using them yet.
         let mut moved = [0u64; 4];
@@ -696,7 +685,8 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn unused(&self, offset: usize, len: usize) -> Result<Unused, Error> {
-        self.unused_with(offset, len, self.knobs.unused_advice())
+        let k = self.knobs.resolve();
+        self.unused_in(offset, len, k.unused_advice(), k)
     }
 
     /// Ready → Prepared, starting the chain with `advice`: MADV_FREE → MADV_DONTNEED →
@@ -718,22 +708,37 @@ impl Reservation {
         len: usize,
         advice: UnusedAdvice,
     ) -> Result<Unused, Error> {
+        self.unused_in(offset, len, advice, self.knobs.resolve())
+    }
+
+    /// `unused_with` under knobs `k`, resolved once for the whole call.
+    #[inline]
+    fn unused_in(
+        &self,
+        offset: usize,
+        len: usize,
+        advice: UnusedAdvice,
+        k: config::Knobs,
+    ) -> Result<Unused, Error> {
         let op = Op::Unused;
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
-        let (how, released) = unused::release(addr, len, offset, advice, self.remap_how())
+        let (how, released) = unused::release(addr, len, offset, advice, self.remap_with(k))
             .inspect_err(|_| self.unclaim(first, n))?;
-        let u = self.finish_unused(first, n, how, released);
-        self.verify_unused(first, n, &u)?;
+        let protected = k.harddecommit() && self.protect_released(addr, len);
+        let u = self.finish_unused(first, n, how, released, protected);
+        if k.checked() {
+            self.verify_unused(first, n, &u)?;
+        }
         Ok(u)
     }
 
-    /// Checked mode's question after an unused: a range said to be zero-filled must have no
-    /// resident page left.
+    /// Checked mode's question after an unused (asked where checked mode is on): a range said
+    /// to be zero-filled must have no resident page left.
     pub(crate) fn verify_unused(&self, first: usize, n: usize, u: &Unused) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if self.knobs.checked_on() && u.zeroed && u.released && !verify::released(addr, len) {
+        if u.zeroed && u.released && !verify::released(addr, len) {
             return Err(Error::Unverified {
                 op: Op::Unused,
                 offset: addr - self.base,
@@ -743,13 +748,11 @@ impl Reservation {
         Ok(())
     }
 
-    /// Checked mode's question after a fault: a trapping range must refuse access, and any
-    /// faulted range must have no resident page left.
+    /// Checked mode's question after a fault (asked where checked mode is on): a trapping
+    /// range must refuse access, and any faulted range must have no resident page left.
     pub(crate) fn verify_fault(&self, first: usize, n: usize, f: &Faulted) -> Result<(), Error> {
         let (addr, len) = (self.addr(first), n << self.page_shift);
-        if self.knobs.checked_on()
-            && (!verify::released(addr, len) || (f.traps() && !verify::traps(addr, len)))
-        {
+        if !verify::released(addr, len) || (f.traps() && !verify::traps(addr, len)) {
             return Err(Error::Unverified {
                 op: Op::Fault,
                 offset: addr - self.base,
@@ -766,8 +769,8 @@ impl Reservation {
         n: usize,
         how: UnusedHow,
         released: bool,
+        protected: bool,
     ) -> Unused {
-        let protected = self.harddecommit(self.addr(first), n << self.page_shift);
         self.settle_ready(first, n, code_after_unused(how, protected));
         stats::bump(Counter::UnusedOps);
         Unused {
@@ -798,7 +801,8 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn fault(&self, offset: usize, len: usize) -> Result<Faulted, Error> {
-        self.fault_with(offset, len, self.knobs.fault_strategy())
+        let k = self.knobs.resolve();
+        self.fault_in(offset, len, k.fault_strategy(), k)
     }
 
     /// Ready → Faulted with a given strategy (see [`FaultStrategy`]).
@@ -819,13 +823,27 @@ impl Reservation {
         len: usize,
         strategy: FaultStrategy,
     ) -> Result<Faulted, Error> {
+        self.fault_in(offset, len, strategy, self.knobs.resolve())
+    }
+
+    /// `fault_with` under knobs `k`, resolved once for the whole call.
+    #[inline]
+    unsafe fn fault_in(
+        &self,
+        offset: usize,
+        len: usize,
+        strategy: FaultStrategy,
+        k: config::Knobs,
+    ) -> Result<Faulted, Error> {
         let op = Op::Fault;
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;
-        let how = fault::fault(self.addr(first), len, strategy, self.remap_how())
+        let how = fault::fault(self.addr(first), len, strategy, self.remap_with(k))
             .inspect_err(|_| self.unclaim(first, n))?;
         let f = self.finish_fault(first, n, how);
-        self.verify_fault(first, n, &f)?;
+        if k.checked() {
+            self.verify_fault(first, n, &f)?;
+        }
         Ok(f)
     }
 
@@ -876,16 +894,18 @@ impl Reservation {
 
     /// The checked knob for this reservation (batches ask per range).
     pub(crate) fn checked_on(&self) -> bool {
-        self.knobs.checked_on()
+        self.knobs.resolve().checked()
     }
 
     /// With this reservation's harddecommit knob on, make a just-released range PROT_NONE;
     /// whether that worked (a refusal, e.g. at the VMA limit, leaves it RW and released:
     /// counted).
     pub(crate) fn harddecommit(&self, addr: usize, len: usize) -> bool {
-        if !self.knobs.harddecommit_on() {
-            return false;
-        }
+        self.knobs.resolve().harddecommit() && self.protect_released(addr, len)
+    }
+
+    /// harddecommit's step: make a just-released range PROT_NONE; whether that worked.
+    fn protect_released(&self, addr: usize, len: usize) -> bool {
         // SAFETY: the range is osmem's own and was just released.
         let protected =
             advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();
@@ -908,7 +928,7 @@ impl Reservation {
     pub fn hugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::HugePage;
         let (first, _) = self.range(op, offset, len)?;
-        if self.knobs.thp_never() {
+        if self.knobs.resolve().thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -960,7 +980,7 @@ impl Reservation {
     pub fn collapse(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Collapse;
         let (first, _) = self.range(op, offset, len)?;
-        if self.knobs.thp_never() {
+        if self.knobs.resolve().thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -1157,11 +1177,10 @@ impl Reservation {
         if a == b {
             return;
         }
-        let (x, y) = (&self.bytes[a as usize], &self.bytes[b as usize]);
+        let (x, y) = (&self.table.bytes[a as usize], &self.table.bytes[b as usize]);
         x.store(x.load(Ordering::Relaxed) - bytes, Ordering::Relaxed);
         y.store(y.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
-        stats::sub(byte_counter(a), bytes);
-        stats::add(byte_counter(b), bytes);
+        stats::moved(a as usize, b as usize, bytes);
     }
 }
 
@@ -1179,10 +1198,10 @@ impl Drop for Reservation {
         }
         self.table.release_all();
         for s in STATES {
-            stats::sub(
-                byte_counter(s),
-                self.bytes[s as usize].load(Ordering::Relaxed),
-            );
+            let b = self.table.bytes[s as usize].load(Ordering::Relaxed);
+            if b > 0 {
+                stats::dropped(s as usize, b);
+            }
         }
         stats::bump(Counter::FreeOps);
     }

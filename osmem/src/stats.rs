@@ -53,12 +53,46 @@ macro_rules! counters {
         /// assert_eq!(s.ready_bytes % 1, 0);
         /// ```
         pub fn stats() -> Stats {
-            Stats { $( $field: COUNTERS.0[Counter::$variant as usize].load(Ordering::Relaxed), )* }
+            let mut s = Stats {
+                $( $field: COUNTERS.c[Counter::$variant as usize].load(Ordering::Relaxed), )*
+            };
+            derive(&mut s);
+            s
         }
     };
 }
 
 counters! {
+    // The counters every unused/fault/map/used touches come first, so a call dirties one
+    // cache line of them (measured with perf annotate: after the system call, the locked adds
+    // on cold counter lines were most of osmem's time over a raw 4 KiB madvise). Each call
+    // adds to one counter per fact: its op, its advice, its bytes' flow (see `Flows`).
+    /// `unused` calls that succeeded (Ready → Prepared).
+    unused_ops => UnusedOps,
+    /// `fault` calls that succeeded (Ready → Faulted).
+    fault_ops => FaultOps,
+    /// `map` calls that succeeded (Reserved → Prepared).
+    map_ops => MapOps,
+    /// `used` calls that succeeded (Prepared → Ready).
+    used_ops => UsedOps,
+    /// `madvise(MADV_DONTNEED)` calls.
+    madv_dontneed => MadvDontneed,
+    /// `madvise(MADV_FREE)` calls.
+    madv_free => MadvFree,
+    /// `madvise(MADV_GUARD_INSTALL)` calls.
+    madv_guard_install => MadvGuardInstall,
+    /// `mprotect` syscalls issued.
+    mprotect_calls => MprotectCalls,
+
+    /// `mmap` syscalls issued.
+    mmap_calls => MmapCalls,
+    /// `madvise(MADV_GUARD_REMOVE)` calls.
+    madv_guard_remove => MadvGuardRemove,
+    /// `madvise` syscalls issued (any advice, including zero-length probes): the sum of the
+    /// per-advice counts and of the calls with other advice.
+    madvise_calls => MadviseCalls,
+    /// `madvise` syscalls that failed.
+    madvise_errors => MadviseErrors,
     /// Bytes of live regions that are Reserved (never mapped, or unmapped back by nothing).
     reserved_bytes => ReservedBytes,
     /// Bytes that are Prepared: usable after `used`, no physical backing expected.
@@ -67,35 +101,6 @@ counters! {
     ready_bytes => ReadyBytes,
     /// Bytes that were Ready and have been faulted (Go's Reserved-after-sysFault).
     faulted_bytes => FaultedBytes,
-
-    // The counters every unused/fault/map/used touches come first, so a call dirties one or
-    // two cache lines of counters rather than four (measured: the cold counter lines were
-    // most of osmem's 50-70 ns over a raw 4 KiB madvise).
-    /// `unused` calls that succeeded (Ready → Prepared).
-    unused_ops => UnusedOps,
-    /// `fault` calls that succeeded (Ready → Faulted).
-    fault_ops => FaultOps,
-    /// `madvise` syscalls issued (any advice, including zero-length probes).
-    madvise_calls => MadviseCalls,
-    /// `madvise(MADV_DONTNEED)` calls.
-    madv_dontneed => MadvDontneed,
-
-    /// `madvise(MADV_FREE)` calls.
-    madv_free => MadvFree,
-    /// `madvise(MADV_GUARD_INSTALL)` calls.
-    madv_guard_install => MadvGuardInstall,
-    /// `mprotect` syscalls issued.
-    mprotect_calls => MprotectCalls,
-    /// `mmap` syscalls issued.
-    mmap_calls => MmapCalls,
-    /// `map` calls that succeeded (Reserved → Prepared).
-    map_ops => MapOps,
-    /// `used` calls that succeeded (Prepared → Ready).
-    used_ops => UsedOps,
-    /// `madvise(MADV_GUARD_REMOVE)` calls.
-    madv_guard_remove => MadvGuardRemove,
-    /// `madvise` syscalls that failed.
-    madvise_errors => MadviseErrors,
 
     /// `alloc` calls that succeeded (None → Ready).
     alloc_ops => AllocOps,
@@ -219,10 +224,98 @@ counters! {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 
-/// Cache-line aligned, so the hot counters above share lines only with each other.
+/// Bytes by state, kept as flows so that a transition costs one atomic add (not a subtract
+/// from one state and an add to another): bytes created in each state (a new region), dropped
+/// from each (a region unmapped), and moved from state `a` to `b`. The per-state figures of
+/// `Stats` are derived from them in `stats()`. The four flows of unused, used, fault and map
+/// share the first cache line with those ops' counters (see `Lines`).
+const HOT_FLOWS: [(usize, usize); 4] = [(2, 1), (1, 2), (2, 3), (3, 1)];
+
+/// `madvise` calls with an advice that has no counter of its own (zero-length probes, the
+/// checked mode's MADV_POPULATE_READ, the arena's hints): part of `madvise_calls`.
+static MADVISE_OTHER: AtomicU64 = ZERO;
+
+/// `bytes` moved from state `a` to state `b` (indices in `State` order).
+#[inline]
+pub(crate) fn moved(a: usize, b: usize, bytes: u64) {
+    let slot = match HOT_FLOWS.iter().position(|&f| f == (a, b)) {
+        Some(i) => &COUNTERS.hot[i],
+        None => &COUNTERS.moved[4 * a + b],
+    };
+    slot.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// A new region of `bytes` in state `s`.
+pub(crate) fn created(s: usize, bytes: u64) {
+    COUNTERS.created[s].fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// A region's `bytes` in state `s` are gone (the region was unmapped).
+pub(crate) fn dropped(s: usize, bytes: u64) {
+    COUNTERS.dropped[s].fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// A `madvise` call with an advice that has no counter of its own.
+pub(crate) fn madvise_other() {
+    MADVISE_OTHER.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The figures `stats()` derives: bytes per state from the flows, and every `madvise` call.
+fn derive(s: &mut Stats) {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let flow = |a: usize, b: usize| {
+        l(&COUNTERS.moved[4 * a + b])
+            + HOT_FLOWS
+                .iter()
+                .position(|&f| f == (a, b))
+                .map_or(0, |i| l(&COUNTERS.hot[i]))
+    };
+    let mut bytes = [0u64; 4];
+    for (st, b) in bytes.iter_mut().enumerate() {
+        let mut v = l(&COUNTERS.created[st]).wrapping_sub(l(&COUNTERS.dropped[st]));
+        for other in 0..4 {
+            v = v
+                .wrapping_add(flow(other, st))
+                .wrapping_sub(flow(st, other));
+        }
+        *b = v;
+    }
+    [
+        s.reserved_bytes,
+        s.prepared_bytes,
+        s.ready_bytes,
+        s.faulted_bytes,
+    ] = bytes;
+    s.madvise_calls = l(&MADVISE_OTHER)
+        + s.madv_dontneed
+        + s.madv_free
+        + s.madv_guard_install
+        + s.madv_guard_remove
+        + s.madv_hugepage
+        + s.madv_nohugepage
+        + s.madv_collapse
+        + s.madv_populate_write
+        + s.madv_dontneed_locked;
+}
+
+/// Every counter, in one static (one address to load, wherever the code is linked), cache-line
+/// aligned: the first line holds the four hot flows and the four op counters, so an
+/// operation's accounting after its system call touches one line.
 #[repr(C, align(64))]
-struct Lines([AtomicU64; N]);
-static COUNTERS: Lines = Lines([ZERO; N]);
+struct Lines {
+    hot: [AtomicU64; 4],
+    c: [AtomicU64; N],
+    moved: [AtomicU64; 16],
+    created: [AtomicU64; 4],
+    dropped: [AtomicU64; 4],
+}
+static COUNTERS: Lines = Lines {
+    hot: [ZERO; 4],
+    c: [ZERO; N],
+    moved: [ZERO; 16],
+    created: [ZERO; 4],
+    dropped: [ZERO; 4],
+};
 
 #[inline]
 pub(crate) fn bump(c: Counter) {
@@ -231,10 +324,10 @@ pub(crate) fn bump(c: Counter) {
 
 #[inline]
 pub(crate) fn add(c: Counter, n: u64) {
-    COUNTERS.0[c as usize].fetch_add(n, Ordering::Relaxed);
+    COUNTERS.c[c as usize].fetch_add(n, Ordering::Relaxed);
 }
 
 #[inline]
 pub(crate) fn sub(c: Counter, n: u64) {
-    COUNTERS.0[c as usize].fetch_sub(n, Ordering::Relaxed);
+    COUNTERS.c[c as usize].fetch_sub(n, Ordering::Relaxed);
 }

@@ -231,6 +231,7 @@ impl Runs {
     }
 }
 
+#[repr(C)]
 pub(crate) struct Inner {
     root: u64,
     /// Pages covered by the root entry: LEAF · 16^(depth-1) ≥ pages.
@@ -252,9 +253,15 @@ pub(crate) struct Inner {
     holding: bool,
 }
 
-/// A reservation's page-state map, with its lock.
+/// A reservation's page-state map, with its lock, and the region's bytes per state (written
+/// only with the lock held, read without it). Laid out so that what a transition touches
+/// after its system call — the lock, the byte counts, the root entry and the span — is one
+/// cache line (each line still cold after a syscall costs about as much as all the rest).
+#[repr(C, align(64))]
 pub(crate) struct Table {
     lock: SpinLock,
+    /// Bytes in each state, by `State` index.
+    pub(crate) bytes: [core::sync::atomic::AtomicU64; 4],
     inner: UnsafeCell<Inner>,
 }
 
@@ -302,6 +309,12 @@ impl Table {
         }
         Table {
             lock: SpinLock::new(),
+            bytes: [
+                core::sync::atomic::AtomicU64::new(0),
+                core::sync::atomic::AtomicU64::new(0),
+                core::sync::atomic::AtomicU64::new(0),
+                core::sync::atomic::AtomicU64::new(0),
+            ],
             inner: UnsafeCell::new(Inner {
                 root: uni(code),
                 span,

@@ -12,8 +12,11 @@
 //! 5.18) nothing can release locked memory and keep the lock, so the call fails with
 //! `Error::Locked` and changes nothing rather than remapping (which under
 //! `mlockall(MCL_FUTURE)` would lock and fault in fresh pages, releasing nothing). When the
-//! remap runs anyway (asked for, or madvise missing), one `mincore` of its first page tells
-//! whether the kernel faulted the new pages in: then the result says `released: false`.
+//! remap runs anyway (asked for, or madvise missing) in a process where locked memory has been
+//! seen (or madvise is missing), one `mincore` of its first page tells whether the kernel
+//! faulted the new pages in: then the result says `released: false`. (A process that locks
+//! everything only after osmem's first use and forces the remap link is the one case not
+//! asked; checked mode asks always.)
 //!
 //! Why the remap is safe as a last resort: the range is inside a mapping osmem owns, so
 //! MAP_FIXED replaces only osmem's own pages; Go relies on the same argument (it must never
@@ -101,9 +104,11 @@ pub(crate) fn release(
     match advise::remap_fixed(addr, len, sys::PROT_RW, remap) {
         Ok(_) => {
             // Fresh pages are faulted in by mmap only if the kernel locks them (mlockall with
-            // MCL_FUTURE): then the memory is still held, and the result must say so.
+            // MCL_FUTURE): then the memory is still held, and the result must say so. Asked
+            // where locked memory has been seen, or where the remap is the only release.
             let ps = crate::probe::page_size();
-            let released = sys::resident_pages(addr, ps, ps).map_or(true, |n| n == 0);
+            let ask = advise::locked_seen() || !advise::usable(advise::D_DONTNEED);
+            let released = !ask || sys::resident_pages(addr, ps, ps).map_or(true, |n| n == 0);
             if !released {
                 stats::bump(Counter::UnusedNotReleased);
             }

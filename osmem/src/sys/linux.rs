@@ -178,9 +178,13 @@ pub(crate) unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<()
 /// The range must be owned by the caller; destructive advice discards its contents.
 pub(crate) unsafe fn madvise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
     let r = libc::madvise(addr as *mut c_void, len, advice);
-    count(Counter::MadviseCalls, Counter::MadviseErrors, r != 0);
-    if let Some(c) = advice_counter(advice) {
-        stats::bump(c);
+    // One count per call: its advice's counter (madvise_calls is their sum, see stats.rs).
+    match advice_counter(advice) {
+        Some(c) => stats::bump(c),
+        None => stats::madvise_other(),
+    }
+    if r != 0 {
+        stats::bump(Counter::MadviseErrors);
     }
     if r != 0 {
         return Err(last_errno());
