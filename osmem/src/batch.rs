@@ -26,7 +26,7 @@
 //! nothing to flush). `Go` and `Remap` are not batched: they exist for comparison.
 
 use crate::advise::{self, D_PM, D_PM_DONTNEED, D_PM_FREE, D_PM_GUARD, D_PM_SELF};
-use crate::config::{FaultStrategy, UnusedAdvice};
+use crate::config::{self, FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op};
 use crate::fault::{self, FaultHow};
 use crate::probe::{self, ProcessMadvise};
@@ -140,9 +140,22 @@ struct Regions<'a, 'r> {
 
 impl<'r> Regions<'_, 'r> {
     #[inline]
+    fn index(&self, i: usize) -> usize {
+        self.idx.as_ref().map_or(0, |idx| idx[i] as usize)
+    }
+
+    #[inline]
     fn get(&self, i: usize) -> &'r Reservation {
-        let k = self.idx.as_ref().map_or(0, |idx| idx[i] as usize);
-        self.regions[k].expect("a queued range's reservation")
+        self.regions[self.index(i)].expect("a queued range's reservation")
+    }
+
+    /// Each reservation's knobs, resolved once for the flush.
+    fn knobs(&self) -> [Option<config::Knobs>; REGIONS] {
+        let mut k = [None; REGIONS];
+        for (slot, r) in k.iter_mut().zip(self.regions) {
+            *slot = r.map(|r| r.knobs_now());
+        }
+        k
     }
 
     fn swap(&mut self, i: usize, j: usize) {
@@ -323,6 +336,8 @@ impl<'r, const N: usize> Batch<'r, N> {
         let mut report = core::mem::take(&mut self.report);
         let before = report.ranges;
         let (iov, regs) = self.queued();
+        let knobs = regs.knobs();
+        let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
         if let Some(madv) = madv {
             submit(iov, madv, pidfd);
         }
@@ -347,7 +362,8 @@ impl<'r, const N: usize> Batch<'r, N> {
             };
             match how {
                 Ok((how, released)) => {
-                    let protected = regs.get(i).harddecommit(v.base, v.len);
+                    let protected =
+                        k(i).harddecommit() && regs.get(i).protect_released(v.base, v.len);
                     report.settled(v.len);
                     report.not_released += usize::from(!released);
                     v.len |= region::code_after_unused(how, protected) as usize;
@@ -362,7 +378,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         settle_all(iov, &regs);
         stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
         {
-            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && regs.get(*i).checked_on();
+            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && k(*i).checked();
             for (i, v) in iov.iter().enumerate().filter(checked) {
                 // Only "zero-filled" has something to check (MADV_FREE keeps pages resident).
                 let u = unused::Unused {
@@ -385,6 +401,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let mut report = core::mem::take(&mut self.report);
         let before = report.ranges;
         let (iov, mut regs) = self.queued();
+        let knobs = regs.knobs();
         if batched {
             // Phase 1: empty every range with one batched DONTNEED (one TLB flush).
             submit(iov, sys::MADV_DONTNEED, pidfd);
@@ -442,7 +459,8 @@ impl<'r, const N: usize> Batch<'r, N> {
         settle_all(iov, &regs);
         stats::add(Counter::FaultOps, (report.ranges - before) as u64);
         {
-            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && regs.get(*i).checked_on();
+            let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
+            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && k(*i).checked();
             for (i, v) in iov.iter().enumerate().filter(checked) {
                 let how = if v.len & OPEN != 0 {
                     FaultHow::ReleasedOnly

@@ -892,20 +892,15 @@ impl Reservation {
         self.verify_fault(first, n, f)
     }
 
-    /// The checked knob for this reservation (batches ask per range).
-    pub(crate) fn checked_on(&self) -> bool {
-        self.knobs.resolve().checked()
+    /// The knobs in force for this reservation now (batches resolve them once per flush).
+    #[inline]
+    pub(crate) fn knobs_now(&self) -> config::Knobs {
+        self.knobs.resolve()
     }
 
-    /// With this reservation's harddecommit knob on, make a just-released range PROT_NONE;
-    /// whether that worked (a refusal, e.g. at the VMA limit, leaves it RW and released:
-    /// counted).
-    pub(crate) fn harddecommit(&self, addr: usize, len: usize) -> bool {
-        self.knobs.resolve().harddecommit() && self.protect_released(addr, len)
-    }
-
-    /// harddecommit's step: make a just-released range PROT_NONE; whether that worked.
-    fn protect_released(&self, addr: usize, len: usize) -> bool {
+    /// harddecommit's step: make a just-released range PROT_NONE; whether that worked (a
+    /// refusal, e.g. at the VMA limit, leaves it RW and released: counted).
+    pub(crate) fn protect_released(&self, addr: usize, len: usize) -> bool {
         // SAFETY: the range is osmem's own and was just released.
         let protected =
             advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }).is_ok();

@@ -251,6 +251,10 @@ pub(crate) struct Inner {
     live: u32,
     /// A hold is in progress: the only time a node may be allocated.
     holding: bool,
+    /// The last leaf `leaf_for` found: (leaf number + 1, node); 0 when none. Valid until the
+    /// tree's shape changes (a node made or freed clears it), so runs of small operations in
+    /// one leaf (a batch's pushes) skip the walk from the root.
+    finger: (usize, u32),
 }
 
 /// A reservation's page-state map, with its lock, and the region's bytes per state (written
@@ -327,6 +331,7 @@ impl Table {
                 spare: 0,
                 live: 0,
                 holding: false,
+                finger: (0, 0),
             }),
         }
     }
@@ -583,10 +588,14 @@ impl Inner {
 
     /// The leaf holding pages `[lo, hi)`, if they are all in one and the tree has one there.
     #[inline]
-    fn leaf_for(&self, lo: usize, hi: usize) -> Option<*mut [u64; 16]> {
+    fn leaf_for(&mut self, lo: usize, hi: usize) -> Option<*mut [u64; 16]> {
         // (Not at the last page: the pages past it follow it, see `extend`.)
         if lo / LEAF != (hi - 1) / LEAF || hi == self.pages {
             return None;
+        }
+        if self.finger.0 == lo / LEAF + 1 {
+            // SAFETY: the finger is cleared whenever a node is made or freed.
+            return Some(unsafe { arena::node(self.finger.1) });
         }
         let (mut e, mut s, mut p) = (self.root, self.span, lo);
         loop {
@@ -594,6 +603,7 @@ impl Inner {
             // SAFETY: a child index in our tree is a node we own.
             let node = unsafe { arena::node(n) };
             if s == LEAF {
+                self.finger = (lo / LEAF + 1, n);
                 return Some(node);
             }
             let cs = s / FAN;
@@ -627,6 +637,7 @@ impl Inner {
     }
 
     fn alloc(&mut self) -> u32 {
+        self.finger = (0, 0);
         debug_assert!(self.holding, "a node allocated outside a hold");
         debug_assert!(
             self.spare > 0,
@@ -659,6 +670,7 @@ impl Inner {
     }
 
     fn release(&mut self, n: u32) {
+        self.finger = (0, 0);
         self.live -= 1;
         self.free_node(n);
     }
@@ -886,6 +898,7 @@ fn nibble_mask(a: usize, b: usize) -> u64 {
     hi & !((1u64 << (4 * a)) - 1)
 }
 
+#[inline]
 fn leaf_update(node: &mut [u64; 16], lo: usize, hi: usize, f: Upd) {
     let mut p = lo;
     while p < hi {
