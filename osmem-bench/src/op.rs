@@ -137,7 +137,7 @@ impl Op {
 /// Which implementation of an [`Op`] runs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Flavour {
-    /// Through osmem's [`Reservation`] API (range checks, state table, accounting, chain).
+    /// Through osmem's [`Reservation`] API (range checks, page-state tree, accounting, chain).
     Osmem,
     /// The libc calls osmem makes for the op, issued directly.
     Raw,
@@ -178,7 +178,7 @@ pub const PAD: usize = 2 << 20;
 /// work of an op depends on the range's VMA neighbours, page-table layout (which PMD and PUD
 /// it falls in) and the physical pages the populate step gets; on one range those are the
 /// same for both flavours, so alternating iterations differ only in the code issuing the
-/// syscalls. The raw flavour leaves osmem's state table alone (it says Ready throughout): it is
+/// syscalls. The raw flavour leaves osmem's page states alone (it says Ready throughout): it is
 /// exact because every raw iteration restores the kernel state to what the table says —
 /// Ready, RW, no guard markers — before the next iteration.
 ///

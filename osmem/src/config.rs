@@ -193,7 +193,7 @@ impl Config {
     /// syscalls per transition.
     ///
     /// (The other half of a checked mode, refusing every illegal transition with a typed error
-    /// before any syscall, is always on: osmem keeps a per-page state table anyway, for exact
+    /// before any syscall, is always on: osmem keeps each page's state anyway, for exact
     /// accounting and for undoing each fault by its own inverse.)
     ///
     /// ```

@@ -116,8 +116,8 @@ pub enum Error {
         op: Op,
     },
     /// Checked mode: the syscalls succeeded but the kernel does not show their effect (a
-    /// released range still has resident pages, or a faulted range is still accessible). The
-    /// state table records the transition as done; something between osmem and the kernel (a
+    /// released range still has resident pages, or a faulted range is still accessible). osmem
+    /// records the transition as done; something between osmem and the kernel (a
     /// sandbox answering 0 without acting, say) is not doing what it reports.
     Unverified {
         /// The operation.

@@ -8,16 +8,23 @@
 //! | transition | call | on Linux |
 //! |---|---|---|
 //! | None → Ready | [`Reservation::alloc`] | `mmap(RW)` |
-//! | None → Reserved | [`Reservation::reserve`], [`Reservation::reserve_aligned`] | `mmap(PROT_NONE, MAP_NORESERVE)` |
+//! | None → Reserved | [`Reservation::reserve`], [`Reservation::reserve_aligned`], [`Reservation::reserve_at`], [`Reservation::reserve_fixed`] | `mmap(PROT_NONE, MAP_NORESERVE)` (fixed: `MAP_FIXED_NOREPLACE`) |
 //! | Reserved/Faulted → Prepared | [`Reservation::map`] | `mprotect(RW)` / `MADV_GUARD_REMOVE` |
-//! | Prepared → Ready | [`Reservation::used`] | nothing (harddecommit: `mprotect(RW)`; prefault: `MADV_POPULATE_WRITE`) |
-//! | Ready → Prepared | [`Reservation::unused`] | `MADV_FREE` → `MADV_DONTNEED` → `mmap(RW, MAP_FIXED)` |
+//! | Prepared → Ready | [`Reservation::used`] | nothing (harddecommit: `mprotect(RW)`; prefault: `MADV_POPULATE_WRITE`; after `MADV_FREE`: one write per page) |
+//! | Ready → Prepared | [`Reservation::unused`] | `MADV_FREE` → `MADV_DONTNEED` (mlocked: `_LOCKED`) → `mmap(RW, MAP_FIXED)` |
 //! | Ready → Faulted | [`Reservation::fault`] | guard markers → DONTNEED + `mprotect(NONE)` → `mmap(NONE, MAP_FIXED)` |
 //! | any → None | drop | `munmap` |
 //!
 //! Nothing on any operation path allocates from the heap or needs std, so an allocator can
 //! call osmem from inside its `GlobalAlloc`. The crate is `#![no_std]`; the `std` feature
 //! (default) only adds `impl std::error::Error`.
+//!
+//! osmem's own metadata (each page's state) is a radix tree of one-word entries in which a
+//! uniform subtree, or one with a single run in another state, is a single entry: it costs
+//! nothing for memory whose state is uniform however large the reservation (1 TiB reserved
+//! and used: no metadata), grows with the number of state changes between neighbouring pages
+//! (about 50 bytes per isolated faulted page), and shrinks back when states become uniform.
+//! See [`metadata_range`].
 //!
 //! ```
 //! let ps = osmem::page_size();

@@ -1,6 +1,6 @@
 //! Best-effort mapping names, as Go does (`prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME)`), so
 //! `/proc/<pid>/maps` shows `[anon:osmem]` for osmem's regions and `[anon:osmem state]` for
-//! its page-state tables.
+//! the arena that holds their page-state trees.
 //!
 //! Names are set once per mapping, at creation, never per transition: a name is part of the
 //! VMA's identity, so renaming ranges by state would split VMAs, and VMAs are the resource

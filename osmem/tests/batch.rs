@@ -221,3 +221,16 @@ fn queued_ranges_refuse_other_transitions_and_bad_input_queues_nothing() {
     assert_eq!(r.state(0), Some(State::Prepared));
     assert_eq!(r.state(2 * ps), Some(State::Ready));
 }
+
+/// The stack sizes the documentation states (17.2 KiB, 1.2 KiB for 64 ranges): 17 bytes per
+/// range plus a header of under 256 bytes.
+#[test]
+fn batch_size_is_as_documented() {
+    let default = core::mem::size_of::<Batch<'static>>();
+    let small = core::mem::size_of::<Batch<'static, 64>>();
+    eprintln!("size_of Batch = {default}, Batch<'_, 64> = {small}");
+    assert!(default <= 17 * 1024 + 256, "{default}");
+    assert!(default >= 17 * 1024, "{default}");
+    assert!(small <= 64 * 17 + 256, "{small}");
+    assert_eq!(default - small, (1024 - 64) * 17);
+}

@@ -6,9 +6,10 @@
 //! `alloc`) and a sequence of 1..60 [`Step`]s: map, used, unused / unused_with every advice,
 //! fault / fault_with every strategy, writes, huge-page hints, a [`Batch`] of unused or fault
 //! over several ranges (flushed, or dropped), and knob changes (unused advice, fault strategy,
-//! harddecommit, prefault, thp). Ranges start at every page and are 1..16 pages long, so they
-//! cross the 8-page words of osmem's state table at every alignment; `PAGES` is not a multiple
-//! of 8, so the table's last word is partial. A few ranges are deliberately bad (zero length,
+//! harddecommit, prefault, thp). Ranges start at every page and are 1..16 pages long, so runs
+//! of every state begin and end at every alignment inside one leaf of osmem's page-state tree
+//! (the tree's deeper shapes, folding and node budget are checked against a plain array by the
+//! unit tests in `osmem/src/table.rs`, at up to 2^28 pages). A few ranges are deliberately bad (zero length,
 //! unaligned, past the end, overflowing). `Next` steps pick, at run time, a transition the
 //! first page's state allows (on the run of pages it is allowed on), so walks get deep instead
 //! of being refused most of the time.
@@ -68,7 +69,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestError, TestRunner};
 
-/// Pages of the reservation: not a multiple of 8, so the state table's last word is partial.
+/// Pages of the reservation: odd, so no run lines up with a power of two by accident.
 const PAGES: usize = 47;
 /// Longest range a step asks for.
 const MAX_RUN: usize = 16;

@@ -1,6 +1,6 @@
 //! Concurrency stress of `Batch` (issue 4, item 6): `THREADS` threads own interleaved pages of
-//! ONE reservation (page `p` belongs to thread `p % THREADS`, so every 8-page word of osmem's
-//! state table is shared by all threads) and, round after round, each releases or faults all
+//! ONE reservation (page `p` belongs to thread `p % THREADS`, so every leaf of osmem's
+//! page-state tree is shared by all threads) and, round after round, each releases or faults all
 //! of its `PER_THREAD` pages as single-page ranges through one default `Batch` (capacity
 //! 1024: a full batch flushes from `push`, so each round is two flushes and process_madvise
 //! calls of up to 1024 iovecs run on all threads at once), then makes them Ready again page by
