@@ -48,21 +48,26 @@ pub(crate) const D_HUGEPAGE: u32 = 1 << 12;
 pub(crate) const D_NOHUGEPAGE: u32 = 1 << 13;
 pub(crate) const D_DONTNEED_LOCKED: u32 = 1 << 14;
 
-static DOWNGRADED: AtomicU32 = AtomicU32::new(0);
+/// The sticky downgrades: one of the hot words kept beside the counters (stats.rs).
+#[inline(always)]
+fn downgraded() -> &'static AtomicU32 {
+    stats::word(stats::Word::Downgraded)
+}
+
+/// `Word::Flags`: locked memory has been seen (see `saw_locked`).
+const F_LOCKED_SEEN: u32 = 1;
 
 /// Locked memory has been seen in this process: the kernel refused a release because a range
 /// was mlocked, or the probe's scratch page was born locked (`mlockall(MCL_FUTURE)` before
 /// osmem's first use). From then on the remap link checks whether the kernel faulted the fresh
 /// pages back in (one `mincore`, ~1 µs here: too dear for every remap of a process that never
 /// locks anything).
-static LOCKED_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 pub(crate) fn saw_locked() {
-    LOCKED_SEEN.store(true, Ordering::Relaxed);
+    stats::word(stats::Word::Flags).fetch_or(F_LOCKED_SEEN, Ordering::Relaxed);
 }
 
 pub(crate) fn locked_seen() -> bool {
-    LOCKED_SEEN.load(Ordering::Relaxed)
+    stats::word(stats::Word::Flags).load(Ordering::Relaxed) & F_LOCKED_SEEN != 0
 }
 
 fn bit_of(advice: i32) -> u32 {
@@ -82,18 +87,18 @@ fn bit_of(advice: i32) -> u32 {
 /// Is this madvise primitive still believed to work?
 #[inline]
 pub(crate) fn usable(bit: u32) -> bool {
-    DOWNGRADED.load(Ordering::Relaxed) & (bit | D_MADVISE) == 0
+    downgraded().load(Ordering::Relaxed) & (bit | D_MADVISE) == 0
 }
 
 /// Is this downgrade bit clear? (For process_madvise bits, which do not depend on madvise.)
 #[inline]
 pub(crate) fn clear(bit: u32) -> bool {
-    DOWNGRADED.load(Ordering::Relaxed) & bit == 0
+    downgraded().load(Ordering::Relaxed) & bit == 0
 }
 
 /// Mark a primitive as not working, for the rest of the process; counted once.
 pub(crate) fn downgrade(bit: u32) {
-    let old = DOWNGRADED.fetch_or(bit, Ordering::Relaxed);
+    let old = downgraded().fetch_or(bit, Ordering::Relaxed);
     if old & bit == 0 {
         stats::bump(match bit {
             D_MADVISE => Counter::DowngradeMadvise,

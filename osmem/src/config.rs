@@ -597,20 +597,24 @@ struct EnvInit {
 
 static ENV: Once<EnvInit> = Once::new();
 
-// The live process-wide knobs, packed in one word (`pack`, with `INIT`): readers on the
-// operation paths pay one relaxed load, and no knob's meaning depends on another's being read
-// at the same instant.
-static GLOBAL: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+// The live process-wide knobs are packed in one word (`pack`, with `INIT`), one of the hot
+// words kept beside the counters (stats.rs): readers on the operation paths pay one relaxed
+// load of a line they touch anyway, and no knob's meaning depends on another's being read at
+// the same instant.
+#[inline(always)]
+fn global_word() -> &'static core::sync::atomic::AtomicU32 {
+    crate::stats::word(crate::stats::Word::Knobs)
+}
 
 /// The process-wide knob word, reading `OSMEM` on first use.
 #[inline]
 fn global() -> u32 {
-    let w = GLOBAL.load(Ordering::Relaxed);
+    let w = global_word().load(Ordering::Relaxed);
     if w & INIT != 0 {
         return w;
     }
     env_init();
-    GLOBAL.load(Ordering::Relaxed)
+    global_word().load(Ordering::Relaxed)
 }
 
 /// The process-wide knobs, for an operation.
@@ -645,7 +649,7 @@ fn index_of<T: PartialEq + Copy>(table: &[(&str, T)], v: T) -> u8 {
 fn store(c: Config) {
     // Every key is set process-wide.
     let all = S_UNUSED | S_FAULT | S_HARDDECOMMIT | S_THP | S_PREFAULT | S_CHECKED;
-    GLOBAL.store(pack(&Config { set: all, ..c }) | INIT, Ordering::Relaxed);
+    global_word().store(pack(&Config { set: all, ..c }) | INIT, Ordering::Relaxed);
 }
 
 /// Install `cfg` as the process-wide policy (after the `OSMEM` variable has been read, so an

@@ -69,14 +69,13 @@ impl Faulted {
     }
 }
 
-/// `Auto` resolved against the probe and the downgrades so far.
+/// `Auto` resolved against the probe and the downgrades so far. What the probe found missing
+/// is a downgrade from the start (probe.rs), and the probe has run once any reservation
+/// exists, so on an operation path the downgrade word alone answers.
+#[inline]
 pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
     match s {
-        FaultStrategy::Auto
-            if probe::probe().advice.guard_install && advise::usable(advise::D_GUARD) =>
-        {
-            FaultStrategy::Guard
-        }
+        FaultStrategy::Auto if advise::usable(advise::D_GUARD) => FaultStrategy::Guard,
         // Without DONTNEED the Protect chain can only end on the remap: name that link.
         FaultStrategy::Auto if !advise::usable(advise::D_DONTNEED) => FaultStrategy::Remap,
         FaultStrategy::Auto => FaultStrategy::Protect,
@@ -90,6 +89,7 @@ pub(crate) fn resolve(s: FaultStrategy) -> FaultStrategy {
 /// (The chains themselves still start from the configured strategy, so every fall from it
 /// is counted per call.)
 pub(crate) fn effective(s: FaultStrategy) -> FaultStrategy {
+    // Called without any reservation (`selected()`): make sure the probe has run.
     let guards = probe::probe().advice.guard_install && advise::usable(advise::D_GUARD);
     match resolve(s) {
         FaultStrategy::Guard if guards => FaultStrategy::Guard,

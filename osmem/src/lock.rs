@@ -19,11 +19,15 @@
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
-static PID: AtomicI32 = AtomicI32::new(0);
+/// The cached pid: one of the hot words kept beside the counters (stats.rs), as an `i32`.
+#[inline(always)]
+fn pid_word() -> &'static core::sync::atomic::AtomicU32 {
+    crate::stats::word(crate::stats::Word::Pid)
+}
 
 extern "C" fn refresh_pid() {
     // SAFETY: getpid has no preconditions (and is async-signal-safe).
-    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    pid_word().store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
 }
 
 extern "C" fn before_fork() {
@@ -54,7 +58,7 @@ pub(crate) fn init() {
 
 #[inline]
 fn pid() -> i32 {
-    match PID.load(Ordering::Relaxed) {
+    match pid_word().load(Ordering::Relaxed) as i32 {
         // Before the probe ran (never on an operation path): ask the kernel.
         0 => unsafe { libc::getpid() },
         p => p,

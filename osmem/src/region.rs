@@ -205,12 +205,17 @@ fn state_of(code: u8) -> State {
 /// drop(r);                                           // → None
 /// # Ok::<(), osmem::Error>(())
 /// ```
-#[repr(C)]
+///
+/// Layout: every field a transition reads (range, knobs, the map's lock, byte counts and root
+/// entry) is in the first two cache lines, in that order. Each line still cold after a system
+/// call costs about as much as all of osmem's own work on a small range, so this is measured,
+/// not cosmetic (see BENCHMARKS.md).
+#[repr(C, align(64))]
 pub struct Reservation {
-    /// First: its lock, byte counts and root entry share the first cache line.
-    table: Table,
     base: usize,
     len: usize,
+    /// This reservation's own knobs (see `with_config`); unset keys follow the process.
+    knobs: config::Local,
     page_shift: u32,
     /// Whether the region was mapped MAP_NORESERVE; remaps inside it use the same flags so
     /// the kernel can merge them back into one VMA.
@@ -218,8 +223,7 @@ pub struct Reservation {
     /// Whether the region has its `[anon:osmem]` name yet: given at the first `map` (or at
     /// `alloc`), so `reserve` + drop stay one `mmap` + one `munmap`.
     named: AtomicBool,
-    /// This reservation's own knobs (see `with_config`); unset keys follow the process.
-    knobs: config::Local,
+    table: Table,
 }
 
 // SAFETY: the handle owns its mapping; all mutation goes through syscalls on disjoint ranges,
@@ -1039,9 +1043,13 @@ impl Reservation {
         ok: impl Fn(u8) -> bool,
     ) -> Result<Held, Error> {
         let mut g = self.lock(op, first)?;
-        let found = match g.claim_in_leaf(first, first + n, &ok) {
-            Some(r) => r.map(|(runs, code)| (runs, code, true)),
-            None => g.check(first, first + n, &ok).map(|(r, c)| (r, c, false)),
+        let found = match g.claim_root(first, first + n, &ok) {
+            Some(Ok(code)) => return Ok(Held { single: Some(code) }),
+            Some(Err(e)) => Err(e),
+            None => match g.claim_in_leaf(first, first + n, &ok) {
+                Some(r) => r.map(|(runs, code)| (runs, code, true)),
+                None => g.check(first, first + n, &ok).map(|(r, c)| (r, c, false)),
+            },
         };
         let (runs, code) = match found {
             Ok((runs, code, true)) => {
@@ -1117,13 +1125,15 @@ impl Reservation {
         let Ok(mut g) = self.table.lock() else {
             unreachable!("our own map's lock cannot be orphaned mid-transition")
         };
-        if done > first {
-            g.update(first, done, Upd::Set(to));
+        if done < end || !g.settle_root(first, end, to) {
+            if done > first {
+                g.update(first, done, Upd::Set(to));
+            }
+            if done < end {
+                g.update(done, end, Upd::Unhold);
+            }
+            g.settled();
         }
-        if done < end {
-            g.update(done, end, Upd::Unhold);
-        }
-        g.settled();
         for (s, &b) in moved.iter().enumerate() {
             if b > 0 {
                 self.move_bytes(STATES[s], state_of(to), b);

@@ -258,10 +258,11 @@ pub(crate) struct Inner {
 }
 
 /// A reservation's page-state map, with its lock, and the region's bytes per state (written
-/// only with the lock held, read without it). Laid out so that what a transition touches
-/// after its system call — the lock, the byte counts, the root entry and the span — is one
-/// cache line (each line still cold after a syscall costs about as much as all the rest).
-#[repr(C, align(64))]
+/// only with the lock held, read without it). Laid out so that what a transition touches —
+/// the lock, the byte counts, the root entry and the span — comes first, right after the
+/// reservation's own hot fields (see `Reservation`): a transition that stays at the root
+/// touches two adjacent cache lines of it.
+#[repr(C)]
 pub(crate) struct Table {
     lock: SpinLock,
     /// Bytes in each state, by `State` index.
@@ -416,6 +417,49 @@ impl Inner {
         Ok((runs, first))
     }
 
+    /// Check and hold `[lo, hi)` in one step when the root entry can say the result in one
+    /// word: a region in one state, or a range that is exactly the root's one exception (an
+    /// `unused` then `used` of the same span). Also answers a refusal when the whole range is
+    /// in one code of a one-word root. `None`: take the general path (`claim_in_leaf`,
+    /// `check` + `claim`). Small transitions on big regions mostly end here, so this is the
+    /// whole map's cost on them: a handful of instructions on the line the lock is on.
+    #[inline]
+    pub(crate) fn claim_root(
+        &mut self,
+        lo: usize,
+        hi: usize,
+        ok: impl Fn(u8) -> bool,
+    ) -> Option<Result<u8, (usize, u8)>> {
+        let refuse = |c: u8| c & BUSY != 0 || !ok(c);
+        let (s, hi) = (self.span, self.extend(hi));
+        match decode(self.root) {
+            E::Uni(c) if refuse(c) => Some(Err((lo, c))),
+            E::Uni(c) if lo == 0 && hi == s => {
+                self.root = uni(c | BUSY);
+                Some(Ok(c))
+            }
+            E::Uni(c) if s <= EXC_MAX => {
+                self.root = exc(c, lo, hi - lo, c | BUSY);
+                Some(Ok(c))
+            }
+            E::Exc { bg, off, len, ec } => {
+                let end = off + len;
+                if lo >= off && hi <= end && refuse(ec) {
+                    Some(Err((lo, ec)))
+                } else if (hi <= off || lo >= end) && refuse(bg) {
+                    Some(Err((lo, bg)))
+                } else if lo == off && hi == end && bg & BUSY == 0 {
+                    // `ec` passed above, so it is not held either.
+                    self.root = exc(bg, off, len, ec | BUSY);
+                    Some(Ok(ec))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Check and hold `[lo, hi)` in one walk when it lies inside one leaf (the common case of
     /// scattered small ranges, e.g. a batch's pushes): `None` if it does not, else what
     /// [`check`](Self::check) would say, the pages held on success.
@@ -507,9 +551,24 @@ impl Inner {
     }
 
     /// A settle (or any update but a hold) is done: when no node is left, trim.
+    #[inline]
     pub(crate) fn settled(&mut self) {
-        if self.live == 0 {
+        if self.live == 0 && self.chunks != NONE {
             self.trim();
+        }
+    }
+
+    /// Settle `[lo, hi)` to `to` when the root holds exactly that run in one word (what
+    /// [`claim_root`](Self::claim_root) made): `false` if it does not, nothing done. No node
+    /// is involved, so there is nothing to trim either.
+    #[inline]
+    pub(crate) fn settle_root(&mut self, lo: usize, hi: usize, to: u8) -> bool {
+        match whole_run(self.root, self.span, lo, self.extend(hi), Upd::Set(to)) {
+            Some(e) => {
+                self.root = e;
+                true
+            }
+            None => false,
         }
     }
 
@@ -677,6 +736,7 @@ impl Inner {
 
     /// When no node is in use, keep one chunk (reused by the next mixed update without a
     /// system call) and give the others back to the arena.
+    #[inline(never)]
     fn trim(&mut self) {
         if self.live != 0 || self.chunks == NONE {
             return;
