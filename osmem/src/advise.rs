@@ -116,6 +116,7 @@ pub(crate) fn downgrade(bit: u32) {
 }
 
 /// Retry `f` while it fails transiently (EAGAIN/EINTR), a bounded number of times.
+#[inline(always)] // see unused::release
 pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
     let mut left = TRANSIENT_RETRIES;
     loop {
@@ -131,6 +132,7 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Err
 
 /// madvise with the rules above. `Err` means "this link failed for this call"; the caller
 /// moves to its next link. A downgraded advice is not issued at all (`Err(ENOSYS)`).
+#[inline(always)] // see unused::release
 pub(crate) fn advise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
     let bit = bit_of(advice);
     if !usable(bit) {
@@ -179,6 +181,7 @@ pub(crate) enum DontNeed {
 /// knows means `VM_LOCKED`. The remap, the chains' last link, is no answer for locked memory:
 /// under `mlockall(MCL_FUTURE)` the new pages are locked and faulted in again, and otherwise
 /// the range silently loses its lock.)
+#[inline(always)] // see unused::release
 pub(crate) fn dontneed(addr: usize, len: usize) -> DontNeed {
     match advise(addr, len, sys::MADV_DONTNEED) {
         Ok(()) => DontNeed::Released,
@@ -208,6 +211,7 @@ pub(crate) struct Remap {
 /// contents the caller gave up, retrying transient errors. `thp=never` is put back (Go
 /// re-applies it after its MAP_FIXED in sysMapOS too), so the knob holds whatever link of a
 /// chain a range went through.
+#[inline(always)] // see unused::release
 pub(crate) fn remap_fixed(addr: usize, len: usize, prot: i32, how: Remap) -> Result<(), Errno> {
     // SAFETY: the caller's contract above: osmem's own range, contents given up.
     retry(|| unsafe { sys::mmap_anon(addr, len, prot, true, how.noreserve) })?;

@@ -101,6 +101,7 @@ pub(crate) fn effective(s: FaultStrategy) -> FaultStrategy {
 }
 
 /// Fault `[addr, addr+len)`, which is Ready and owned by osmem.
+#[inline(always)] // see unused::release
 pub(crate) fn fault(
     addr: usize,
     len: usize,
@@ -140,6 +141,7 @@ pub(crate) fn fault(
     }
 }
 
+#[inline(always)] // see unused::release
 fn protect_after_release(
     addr: usize,
     len: usize,
@@ -174,6 +176,7 @@ pub(crate) fn unprotectable(addr: usize, len: usize) -> FaultHow {
 /// Last links: replace the range with PROT_NONE; if even that fails (VMA limit), release it
 /// with DONTNEED and make it trap with guard markers if possible, else report that it does
 /// not trap.
+#[inline(always)] // see unused::release
 fn remap(addr: usize, len: usize, remap_how: Remap, protected: bool) -> Result<FaultHow, Error> {
     let r = advise::remap_fixed(addr, len, sys::PROT_NONE, remap_how);
     let errno = match r {

@@ -668,7 +668,13 @@ impl Reservation {
             self.settle(first, n, Some(first), 0, &[0; 4]);
             return Err(e);
         }
-        self.settle(first, n, None, READY, &moved);
+        self.settle_from(
+            first,
+            n,
+            READY,
+            State::Prepared,
+            moved[State::Prepared as usize],
+        );
         stats::bump(Counter::UsedOps);
         Ok(())
     }
@@ -716,7 +722,7 @@ impl Reservation {
     }
 
     /// `unused_with` under knobs `k`, resolved once for the whole call.
-    #[inline]
+    #[inline(always)] // see unused::release
     fn unused_in(
         &self,
         offset: usize,
@@ -831,7 +837,7 @@ impl Reservation {
     }
 
     /// `fault_with` under knobs `k`, resolved once for the whole call.
-    #[inline]
+    #[inline(always)] // see unused::release
     unsafe fn fault_in(
         &self,
         offset: usize,
@@ -1035,6 +1041,7 @@ impl Reservation {
     /// hold happen under the map's lock, so two transitions can never both start on a page —
     /// a safe call can never act on memory another transition just made Ready. On refusal
     /// nothing has changed.
+    #[inline(always)] // see unused::release
     fn claim_pages(
         &self,
         op: Op,
@@ -1156,10 +1163,26 @@ impl Reservation {
     }
 
     /// Settle a claimed Ready range (unused, fault): every page gets `to`.
+    #[inline(always)] // see unused::release
     fn settle_ready(&self, first: usize, n: usize, to: u8) {
-        let mut moved = [0u64; 4];
-        moved[State::Ready as usize] = (n as u64) << self.page_shift;
-        self.settle(first, n, None, to, &moved);
+        self.settle_from(first, n, to, State::Ready, (n as u64) << self.page_shift);
+    }
+
+    /// Settle a whole claimed range to `to` when the bytes that change state all come from
+    /// one state `from` (unused and fault from Ready, used from Prepared): the common case,
+    /// kept short and inlined (see unused::release).
+    #[inline(always)]
+    fn settle_from(&self, first: usize, n: usize, to: u8, from: State, bytes: u64) {
+        let Ok(mut g) = self.table.lock() else {
+            unreachable!("our own map's lock cannot be orphaned mid-transition")
+        };
+        if !g.settle_root(first, first + n, to) {
+            g.update(first, first + n, Upd::Set(to));
+            g.settled();
+        }
+        if bytes > 0 {
+            self.move_bytes(from, state_of(to), bytes);
+        }
     }
 
     /// Settle many batched ranges of this region under one lock (see [`Settle`]).

@@ -73,6 +73,10 @@ pub struct Unused {
 
 /// Release `[addr, addr+len)` (at `offset` in its region, for errors), which is Ready and
 /// owned by osmem. Returns the link and whether the kernel really dropped the pages.
+// Inlined into its callers: after a system call the CPU's return-address predictions are
+// gone (the kernel's own calls overwrote them), so every `ret` between the syscall and the
+// public function's return mispredicts; fewer frames there is measurably faster (BENCHMARKS.md).
+#[inline(always)]
 pub(crate) fn release(
     addr: usize,
     len: usize,
@@ -106,9 +110,11 @@ pub(crate) fn release(
             // Fresh pages are faulted in by mmap only if the kernel locks them (mlockall with
             // MCL_FUTURE): then the memory is still held, and the result must say so. Asked
             // where locked memory has been seen, or where the remap is the only release.
-            let ps = crate::probe::page_size();
             let ask = advise::locked_seen() || !advise::usable(advise::D_DONTNEED);
-            let released = !ask || sys::resident_pages(addr, ps, ps).map_or(true, |n| n == 0);
+            let released = !ask || {
+                let ps = crate::probe::page_size();
+                sys::resident_pages(addr, ps, ps).map_or(true, |n| n == 0)
+            };
             if !released {
                 stats::bump(Counter::UnusedNotReleased);
             }

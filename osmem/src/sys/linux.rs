@@ -99,6 +99,7 @@ fn count(calls: Counter, errors: Counter, failed: bool) {
 ///
 /// # Safety
 /// With `fixed`, `[addr, addr+len)` must be owned by the caller: its old contents are discarded.
+#[inline(always)] // see unused::release
 pub(crate) unsafe fn mmap_anon(
     addr: usize,
     len: usize,
@@ -165,6 +166,7 @@ pub(crate) unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
 
 /// # Safety
 /// The range must be owned by the caller.
+#[inline(always)] // see unused::release
 pub(crate) unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<(), Errno> {
     let r = libc::mprotect(addr as *mut c_void, len, prot);
     count(Counter::MprotectCalls, Counter::MprotectErrors, r != 0);
@@ -176,6 +178,7 @@ pub(crate) unsafe fn mprotect(addr: usize, len: usize, prot: c_int) -> Result<()
 
 /// # Safety
 /// The range must be owned by the caller; destructive advice discards its contents.
+#[inline(always)] // see unused::release
 pub(crate) unsafe fn madvise(addr: usize, len: usize, advice: i32) -> Result<(), Errno> {
     let r = libc::madvise(addr as *mut c_void, len, advice);
     // One count per call: its advice's counter (madvise_calls is their sum, see stats.rs).
