@@ -338,16 +338,35 @@ impl<'r, const N: usize> Batch<'r, N> {
         let (iov, regs) = self.queued();
         let knobs = regs.knobs();
         let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
-        if let Some(madv) = madv {
-            submit(iov, madv, pidfd);
-        }
-        // Per range, without any lock: the per-range chain where the batch did not release
-        // it, harddecommit, and the outcome, kept in the iovec's low bits for the settling.
+        let done = match madv {
+            Some(madv) => submit(iov, madv, pidfd),
+            None => 0,
+        };
         let batched_how = if madv == Some(sys::MADV_FREE) {
             UnusedHow::Free
         } else {
             UnusedHow::DontNeed
         };
+        // The usual outcome: every range released by the batched calls, and no reservation
+        // asking for harddecommit or checks: one code for all, settled in one pass.
+        let plain =
+            |k: &Option<config::Knobs>| k.map_or(true, |k| !k.harddecommit() && !k.checked());
+        if done == iov.len() && knobs.iter().all(plain) {
+            let code = region::code_after_unused(batched_how, false);
+            for v in iov.iter() {
+                report.settled(v.len);
+            }
+            if batched_how == UnusedHow::Free {
+                report.not_zeroed += iov.len();
+            }
+            settle_all_to(iov, &regs, code);
+            stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
+            self.report = report;
+            return;
+        }
+        mark_done(iov, done);
+        // Per range, without any lock: the per-range chain where the batch did not release
+        // it, harddecommit, and the outcome, kept in the iovec's low bits for the settling.
         for (i, v) in iov.iter_mut().enumerate() {
             let how = if v.base & DONE != 0 {
                 v.base &= !DONE;
@@ -402,23 +421,48 @@ impl<'r, const N: usize> Batch<'r, N> {
         let before = report.ranges;
         let (iov, mut regs) = self.queued();
         let knobs = regs.knobs();
+        let mut emptied = 0;
+        let mut guarded_all = false;
         if batched {
             // Phase 1: empty every range with one batched DONTNEED (one TLB flush).
-            submit(iov, sys::MADV_DONTNEED, pidfd);
-        }
-        // Phase 2 works on the emptied ranges only: move them to the front, keeping each
-        // iovec with its reservation, and clear their marks for the next call.
-        let mut emptied = 0;
-        for i in 0..iov.len() {
-            if iov[i].base & DONE != 0 {
-                iov[i].base &= !DONE;
-                iov.swap(i, emptied);
-                regs.swap(i, emptied);
-                emptied += 1;
+            let done = submit(iov, sys::MADV_DONTNEED, pidfd);
+            if done == iov.len() {
+                // All emptied, in place: phase 2 takes them all.
+                emptied = done;
+            } else {
+                mark_done(iov, done);
+                // Phase 2 works on the emptied ranges only: move them to the front, keeping
+                // each iovec with its reservation, and clear their marks for the next call.
+                for i in 0..iov.len() {
+                    if iov[i].base & DONE != 0 {
+                        iov[i].base &= !DONE;
+                        iov.swap(i, emptied);
+                        regs.swap(i, emptied);
+                        emptied += 1;
+                    }
+                }
             }
         }
         if strategy == FaultStrategy::Guard && emptied > 0 {
-            submit(&mut iov[..emptied], sys::MADV_GUARD_INSTALL, pidfd);
+            let guarded = submit(&mut iov[..emptied], sys::MADV_GUARD_INSTALL, pidfd);
+            guarded_all = guarded == iov.len();
+            if !guarded_all {
+                mark_done(iov, guarded);
+            }
+        }
+        // The usual outcome: every range emptied and guarded, no checks asked: one code for
+        // all, settled in one pass.
+        if guarded_all && knobs.iter().all(|k| k.map_or(true, |k| !k.checked())) {
+            for v in iov.iter() {
+                report.settled(v.len);
+            }
+            settle_all_to(iov, &regs, region::code_after_fault(FaultHow::Guard));
+            stats::add(Counter::FaultOps, (report.ranges - before) as u64);
+            self.report = report;
+            return;
+        }
+        if guarded_all {
+            mark_done(iov, iov.len());
         }
         for (i, v) in iov.iter_mut().enumerate() {
             let guarded = v.base & DONE != 0;
@@ -484,6 +528,20 @@ const CODE: usize = 0xF;
 const FAILED: usize = 1 << 4;
 const OPEN: usize = 1 << 5;
 const TAGS: usize = CODE | FAILED | OPEN;
+
+/// Settle every queued range to `code` (all released the same way): one pass, one lock per
+/// run of ranges of the same reservation.
+fn settle_all_to(iov: &[Iov], regs: &Regions<'_, '_>, code: u8) {
+    let mut i = 0;
+    while i < iov.len() {
+        let r = regs.get(i);
+        let mut s = r.begin_settle();
+        while i < iov.len() && core::ptr::eq(regs.get(i), r) {
+            s.set(iov[i].base, iov[i].len, code);
+            i += 1;
+        }
+    }
+}
 
 /// Settle every queued range: under one lock per run of ranges of the same reservation, set
 /// its new code or (if its release failed) let go of it.
@@ -610,15 +668,20 @@ fn pm_bit(advice: i32) -> u32 {
 /// Apply `advice` to every range with process_madvise, ≤ 1024 per call, marking `done` the
 /// ranges the kernel applied it to. Ranges left not done go through the per-range chain in
 /// the caller.
-fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) {
+fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) -> usize {
     let n = iov.len();
     let mut i = 0;
+    // Ranges `[0, prefix)` are done without a mark: the usual outcome (every chunk released
+    // in full) then costs no pass over the iovecs after the system call.
+    let mut prefix = 0;
     let mut retries = advise::TRANSIENT_RETRIES;
     while i < n {
         if !advise::clear(pm_bit(advice)) {
-            return;
+            return prefix;
         }
-        let Some(fd) = pidfd.get() else { return };
+        let Some(fd) = pidfd.get() else {
+            return prefix;
+        };
         let chunk = (n - i).min(MAX_IOV);
         let total: usize = iov[i..i + chunk].iter().map(|v| v.len).sum();
         // SAFETY: Iov has iovec's layout; every range was claimed from a live Reservation
@@ -627,6 +690,10 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) {
             sys::process_madvise(fd, iov[i..].as_ptr() as *const libc::iovec, chunk, advice)
         };
         match r {
+            Ok(bytes) if bytes == total && prefix == i => {
+                i += chunk;
+                prefix = i;
+            }
             Ok(bytes) => {
                 // The kernel stops at the first failing iovec: those before it are done.
                 let mut acc = 0;
@@ -645,11 +712,11 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) {
             }
             Err(Errno::ENOSYS | Errno::EPERM | Errno::EACCES | Errno::ESRCH) => {
                 advise::downgrade(D_PM);
-                return;
+                return prefix;
             }
             Err(Errno::EBADF) if pidfd.opened => {
                 advise::downgrade(D_PM);
-                return;
+                return prefix;
             }
             Err(Errno::EBADF) => pidfd.sentinel_refused(),
             Err(Errno::EINVAL) => {
@@ -663,5 +730,14 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) {
             }
             Err(_) => i += 1,
         }
+    }
+    prefix
+}
+
+/// Mark the first `prefix` ranges done (what `submit` left unmarked), for the per-range
+/// passes of a flush that was not released in full.
+fn mark_done(iov: &mut [Iov], prefix: usize) {
+    for v in &mut iov[..prefix] {
+        v.base |= DONE;
     }
 }

@@ -867,6 +867,7 @@ impl Reservation {
     /// Validate a range for a batched unused/fault and hold its pages (Ready, claimed), so a
     /// second queueing or a direct transition of the same pages is refused until the batch
     /// settles it. Returns the address.
+    #[inline]
     pub(crate) fn claim(&self, op: Op, offset: usize, len: usize) -> Result<usize, Error> {
         let (first, n) = self.range(op, offset, len)?;
         self.claim_pages(op, first, n, |c| c == READY)?;

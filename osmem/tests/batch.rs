@@ -234,3 +234,61 @@ fn batch_size_is_as_documented() {
     assert!(small <= 64 * 17 + 256, "{small}");
     assert_eq!(default - small, (1024 - 64) * 17);
 }
+
+/// One mlocked range in the middle of a batch: the kernel's process_madvise stops at it, so
+/// the ranges before it are released by the first call, the locked one by the per-range chain
+/// (`MADV_DONTNEED_LOCKED`, keeping the lock), the rest by a second call. Every range must end
+/// released (mincore), the locked page still locked (`lo` in its VMA's flags), and, for a
+/// guard fault, every page must trap.
+#[test]
+fn a_locked_range_in_the_middle_of_a_batch_is_released_by_the_chain() {
+    let ps = osmem::page_size();
+    osmem::probe();
+    let kinds = [
+        BatchKind::Unused(UnusedAdvice::DontNeed),
+        BatchKind::Fault(FaultStrategy::Auto),
+    ];
+    for kind in kinds {
+        let r = Reservation::alloc(8 * ps).unwrap();
+        let base = r.as_ptr() as usize;
+        unsafe { r.as_ptr().write_bytes(0x5a, 8 * ps) };
+        // SAFETY: a page of our own mapping; mlock only pins it.
+        if unsafe { libc::mlock((base + 3 * ps) as *const libc::c_void, ps) } != 0 {
+            eprintln!("mlock refused here (RLIMIT_MEMLOCK?): nothing to test");
+            return;
+        }
+        let mut b: Batch<'_, 8> = Batch::new(kind);
+        for i in 0..8 {
+            unsafe { b.push(&r, i * ps, ps).unwrap() };
+        }
+        let rep = unsafe { b.flush() };
+        assert_eq!((rep.ranges, rep.failed), (8, 0), "{kind:?}: {rep:?}");
+        assert_eq!(
+            resident_pages(base, 8 * ps),
+            0,
+            "{kind:?}: every page released"
+        );
+        let locked = osmem_testkit::smaps_at(base + 3 * ps).expect("the locked page's VMA");
+        assert!(
+            locked.vm_flags.contains("lo"),
+            "{kind:?}: the page keeps its lock"
+        );
+        let want = match kind {
+            BatchKind::Unused(_) => State::Prepared,
+            BatchKind::Fault(_) => State::Faulted,
+        };
+        for i in 0..8 {
+            assert_eq!(r.state(i * ps), Some(want), "{kind:?}: page {i}");
+            if let BatchKind::Fault(_) = kind {
+                assert!(
+                    matches!(touch_in_child(base + i * ps, false), Touch::Segv { .. }),
+                    "{kind:?}: page {i} must trap"
+                );
+            }
+        }
+        assert!(
+            rep.per_range >= 1,
+            "{kind:?}: the locked range went per range: {rep:?}"
+        );
+    }
+}
