@@ -625,7 +625,11 @@ impl Inner {
                 // SAFETY: a leaf of our tree.
                 let leaf = unsafe { &mut *leaf };
                 leaf_update(leaf, lo % LEAF, (hi - 1) % LEAF + 1, f);
-                if leaf.iter().any(|w| w & (SPLAT * BUSY as u64) != 0) {
+                // No fold while pages of the leaf are held; and a leaf of more than three
+                // runs cannot fold into one entry, so nothing above it can change either
+                // (the common case in a fragmented region: a few word operations instead of
+                // a walk from the root).
+                if !leaf_may_fold(leaf, lo % LEAF) {
                     return;
                 }
             }
@@ -995,6 +999,40 @@ fn leaf_update(node: &mut [u64; 16], lo: usize, hi: usize, f: Upd) {
     }
 }
 
+/// Whether the leaf has more than `max` places where a page's code differs from the one
+/// before it (so more than `max + 1` runs), stopping as soon as it knows.
+#[inline]
+fn leaf_boundaries_exceed(node: &[u64; 16], max: u32, from: usize) -> bool {
+    let mut n = 0;
+    // Starting at word `from` (where the leaf just changed, so where new boundaries are)
+    // and wrapping around: each nibble against the one before it; page 0 against itself.
+    for k in (from..16).chain(0..from) {
+        let w = node[k];
+        let carry = if k == 0 { w & 0xF } else { node[k - 1] >> 60 };
+        let x = w ^ ((w << 4) | carry);
+        // One bit per differing nibble, counted one by one (no POPCNT in the x86-64
+        // baseline, and a fragmented leaf stops after a few).
+        let mut m = (x | x >> 1 | x >> 2 | x >> 3) & SPLAT;
+        while m != 0 {
+            n += 1;
+            if n > max {
+                return true;
+            }
+            m &= m - 1;
+        }
+    }
+    false
+}
+
+/// Whether a leaf just updated might fold into one entry: none of its pages is held (held
+/// pages stay in their node until settled) and it has at most three runs. When it cannot,
+/// nothing above it can change either.
+#[inline]
+fn leaf_may_fold(node: &[u64; 16], at: usize) -> bool {
+    !leaf_boundaries_exceed(node, 2, at / 16)
+        && !node.iter().any(|w| w & (SPLAT * BUSY as u64) != 0)
+}
+
 fn leaf_scan(node: &[u64; 16], p: usize, end: usize, code: u8) -> usize {
     let mut q = p;
     while q < end {
@@ -1087,6 +1125,42 @@ mod tests {
         }
         assert_eq!(t.live(), 0);
         t.release_all();
+    }
+
+    #[test]
+    fn leaf_boundaries_agree_with_a_count() {
+        let mut s = 99;
+        for _ in 0..2000 {
+            let mut node = [0u64; 16];
+            let mut codes = [0u8; LEAF];
+            // Few runs mostly, so the interesting counts (0..4) come up often.
+            let runs = 1 + (rng(&mut s) % 5) as usize;
+            let mut c = (rng(&mut s) % 16) as u8;
+            let mut p = 0;
+            for r in 0..runs {
+                let end = if r + 1 == runs {
+                    LEAF
+                } else {
+                    (p + 1 + (rng(&mut s) as usize) % 80).min(LEAF)
+                };
+                codes[p..end].fill(c);
+                p = end;
+                c = (c + 1 + (rng(&mut s) % 15) as u8) % 16;
+            }
+            for (q, &c) in codes.iter().enumerate() {
+                node[q / 16] |= (c as u64) << ((q % 16) * 4);
+            }
+            let count = (1..LEAF).filter(|&q| codes[q] != codes[q - 1]).count() as u32;
+            for max in 0..5 {
+                for from in [0, 1, 7, 15] {
+                    assert_eq!(
+                        leaf_boundaries_exceed(&node, max, from),
+                        count > max,
+                        "{codes:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
