@@ -49,6 +49,7 @@
 mod batch;
 mod contention;
 mod costs;
+mod lazy;
 mod op;
 mod rank;
 mod raw;
@@ -62,6 +63,7 @@ pub use batch::{
 };
 pub use contention::{contention, Contention, Worker, CONTROL, MUTATOR_PERIOD};
 pub use costs::{interleaved, Interleaved};
+pub use lazy::{free_then_used, LazyFree};
 pub use op::{paired, paired_within, Flavour, Op, OpBench, Paired, PAD};
 pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};
 pub use scale::{metadata_rss, scale, Scale, ScalePlan};
