@@ -1171,7 +1171,7 @@ impl Reservation {
 
     /// Settle a whole claimed range to `to` when the bytes that change state all come from
     /// one state `from` (unused and fault from Ready, used from Prepared): the common case,
-    /// kept short and inlined (see unused::release).
+    /// kept short and inlined (see the note on unused::release).
     #[inline(always)]
     fn settle_from(&self, first: usize, n: usize, to: u8, from: State, bytes: u64) {
         let Ok(mut g) = self.table.lock() else {
