@@ -51,6 +51,7 @@ impl ScalePlan {
 
 /// What [`scale`] measured.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Scale {
     /// `reserve(1 TiB)` + `map` + `used` of all of it, osmem, median µs.
     pub tib_osmem_us: f64,

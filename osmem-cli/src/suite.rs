@@ -164,67 +164,8 @@ pub struct BenchResults {
     pub rankings: Vec<Ranking>,
 }
 
-/// [`osmem_bench::Scale`], as serialized (field meanings there).
-#[derive(Serialize)]
-pub struct ScaleResult {
-    pub tib_osmem_us: f64,
-    pub tib_raw_us: f64,
-    pub tib_metadata_bytes: u64,
-    pub tib_metadata_rss: u64,
-    pub alloc_metadata_bytes: u64,
-    pub alloc_metadata_rss: u64,
-    pub gib_unused_osmem_us: f64,
-    pub gib_unused_raw_us: f64,
-    pub gib_unused_ratio: f64,
-    pub scattered_pages: usize,
-    pub scattered_metadata_bytes: u64,
-    pub scattered_metadata_rss: u64,
-    pub scattered_bytes_per_page: f64,
-    pub scattered_fault_us: f64,
-    pub scattered_back_us: f64,
-    pub uniform_metadata_bytes: u64,
-    pub uniform_metadata_rss: u64,
-    pub pool: usize,
-    pub pool_osmem_syscalls: f64,
-    pub pool_raw_syscalls: f64,
-    pub pool_osmem_vmas: usize,
-    pub pool_raw_vmas: usize,
-    pub pool_osmem_us: f64,
-    pub pool_raw_us: f64,
-    pub pool_ratio: f64,
-}
-
-impl From<osmem_bench::Scale> for ScaleResult {
-    fn from(s: osmem_bench::Scale) -> ScaleResult {
-        ScaleResult {
-            tib_osmem_us: s.tib_osmem_us,
-            tib_raw_us: s.tib_raw_us,
-            tib_metadata_bytes: s.tib_metadata_bytes,
-            tib_metadata_rss: s.tib_metadata_rss,
-            alloc_metadata_bytes: s.alloc_metadata_bytes,
-            alloc_metadata_rss: s.alloc_metadata_rss,
-            gib_unused_osmem_us: s.gib_unused_osmem_us,
-            gib_unused_raw_us: s.gib_unused_raw_us,
-            gib_unused_ratio: s.gib_unused_ratio,
-            scattered_pages: s.scattered_pages,
-            scattered_metadata_bytes: s.scattered_metadata_bytes,
-            scattered_metadata_rss: s.scattered_metadata_rss,
-            scattered_bytes_per_page: s.scattered_bytes_per_page,
-            scattered_fault_us: s.scattered_fault_us,
-            scattered_back_us: s.scattered_back_us,
-            uniform_metadata_bytes: s.uniform_metadata_bytes,
-            uniform_metadata_rss: s.uniform_metadata_rss,
-            pool: s.pool,
-            pool_osmem_syscalls: s.pool_osmem_syscalls,
-            pool_raw_syscalls: s.pool_raw_syscalls,
-            pool_osmem_vmas: s.pool_osmem_vmas,
-            pool_raw_vmas: s.pool_raw_vmas,
-            pool_osmem_us: s.pool_osmem_us,
-            pool_raw_us: s.pool_raw_us,
-            pool_ratio: s.pool_ratio,
-        }
-    }
-}
+/// osmem's own costs at scale, as measured and serialized by osmem-bench.
+pub type ScaleResult = osmem_bench::Scale;
 
 #[derive(Serialize)]
 pub struct Gaps {
@@ -500,7 +441,7 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
                         tib_reps: 1,
                     },
                 };
-                r.scale = Some(scale(plan).into());
+                r.scale = Some(scale(plan));
             }
         }
         bar.inc(step.weight());

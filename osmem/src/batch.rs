@@ -529,38 +529,40 @@ const FAILED: usize = 1 << 4;
 const OPEN: usize = 1 << 5;
 const TAGS: usize = CODE | FAILED | OPEN;
 
-/// Settle every queued range to `code` (all released the same way): one pass, one lock per
-/// run of ranges of the same reservation.
-fn settle_all_to(iov: &[Iov], regs: &Regions<'_, '_>, code: u8) {
+/// Settle every queued range with `f`, under one lock per run of ranges of the same
+/// reservation.
+#[inline(always)]
+fn settle_each(
+    iov: &[Iov],
+    regs: &Regions<'_, '_>,
+    mut f: impl FnMut(&mut region::Settle<'_>, &Iov),
+) {
     let mut i = 0;
     while i < iov.len() {
         let r = regs.get(i);
         let mut s = r.begin_settle();
         while i < iov.len() && core::ptr::eq(regs.get(i), r) {
-            s.set(iov[i].base, iov[i].len, code);
+            f(&mut s, &iov[i]);
             i += 1;
         }
     }
 }
 
-/// Settle every queued range: under one lock per run of ranges of the same reservation, set
-/// its new code or (if its release failed) let go of it.
+/// Settle every queued range to `code` (all released the same way, no tags): one pass.
+fn settle_all_to(iov: &[Iov], regs: &Regions<'_, '_>, code: u8) {
+    settle_each(iov, regs, |s, v| s.set(v.base, v.len, code));
+}
+
+/// Settle every queued range by its tags: its new code, or (if its release failed) let go.
 fn settle_all(iov: &[Iov], regs: &Regions<'_, '_>) {
-    let mut i = 0;
-    while i < iov.len() {
-        let r = regs.get(i);
-        let mut s = r.begin_settle();
-        while i < iov.len() && core::ptr::eq(regs.get(i), r) {
-            let v = &iov[i];
-            let len = v.len & !TAGS;
-            if v.len & FAILED != 0 {
-                s.unclaim(v.base, len);
-            } else {
-                s.set(v.base, len, (v.len & CODE) as u8);
-            }
-            i += 1;
+    settle_each(iov, regs, |s, v| {
+        let len = v.len & !TAGS;
+        if v.len & FAILED != 0 {
+            s.unclaim(v.base, len);
+        } else {
+            s.set(v.base, len, (v.len & CODE) as u8);
         }
-    }
+    });
 }
 
 impl BatchReport {

@@ -155,19 +155,7 @@ impl Kernel {
     fn measure(profile: &str) -> Kernel {
         // SAFETY: sysconf has no preconditions.
         let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: a fresh private mapping, used only here.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ps,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "scratch mmap");
-        let page = p as usize;
+        let page = osmem_testkit::map_rw(ps).expect("scratch mmap");
         // SAFETY: the page is ours and RW.
         let touch = || unsafe { std::ptr::write_volatile(page as *mut u8, 1) };
         touch();
@@ -203,7 +191,7 @@ impl Kernel {
         let guard =
             raw_madvise(page, ps, MADV_GUARD_INSTALL) && raw_madvise(page, ps, MADV_GUARD_REMOVE);
         // SAFETY: ours.
-        unsafe { libc::munmap(p, ps) };
+        unsafe { libc::munmap(page as *mut libc::c_void, ps) };
         Kernel {
             profile: profile.to_string(),
             page_size: ps,

@@ -19,21 +19,10 @@ fn free_range(len: usize) -> usize {
 
 /// A plain mapping osmem does not own, filled with `byte`: the occupant.
 fn occupant(len: usize, byte: u8) -> usize {
-    // SAFETY: a fresh private mapping.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = osmem_testkit::map_rw(len).expect("a plain mapping");
     // SAFETY: just mapped RW.
     unsafe { core::ptr::write_bytes(p as *mut u8, byte, len) };
-    p as usize
+    p
 }
 
 fn holds(addr: usize, len: usize, byte: u8) -> bool {

@@ -160,6 +160,31 @@ pub fn drain_lru_batches() -> bool {
     rc == 0 && node != 0 && try_node(node)
 }
 
+/// A fresh private anonymous read-write mapping of `len` bytes (not osmem's): its address,
+/// or `None` if the kernel refused it. Allocation-free, so it may be called in a forked
+/// child. The caller unmaps it (or lets the process end).
+///
+/// ```
+/// let a = osmem_testkit::map_rw(4096).expect("a page");
+/// assert_eq!(a % 4096, 0);
+/// // SAFETY: the mapping just made.
+/// unsafe { libc::munmap(a as *mut libc::c_void, 4096) };
+/// ```
+pub fn map_rw(len: usize) -> Option<usize> {
+    // SAFETY: a fresh mapping at an address of the kernel's choosing replaces nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,21 +44,10 @@ fn madvise_dontneed_eagain_once_then_releases() {
     let f = build_trap_filter(&[Trap::new(libc::SYS_madvise).when(2, libc::MADV_DONTNEED as u32)]);
     let (exit, buf) = in_child_trapped(&f, |r| {
         let len = 4 * ps();
-        // SAFETY: a fresh private mapping, used only here.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
+        let Some(a) = osmem_testkit::map_rw(len) else {
             return 10;
-        }
-        let a = p as usize;
+        };
+        let p = a as *mut libc::c_void;
         unsafe { core::ptr::write_bytes(p as *mut u8, 0x5A, len) };
         r.push(resident_pages(a, len) as u64); // 0: 4
         r.push_i64(rc(unsafe { libc::madvise(p, len, libc::MADV_DONTNEED) })); // 1: -EAGAIN
@@ -204,19 +193,10 @@ fn stacks_with_errno_filter() {
     let f = build_trap_filter(&[Trap::new(libc::SYS_mprotect)]);
     let (exit, buf) = in_child_report(|r| {
         let len = ps();
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
+        let Some(a) = osmem_testkit::map_rw(len) else {
             return 10;
-        }
+        };
+        let p = a as *mut libc::c_void;
         osmem_testkit::apply_filter_in_child(&errf);
         osmem_testkit::apply_trap_filter_in_child(&f);
         r.push_i64(rc(unsafe { libc::mprotect(p, len, libc::PROT_READ) })); // 0: -EAGAIN (trap)
