@@ -47,6 +47,9 @@ pub(crate) const D_POPULATE: u32 = 1 << 11;
 pub(crate) const D_HUGEPAGE: u32 = 1 << 12;
 pub(crate) const D_NOHUGEPAGE: u32 = 1 << 13;
 pub(crate) const D_DONTNEED_LOCKED: u32 = 1 << 14;
+/// Residency queries: the PAGEMAP_SCAN ioctl, and reading `/proc/self/pagemap` (residency.rs).
+pub(crate) const D_SCAN: u32 = 1 << 15;
+pub(crate) const D_PAGEMAP: u32 = 1 << 16;
 
 /// The sticky downgrades: one of the hot words kept beside the counters (stats.rs).
 #[inline(always)]
@@ -110,6 +113,8 @@ pub(crate) fn downgrade(bit: u32) {
             D_ANON_NAME => Counter::DowngradeAnonName,
             D_POPULATE | D_HUGEPAGE | D_NOHUGEPAGE => Counter::DowngradeHints,
             D_DONTNEED_LOCKED => Counter::DowngradeDontneedLocked,
+            D_SCAN => Counter::DowngradePagemapScan,
+            D_PAGEMAP => Counter::DowngradePagemap,
             _ => Counter::DowngradeProcessMadvise,
         });
     }

@@ -29,6 +29,9 @@ pub enum Op {
     NoHugePage,
     /// [`Reservation::collapse`](crate::Reservation::collapse).
     Collapse,
+    /// [`Reservation::residency`](crate::Reservation::residency) and friends: a query that
+    /// changes nothing.
+    Residency,
 }
 
 /// Everything that can go wrong. Input errors (`Unaligned` … `Busy`) are detected before any

@@ -58,6 +58,7 @@ mod names;
 mod once;
 mod probe;
 mod region;
+mod residency;
 mod stats;
 mod sys;
 mod table;
@@ -73,6 +74,9 @@ pub use error::{Errno, Error, Op, Syscall};
 pub use fault::{FaultHow, Faulted};
 pub use probe::{page_size, probe, Advices, Overcommit, Probe, ProcessMadvise, ThpMode};
 pub use region::{Reservation, State};
+pub use residency::{
+    residency_method, PageRun, Residence, Residency, ResidencyMethod, ResidencyProbe, Tells,
+};
 pub use stats::{stats, Stats};
 pub use unused::{Unused, UnusedHow};
 

@@ -57,7 +57,7 @@ pub(crate) fn init() {
 }
 
 #[inline]
-fn pid() -> i32 {
+pub(crate) fn pid() -> i32 {
     match pid_word().load(Ordering::Relaxed) as i32 {
         // Before the probe ran (never on an operation path): ask the kernel.
         0 => unsafe { libc::getpid() },

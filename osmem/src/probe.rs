@@ -91,6 +91,8 @@ pub struct Probe {
     pub process_madvise: ProcessMadvise,
     /// Whether `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME)` works (needs CONFIG_ANON_VMA_NAME).
     pub anon_name: bool,
+    /// How residency queries can ask the kernel (see [`residency_method`](crate::residency_method)).
+    pub residency: crate::ResidencyProbe,
     release: [u8; 65],
     release_len: usize,
 }
@@ -118,6 +120,7 @@ impl core::fmt::Debug for Probe {
             .field("advice", &self.advice)
             .field("process_madvise", &self.process_madvise)
             .field("anon_name", &self.anon_name)
+            .field("residency", &self.residency)
             .finish()
     }
 }
@@ -154,6 +157,8 @@ fn downgrade_missing(p: &Probe) {
         (p.advice.collapse, D_COLLAPSE),
         (p.process_madvise != ProcessMadvise::Unsupported, D_PM),
         (p.process_madvise == ProcessMadvise::PidfdSelf, D_PM_SELF),
+        (p.residency.pagemap_scan, advise::D_SCAN),
+        (p.residency.pagemap, advise::D_PAGEMAP),
     ] {
         if !works {
             advise::downgrade(bit);
@@ -188,6 +193,7 @@ fn run() -> Probe {
         advice: Advices::default(),
         process_madvise: ProcessMadvise::Unsupported,
         anon_name: false,
+        residency: crate::ResidencyProbe::default(),
         release: [0; 65],
         release_len: 0,
     };
@@ -205,6 +211,7 @@ fn run() -> Probe {
         }
     }
     probe_on_scratch_page(&mut p);
+    p.residency = crate::residency::probe_methods(page_size, p.advice.guard_install);
     p
 }
 

@@ -30,6 +30,7 @@ use crate::fault::{self, FaultHow, Faulted};
 use crate::huge;
 use crate::names;
 use crate::probe;
+use crate::residency::{self, PageRun, QueryError, Residency, ResidencyMethod};
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 use crate::table::{Table, Upd, BUSY};
@@ -520,6 +521,106 @@ impl Reservation {
     #[allow(clippy::len_without_is_empty)] // a region is never empty
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// What the kernel really holds for `[offset, offset + len)`: runs of pages by
+    /// [`Residence`] (present, the zero page, swapped, guard-marked, nothing), asked of the
+    /// kernel with the fastest method that works here ([`residency_method`](crate::residency_method):
+    /// the PAGEMAP_SCAN ioctl, else reading `/proc/self/pagemap`, else `mincore`), never from
+    /// osmem's own bookkeeping. `out` receives maximal runs in address order covering
+    /// `[offset, end)` without a gap; when it fills up first, `end` says where to continue.
+    /// The result says which method answered and what it tells apart ([`Tells`](crate::Tells)).
+    /// Nothing is allocated and nothing changes; a page released with `MADV_FREE` reads
+    /// present until the kernel reclaims it.
+    ///
+    /// Errors: the range checks of every operation (`ZeroLength` also for an empty `out`),
+    /// `Os` if the method's system call fails for another reason than "not here".
+    ///
+    /// ```
+    /// use osmem::{PageRun, Residence, Reservation};
+    /// let ps = osmem::page_size();
+    /// let r = Reservation::alloc(8 * ps)?;
+    /// unsafe { r.as_ptr().write_bytes(1, 2 * ps) }; // pages 0-1 written
+    /// let mut runs = [PageRun::EMPTY; 8];
+    /// let q = r.residency(0, 8 * ps, &mut runs)?;
+    /// assert_eq!(q.end, 8 * ps);
+    /// assert_eq!(runs[0], PageRun { offset: 0, len: 2 * ps, residence: Residence::Present });
+    /// assert_eq!(runs[1].residence, Residence::None);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn residency(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut [PageRun],
+    ) -> Result<Residency, Error> {
+        self.residency_in(offset, len, out, None)
+    }
+
+    /// [`residency`](Self::residency) with one method and no fallback (to compare methods,
+    /// or to insist on one): `Error::Unsupported` if it does not work here.
+    ///
+    /// ```
+    /// use osmem::{PageRun, Reservation, ResidencyMethod};
+    /// let r = Reservation::alloc(4096)?;
+    /// let mut runs = [PageRun::EMPTY; 4];
+    /// let q = r.residency_with(ResidencyMethod::Mincore, 0, 4096, &mut runs)?;
+    /// assert_eq!(q.method, ResidencyMethod::Mincore);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn residency_with(
+        &self,
+        method: ResidencyMethod,
+        offset: usize,
+        len: usize,
+        out: &mut [PageRun],
+    ) -> Result<Residency, Error> {
+        self.residency_in(offset, len, out, Some(method))
+    }
+
+    fn residency_in(
+        &self,
+        offset: usize,
+        len: usize,
+        out: &mut [PageRun],
+        forced: Option<ResidencyMethod>,
+    ) -> Result<Residency, Error> {
+        let op = Op::Residency;
+        let (first, n) = self.range(op, offset, len)?;
+        if out.is_empty() {
+            return Err(Error::ZeroLength { op });
+        }
+        let (lo, hi) = (self.addr(first), self.addr(first + n));
+        match residency::query(self.base, lo, hi, out, forced) {
+            Ok((runs, end, method, tells)) => Ok(Residency {
+                runs,
+                end: end - self.base,
+                method,
+                tells,
+            }),
+            Err(QueryError::Unsupported) => Err(Error::Unsupported { op }),
+            Err(QueryError::Os(call, errno)) => Err(os(op, call, errno, false)),
+        }
+    }
+
+    /// Bytes of `[offset, offset + len)` the kernel holds as memory of this process: present
+    /// pages, not swapped out, not the shared zero page (where the method tells it apart:
+    /// `mincore` does not). Asked of the kernel as [`residency`](Self::residency) does.
+    ///
+    /// ```
+    /// let ps = osmem::page_size();
+    /// let r = osmem::Reservation::alloc(4 * ps)?;
+    /// unsafe { r.as_ptr().write_bytes(1, ps) };
+    /// assert_eq!(r.resident_bytes(0, 4 * ps)?, ps);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn resident_bytes(&self, offset: usize, len: usize) -> Result<usize, Error> {
+        let op = Op::Residency;
+        let (first, n) = self.range(op, offset, len)?;
+        residency::resident_bytes_at(self.addr(first), n << self.page_shift).map_err(|e| match e {
+            QueryError::Unsupported => Error::Unsupported { op },
+            QueryError::Os(call, errno) => os(op, call, errno, false),
+        })
     }
 
     /// The state of the page containing `offset`, or `None` if `offset` is outside the region.

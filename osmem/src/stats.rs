@@ -219,6 +219,31 @@ counters! {
     /// Sticky downgrades: MADV_DONTNEED_LOCKED known not to work (Linux < 5.18): mlocked
     /// ranges cannot be released (`Error::Locked`).
     downgrade_dontneed_locked => DowngradeDontneedLocked,
+    /// Sticky downgrades: the PAGEMAP_SCAN ioctl known not to work (Linux < 6.7, a sandbox,
+    /// or `/proc/self/pagemap` unusable): residency queries read pagemap or use mincore.
+    downgrade_pagemap_scan => DowngradePagemapScan,
+    /// Sticky downgrades: reading `/proc/self/pagemap` known not to work: residency queries
+    /// use mincore.
+    downgrade_pagemap => DowngradePagemap,
+
+    /// Residency queries answered (`Reservation::residency` and friends, checked mode's).
+    residency_queries => ResidencyQueries,
+    /// `open` calls of `/proc/self/pagemap` (once per process, and again after `fork`).
+    pagemap_opens => PagemapOpens,
+    /// `open` calls of `/proc/self/pagemap` that failed.
+    pagemap_open_errors => PagemapOpenErrors,
+    /// PAGEMAP_SCAN ioctl calls.
+    pagemap_scan_calls => PagemapScanCalls,
+    /// PAGEMAP_SCAN ioctl calls that failed.
+    pagemap_scan_errors => PagemapScanErrors,
+    /// `pread` calls of `/proc/self/pagemap`.
+    pagemap_reads => PagemapReads,
+    /// `pread` calls of `/proc/self/pagemap` that failed.
+    pagemap_read_errors => PagemapReadErrors,
+    /// `mincore` calls (residency queries, checked mode, the probe).
+    mincore_calls => MincoreCalls,
+    /// `mincore` calls that failed.
+    mincore_errors => MincoreErrors,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]

@@ -21,6 +21,8 @@ impl Errno {
     pub(crate) const ESRCH: Errno = Errno(libc::ESRCH);
     pub(crate) const ENOMEM: Errno = Errno(libc::ENOMEM);
     pub(crate) const EEXIST: Errno = Errno(libc::EEXIST);
+    pub(crate) const ENOTTY: Errno = Errno(libc::ENOTTY);
+    pub(crate) const ENOENT: Errno = Errno(libc::ENOENT);
 }
 
 fn last_errno() -> Errno {
@@ -29,7 +31,8 @@ fn last_errno() -> Errno {
 }
 
 // uapi values newer than some libc releases. Defined here (not taken from libc) so the crate
-// builds against any libc 0.2; `tests/uapi.rs` checks every one against linux-raw-sys.
+// builds against any libc 0.2; the `uapi` unit test below checks every one against
+// linux-raw-sys.
 pub(crate) const MADV_NORMAL: i32 = 0;
 pub(crate) const MADV_DONTNEED: i32 = 4;
 pub(crate) const MADV_FREE: i32 = 8;
@@ -48,6 +51,43 @@ pub(crate) const SYS_PIDFD_OPEN: libc::c_long = 434;
 pub(crate) const PIDFD_SELF_THREAD_GROUP: c_int = -10001;
 pub(crate) const PR_SET_VMA: c_int = 0x5356_4d41;
 pub(crate) const PR_SET_VMA_ANON_NAME: libc::c_ulong = 0;
+/// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)` (Linux 6.7).
+pub(crate) const PAGEMAP_SCAN: libc::c_ulong = 0xC000_0000
+    | ((core::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16)
+    | ((b'f' as libc::c_ulong) << 8)
+    | 16;
+pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// Linux 6.16; an older kernel answers EINVAL to a mask that names it.
+pub(crate) const PAGE_IS_GUARD: u64 = 1 << 8;
+
+/// `struct page_region` of the PAGEMAP_SCAN ioctl: pages `[start, end)` share `categories`.
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+pub(crate) struct PageRegion {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) categories: u64,
+}
+
+/// `struct pm_scan_arg` of the PAGEMAP_SCAN ioctl.
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+pub(crate) struct PmScanArg {
+    pub(crate) size: u64,
+    pub(crate) flags: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) walk_end: u64,
+    pub(crate) vec: u64,
+    pub(crate) vec_len: u64,
+    pub(crate) max_pages: u64,
+    pub(crate) category_inverted: u64,
+    pub(crate) category_mask: u64,
+    pub(crate) category_anyof_mask: u64,
+    pub(crate) return_mask: u64,
+}
 
 pub(crate) const PROT_NONE: c_int = libc::PROT_NONE;
 pub(crate) const PROT_RW: c_int = libc::PROT_READ | libc::PROT_WRITE;
@@ -69,6 +109,14 @@ pub enum Syscall {
     PidfdOpen,
     /// `prctl(2)`.
     Prctl,
+    /// `open(2)` of `/proc/self/pagemap`.
+    OpenPagemap,
+    /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
+    PagemapScan,
+    /// `pread(2)` of `/proc/self/pagemap`.
+    PagemapRead,
+    /// `mincore(2)`.
+    Mincore,
 }
 
 fn advice_counter(advice: i32) -> Option<Counter> {
@@ -219,15 +267,71 @@ pub(crate) fn resident_pages(addr: usize, len: usize, ps: usize) -> Result<usize
     let (mut a, end, mut n) = (addr, addr + len, 0);
     while a < end {
         let chunk = (end - a).min(vec.len() * ps);
-        // SAFETY: mincore writes one byte per page of the chunk into `vec`, which is large
-        // enough by construction.
-        if unsafe { libc::mincore(a as *mut c_void, chunk, vec.as_mut_ptr()) } != 0 {
-            return Err(last_errno());
-        }
+        mincore(a, chunk, &mut vec, ps)?;
         n += vec[..chunk / ps].iter().filter(|&&v| v & 1 != 0).count();
         a += chunk;
     }
     Ok(n)
+}
+
+/// `mincore(addr, len, vec)`: one byte per page of the range into `vec` (bit 0: resident).
+pub(crate) fn mincore(addr: usize, len: usize, vec: &mut [u8], ps: usize) -> Result<(), Errno> {
+    debug_assert!(vec.len() >= len.div_ceil(ps));
+    // SAFETY: `vec` has a byte for every page of the range (the caller's contract above).
+    let r = unsafe { libc::mincore(addr as *mut c_void, len, vec.as_mut_ptr()) };
+    count(Counter::MincoreCalls, Counter::MincoreErrors, r != 0);
+    if r != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)`.
+pub(crate) fn open_pagemap() -> Result<c_int, Errno> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    count(Counter::PagemapOpens, Counter::PagemapOpenErrors, fd < 0);
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    Ok(fd)
+}
+
+/// The `PAGEMAP_SCAN` ioctl; returns the regions written into `arg.vec`.
+///
+/// # Safety
+/// `arg.vec` must point at `arg.vec_len` writable `PageRegion`s.
+pub(crate) unsafe fn pagemap_scan(fd: c_int, arg: &mut PmScanArg) -> Result<usize, Errno> {
+    let r = libc::ioctl(fd, PAGEMAP_SCAN as _, arg as *mut PmScanArg);
+    count(Counter::PagemapScanCalls, Counter::PagemapScanErrors, r < 0);
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(r as usize)
+}
+
+/// `pread` of pagemap entries (8 bytes per page) starting at entry `index`; returns how many
+/// whole entries were read.
+pub(crate) fn pagemap_read(fd: c_int, entries: &mut [u64], index: u64) -> Result<usize, Errno> {
+    // SAFETY: the buffer's bounds are passed to pread.
+    let r = unsafe {
+        libc::pread(
+            fd,
+            entries.as_mut_ptr() as *mut c_void,
+            entries.len() * 8,
+            (index * 8) as libc::off_t,
+        )
+    };
+    count(Counter::PagemapReads, Counter::PagemapReadErrors, r < 0);
+    if r < 0 {
+        return Err(last_errno());
+    }
+    Ok(r as usize / 8)
 }
 
 /// `process_madvise(pidfd, iov, n, advice, 0)`; returns the bytes advised, which stops short of

@@ -139,6 +139,7 @@ pub fn op_code(op: Op) -> u64 {
         Op::HugePage => 8,
         Op::NoHugePage => 9,
         Op::Collapse => 10,
+        Op::Residency => 11,
     }
 }
 
@@ -150,6 +151,10 @@ pub fn call_code(c: Syscall) -> u64 {
         Syscall::Mprotect => 3,
         Syscall::PidfdOpen => 4,
         Syscall::Prctl => 5,
+        Syscall::OpenPagemap => 6,
+        Syscall::PagemapScan => 7,
+        Syscall::PagemapRead => 8,
+        Syscall::Mincore => 9,
         Syscall::Madvise(a) => 100 + a as u64,
         Syscall::ProcessMadvise(a) => 300 + a as u64,
     }
