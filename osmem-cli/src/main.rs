@@ -198,6 +198,7 @@ struct ProbeReport {
     advice: Advice,
     process_madvise: ProcessMadviseReport,
     anon_name: bool,
+    residency: ResidencyReport,
     selected: SelectedReport,
     selected_reasons: Reasons,
     knobs: Knobs,
@@ -206,6 +207,19 @@ struct ProbeReport {
     osmem_env_problems: Vec<EnvProblem>,
     /// Problems beyond those osmem keeps (it keeps 8).
     osmem_env_problems_dropped: usize,
+}
+
+/// How residency queries ask the kernel here: the method in use and what each one can do.
+#[derive(Serialize)]
+struct ResidencyReport {
+    /// The method queries use now (`pagemap-scan`, `pagemap`, `mincore`), `null` if none.
+    method: Option<&'static str>,
+    pagemap_scan: bool,
+    scan_guard: bool,
+    pagemap: bool,
+    pagemap_guard: bool,
+    pagemap_pfn: bool,
+    mincore: bool,
 }
 
 #[derive(Serialize)]
@@ -310,6 +324,15 @@ fn gather() -> ProbeReport {
             },
         },
         anon_name: p.anon_name,
+        residency: ResidencyReport {
+            method: osmem::residency_method().map(|m| m.name()),
+            pagemap_scan: p.residency.pagemap_scan,
+            scan_guard: p.residency.scan_guard,
+            pagemap: p.residency.pagemap,
+            pagemap_guard: p.residency.pagemap_guard,
+            pagemap_pfn: p.residency.pagemap_pfn,
+            mincore: p.residency.mincore,
+        },
         selected: SelectedReport {
             unused: unused_how_name(sel.unused),
             fault: name_in(FAULT_VALUES, sel.fault),
@@ -640,6 +663,31 @@ fn write_table(out: &mut impl Write, r: &ProbeReport) -> io::Result<()> {
     };
     writeln!(out, "  {:<22}{pm}", "process_madvise(self)")?;
     writeln!(out, "  {:<22}{}", "PR_SET_VMA_ANON_NAME", yes(r.anon_name))?;
+    let rs = &r.residency;
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let scan = match (rs.pagemap_scan, rs.scan_guard) {
+        (false, _) => "unsupported".to_owned(),
+        (true, true) => "supported (with guard markers)".to_owned(),
+        (true, false) => "supported (guard markers read as swapped)".to_owned(),
+    };
+    writeln!(out, "  {:<22}{scan}", "PAGEMAP_SCAN ioctl")?;
+    let pagemap = if rs.pagemap {
+        format!(
+            "supported (guard bit: {}, frame numbers: {})",
+            yn(rs.pagemap_guard),
+            yn(rs.pagemap_pfn)
+        )
+    } else {
+        "unsupported".to_owned()
+    };
+    writeln!(out, "  {:<22}{pagemap}", "/proc/self/pagemap")?;
+    writeln!(out, "  {:<22}{}", "mincore", yes(rs.mincore))?;
+    writeln!(
+        out,
+        "  {:<22}{}",
+        "residency queries use",
+        rs.method.unwrap_or("nothing (no method works)")
+    )?;
 
     let s = &r.selected;
     let why = &r.selected_reasons;

@@ -101,6 +101,19 @@ fn probe_json_has_the_keys_and_agrees_with_the_library() {
     assert_eq!(pm["via"], via);
     assert_eq!(pm["supported"], !via.is_null());
     assert_eq!(v["anon_name"], p.anon_name);
+    let rs = &v["residency"];
+    let want = osmem::residency_method().map_or(Value::Null, |m| m.name().into());
+    assert_eq!(rs["method"], want, "residency.method");
+    for (key, want) in [
+        ("pagemap_scan", p.residency.pagemap_scan),
+        ("scan_guard", p.residency.scan_guard),
+        ("pagemap", p.residency.pagemap),
+        ("pagemap_guard", p.residency.pagemap_guard),
+        ("pagemap_pfn", p.residency.pagemap_pfn),
+        ("mincore", p.residency.mincore),
+    ] {
+        assert_eq!(rs[key], want, "residency.{key}");
+    }
 
     for key in ["unused", "fault", "thp"] {
         assert!(v["selected"][key].is_string(), "selected.{key}");
