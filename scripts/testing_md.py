@@ -3,7 +3,7 @@
 
 Usage (from anywhere):  python3 scripts/testing_md.py
 
-Runs `cargo test -p osmem --test profiles --test matrix --no-fail-fast` with
+Runs `cargo test -p osmem --test profiles --test matrix --test residency --no-fail-fast` with
 OSMEM_TESTING_OUT set to a fresh temporary directory (osmem/tests/matrix.rs is left
 out while it does not exist), reads the rows the tests append there
 (profiles.tsv: profile, suite, result, detail; matrix.tsv: scenario, call, injected,
@@ -109,6 +109,9 @@ def main():
     args = ap.parse_args()
     have_matrix = os.path.exists(os.path.join(ROOT, "osmem", "tests", "matrix.rs"))
     tests = ["--test", "profiles"] + (["--test", "matrix"] if have_matrix else [])
+    # The residency chain's fallback rows (R1…) join the matrix.
+    if os.path.exists(os.path.join(ROOT, "osmem", "tests", "residency.rs")):
+        tests += ["--test", "residency"]
     cargo = ["cargo", "test", "-p", "osmem"] + tests + ["--no-fail-fast"]
     problems = []
     with tempfile.TemporaryDirectory(prefix="osmem-testing-") as tmp:
@@ -230,7 +233,8 @@ probe itself runs under the filter.
     doc += f"""## 2. The failure-injection matrix
 
 Every syscall and advice osmem issues, made to fail with an injected errno, and the
-outcome the test checked against the kernel's view (`osmem/tests/matrix.rs`).
+outcome the test checked against the kernel's view (`osmem/tests/matrix.rs`; the rows
+`R…`, the residency queries' chain, `osmem/tests/residency.rs`).
 
 {matrix_section}
 

@@ -185,6 +185,42 @@ pub fn map_rw(len: usize) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+/// The `/proc/self/pagemap` entries (8 bytes a page: bit 63 present, 62 swapped, 58 guard
+/// marker on Linux ≥ 6.15, bits 0-54 the page frame number where visible) of the pages
+/// starting at page-aligned `addr`, into `out`. The test kit's own reader, independent of
+/// osmem's: opened, read and closed here. Allocation-free. `false` if the file cannot be read.
+///
+/// ```
+/// let ps = osmem_testkit::page_size();
+/// let a = osmem_testkit::map_rw(ps).unwrap();
+/// unsafe { (a as *mut u8).write(1) };
+/// let mut e = [0u64; 1];
+/// assert!(osmem_testkit::pagemap_entries(a, &mut e));
+/// assert_eq!(e[0] >> 63, 1);
+/// ```
+pub fn pagemap_entries(addr: usize, out: &mut [u64]) -> bool {
+    let ps = page_size();
+    // SAFETY: a NUL-terminated path; the buffer's bounds are passed to pread.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let want = out.len() * 8;
+        let r = libc::pread(
+            fd,
+            out.as_mut_ptr() as *mut libc::c_void,
+            want,
+            ((addr / ps) * 8) as libc::off_t,
+        );
+        libc::close(fd);
+        r == want as isize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
