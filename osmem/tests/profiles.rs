@@ -85,6 +85,8 @@ struct Kernel {
     pm: ProcessMadvise,
     /// errno of `process_madvise(pidfd, MADV_COLD)` (0: it worked; -1: no pidfd).
     pm_cold_errno: i32,
+    /// The PAGEMAP_SCAN ioctl answers on /proc/self/pagemap.
+    scan: bool,
     /// What the profile must hide.
     hidden: &'static [&'static str],
 }
@@ -103,7 +105,19 @@ const ALL_FEATURES: &[&str] = &[
 
 fn hidden_by(profile: &str) -> &'static [&'static str] {
     match profile {
-        "linux-3.18-no-advise" | "eperm-sandbox" => ALL_FEATURES,
+        "linux-3.18-no-advise" => &[
+            "free",
+            "dontneed",
+            "populate_write",
+            "hugepage",
+            "nohugepage",
+            "collapse",
+            "guard",
+            "process_madvise",
+            "pidfd_self",
+            "pagemap_scan",
+        ],
+        "eperm-sandbox" => ALL_FEATURES,
         "linux-4.4" => &[
             "free",
             "populate_write",
@@ -111,6 +125,7 @@ fn hidden_by(profile: &str) -> &'static [&'static str] {
             "guard",
             "process_madvise",
             "pidfd_self",
+            "pagemap_scan",
         ],
         "linux-5.4" => &[
             "populate_write",
@@ -118,8 +133,10 @@ fn hidden_by(profile: &str) -> &'static [&'static str] {
             "guard",
             "process_madvise",
             "pidfd_self",
+            "pagemap_scan",
         ],
-        "linux-6.1" | "linux-6.12" => &["guard", "process_madvise", "pidfd_self"],
+        "linux-6.1" => &["guard", "process_madvise", "pidfd_self", "pagemap_scan"],
+        "linux-6.12" => &["guard", "process_madvise", "pidfd_self"],
         "linux-6.14" => &["pidfd_self"],
         "native" => &[],
         p => panic!("no expectations for profile {p:?}"),
@@ -147,6 +164,40 @@ fn raw_process_madvise(fd: i32, addr: usize, len: usize, advice: i32) -> Result<
         Err(errno())
     } else {
         Ok(r as usize)
+    }
+}
+
+/// The PAGEMAP_SCAN ioctl over `[addr, addr+len)` (presence only): whether it answers.
+fn raw_pagemap_scan(addr: usize, len: usize) -> bool {
+    let mut regions = [[0u64; 3]; 4];
+    // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
+    // category_inverted, category_mask, category_anyof_mask, return_mask.
+    let mut arg: [u64; 12] = [
+        96,
+        0,
+        addr as u64,
+        (addr + len) as u64,
+        0,
+        regions.as_mut_ptr() as u64,
+        4,
+        0,
+        0,
+        0,
+        1 << 3,
+        1 << 3,
+    ];
+    // SAFETY: a NUL-terminated path; the ioctl writes at most 4 regions into `regions`.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let r = libc::ioctl(fd, 0xC060_6610, arg.as_mut_ptr());
+        libc::close(fd);
+        r >= 0
     }
 }
 
@@ -190,6 +241,7 @@ impl Kernel {
         };
         let guard =
             raw_madvise(page, ps, MADV_GUARD_INSTALL) && raw_madvise(page, ps, MADV_GUARD_REMOVE);
+        let scan = raw_pagemap_scan(page, ps);
         // SAFETY: ours.
         unsafe { libc::munmap(page as *mut libc::c_void, ps) };
         Kernel {
@@ -204,6 +256,7 @@ impl Kernel {
             guard,
             pm,
             pm_cold_errno,
+            scan,
             hidden: hidden_by(profile),
         }
     }
@@ -219,6 +272,7 @@ impl Kernel {
             "guard" => self.guard,
             "process_madvise" => self.pm != ProcessMadvise::Unsupported,
             "pidfd_self" => self.pm == ProcessMadvise::PidfdSelf,
+            "pagemap_scan" => self.scan,
             _ => unreachable!("{name}"),
         }
     }
@@ -383,6 +437,17 @@ fn suite_probe(k: &Kernel) -> Result<String, String> {
         c.eq(format!("probe.advice.{name}"), probed, k.feature(name));
     }
     c.eq("probe.process_madvise", p.process_madvise, k.pm);
+    c.eq(
+        "probe.residency.pagemap_scan",
+        p.residency.pagemap_scan,
+        k.scan,
+    );
+    let want = if k.scan {
+        osmem::ResidencyMethod::PagemapScan
+    } else {
+        osmem::ResidencyMethod::Pagemap
+    };
+    c.eq("residency_method()", osmem::residency_method(), Some(want));
     c.eq("probe.page_size", p.page_size, k.page_size);
     // The filter hides what the profile says (raw view), and so does the probe.
     for &h in k.hidden {
@@ -452,7 +517,7 @@ fn suite_probe(k: &Kernel) -> Result<String, String> {
         k.unused_how(UnusedAdvice::Free),
     );
     let detail = format!(
-        "free={} dontneed={} populate_write={} hugepage={} collapse={} guard={} process_madvise={:?}; selected unused={:?} fault={:?}",
+        "free={} dontneed={} populate_write={} hugepage={} collapse={} guard={} process_madvise={:?} pagemap_scan={}; selected unused={:?} fault={:?} residency={}",
         a.free,
         a.dontneed,
         a.populate_write,
@@ -460,8 +525,10 @@ fn suite_probe(k: &Kernel) -> Result<String, String> {
         a.collapse,
         a.guard_install,
         p.process_madvise,
+        p.residency.pagemap_scan,
         sel.unused,
-        sel.fault
+        sel.fault,
+        osmem::residency_method().map_or("none", |m| m.name())
     );
     c.done(detail)
 }

@@ -85,6 +85,21 @@ const MADV_GUARD_REMOVE: i32 = 103; // 6.13
 const PIDFD_SELF_THREAD: u32 = -10000i32 as u32;
 const PIDFD_SELF_THREAD_GROUP: u32 = -10001i32 as u32;
 
+/// `PAGEMAP_SCAN` (6.7) = `_IOWR('f', 16, struct pm_scan_arg)`, as the low 32
+/// bits of the ioctl request.
+const PAGEMAP_SCAN: u32 = 0xC060_6610;
+
+/// The `PAGEMAP_SCAN` ioctl before 6.7: `/proc/<pid>/pagemap` has no ioctl
+/// handler, so `vfs_ioctl` answers ENOTTY.
+fn no_pagemap_scan() -> Inject {
+    Inject::SyscallArg {
+        nr: libc::SYS_ioctl,
+        arg: 1,
+        value: PAGEMAP_SCAN,
+        errno: libc::ENOTTY,
+    }
+}
+
 /// `PR_SET_VMA` (5.17, for `PR_SET_VMA_ANON_NAME`).
 const PR_SET_VMA: u32 = 0x5356_4d41;
 
@@ -172,6 +187,7 @@ pub fn profile_rules(name: &str) -> Option<Vec<Inject>> {
             v.push(syscall(libc::SYS_process_madvise, libc::ENOSYS));
             v.push(syscall(libc::SYS_pidfd_open, libc::ENOSYS));
             v.push(no_pr_set_vma());
+            v.push(no_pagemap_scan());
         }
         // 4.4 (LTS, Ubuntu 16.04): madvise knows DONTNEED, HUGEPAGE,
         // NOHUGEPAGE, DONTDUMP; every advice added later → EINVAL: FREE (4.5),
@@ -195,6 +211,7 @@ pub fn profile_rules(name: &str) -> Option<Vec<Inject>> {
             v.push(syscall(libc::SYS_process_madvise, libc::ENOSYS));
             v.push(syscall(libc::SYS_pidfd_open, libc::ENOSYS));
             v.push(no_pr_set_vma());
+            v.push(no_pagemap_scan());
         }
         // 5.4 (LTS): FREE, COLD, PAGEOUT known; POPULATE_* (5.14),
         // DONTNEED_LOCKED (5.18), COLLAPSE (6.1), GUARD_* (6.13) → EINVAL.
@@ -210,15 +227,20 @@ pub fn profile_rules(name: &str) -> Option<Vec<Inject>> {
             ]));
             v.push(syscall(libc::SYS_process_madvise, libc::ENOSYS));
             v.push(no_pr_set_vma());
+            v.push(no_pagemap_scan());
         }
         // 6.1 (LTS) and 6.12 (LTS, the last release before 6.13): the same
         // answers to everything osmem issues. Guard markers (6.13) → EINVAL;
         // process_madvise exists but takes neither the PIDFD_SELF sentinels
         // (6.15) nor DONTNEED/FREE/guards for the own process (6.13). COLLAPSE
-        // (6.1), POPULATE_WRITE (5.14) and PR_SET_VMA (5.17) are there.
+        // (6.1), POPULATE_WRITE (5.14) and PR_SET_VMA (5.17) are there. The
+        // PAGEMAP_SCAN ioctl (6.7) only on 6.12.
         "linux-6.1" | "linux-6.12" => {
             v.extend(madvise_einval(&[MADV_GUARD_INSTALL, MADV_GUARD_REMOVE]));
             v.extend(process_madvise_pre_6_13());
+            if name == "linux-6.1" {
+                v.push(no_pagemap_scan());
+            }
         }
         // 6.13 and 6.14: guard markers, and process_madvise takes every advice for the own
         // process, but the PIDFD_SELF sentinels (6.15) are bad descriptors → EBADF. Not in
