@@ -25,6 +25,12 @@ pub enum Worker {
     /// Reads `/proc/self/maps` from start to end, again and again, as profilers, monitoring
     /// agents and `ps`-like tools do.
     MapsReader,
+    /// Asks osmem which pages of a fully resident 1 GiB region the kernel holds
+    /// ([`Reservation::residency`], the method osmem selects), again and again: the kernel
+    /// walks the page tables under `mmap_lock` for reading (PAGEMAP_SCAN: the whole range
+    /// in one walk). Not in [`Worker::ALL`]: it is what osmem itself adds, measured apart
+    /// from the readers a runtime meets anyway.
+    ResidencyScan,
 }
 
 impl Worker {
@@ -40,6 +46,7 @@ impl Worker {
         match self {
             Worker::Populate => "populate",
             Worker::MapsReader => "maps-reader",
+            Worker::ResidencyScan => "residency-scan",
         }
     }
 
@@ -52,6 +59,7 @@ impl Worker {
         match self {
             Worker::Populate => "MADV_POPULATE_WRITE of 64 KiB",
             Worker::MapsReader => "full read of /proc/self/maps",
+            Worker::ResidencyScan => "residency query of a resident 1 GiB",
         }
     }
 }
@@ -72,6 +80,27 @@ const POP_CHUNKS: usize = 64;
 enum WorkerState {
     Populate { region: Reservation, next: usize },
     Maps { buf: Vec<u8> },
+    Residency { buf: Vec<osmem::PageRun> },
+}
+
+/// The residency worker's region: 1 GiB, every page written once, THP off (so the walk
+/// visits every page-table entry). Made once per process: populating it takes longer than
+/// a window.
+fn residency_region() -> &'static Reservation {
+    static R: std::sync::OnceLock<Reservation> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        let len = 1 << 30;
+        let r = Reservation::reserve_aligned(len, 2 << 20)
+            .and_then(|r| r.map(0, len).and(r.used(0, len)).map(|()| r))
+            .unwrap_or_else(|e| panic!("residency worker's region: {e}"));
+        let _ = r.nohugepage(0, len);
+        let ps = osmem::page_size();
+        for off in (0..len).step_by(ps) {
+            // SAFETY: inside the Ready region.
+            unsafe { r.as_ptr().add(off).write_volatile(1) };
+        }
+        r
+    })
 }
 
 impl WorkerState {
@@ -87,6 +116,12 @@ impl WorkerState {
             Worker::MapsReader => WorkerState::Maps {
                 buf: Vec::with_capacity(1 << 20),
             },
+            Worker::ResidencyScan => {
+                residency_region();
+                WorkerState::Residency {
+                    buf: vec![osmem::PageRun::EMPTY; 16],
+                }
+            }
         }
     }
 
@@ -111,6 +146,11 @@ impl WorkerState {
                 std::fs::File::open("/proc/self/maps")
                     .and_then(|mut f| f.read_to_end(buf))
                     .unwrap_or_else(|e| panic!("read /proc/self/maps: {e}"));
+            }
+            WorkerState::Residency { buf } => {
+                let r = residency_region();
+                r.residency(0, r.len(), buf)
+                    .unwrap_or_else(|e| panic!("residency query: {e}"));
             }
         }
     }

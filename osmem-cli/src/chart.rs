@@ -1,8 +1,10 @@
 //! chart.svg: the run at a glance (plotters, SVG backend; no font files needed: the backend
 //! writes `<text>` elements and sizes labels with plotters' built-in estimate).
 //!
-//! Six panels: fault and unused cost relative to the cheapest strategy at each size and mode;
-//! reader and writer throughput kept under contention; VMAs added; batch speedup.
+//! Eight panels: fault and unused cost relative to the cheapest strategy at each size and
+//! mode; reader and writer throughput kept under contention (the writer side also beside a
+//! large residency scan); VMAs added; batch speedup; residency queries by method, against the
+//! fastest method and against the raw method.
 
 use crate::suite::{BenchResults, Est};
 use crate::verdict::Verdicts;
@@ -214,9 +216,16 @@ fn contention_panel(r: &BenchResults, writer: bool) -> Bars<'static> {
             }
         })
         .collect();
+    // The writer side also beside osmem's own residency scans.
+    let extra = if writer {
+        r.residency_contention.as_ref()
+    } else {
+        None
+    };
     let series: Vec<(String, Vec<Option<Est>>)> = r
         .contention
         .iter()
+        .chain(extra)
         .map(|c| {
             (
                 format!("{} worker", c.worker),
@@ -336,11 +345,80 @@ fn batch_panel(r: &BenchResults) -> Bars<'static> {
     }
 }
 
+/// Residency queries per case, one bar per method: its time over the fastest method's in the
+/// same round (`raw` false), or osmem's time over the raw method's (`raw` true).
+fn residency_panel(r: &BenchResults, raw: bool) -> Bars<'static> {
+    let mut cases: Vec<&str> = Vec::new();
+    let mut methods: Vec<&str> = Vec::new();
+    for c in &r.residency {
+        if !cases.contains(&c.case.as_str()) {
+            cases.push(&c.case);
+        }
+        if !methods.contains(&c.method) {
+            methods.push(c.method);
+        }
+    }
+    let series: Vec<(String, Vec<Option<Est>>)> = methods
+        .iter()
+        .map(|&m| {
+            let v = cases
+                .iter()
+                .map(|&case| {
+                    r.residency
+                        .iter()
+                        .find(|c| c.case == case && c.method == m)
+                        .map(|c| {
+                            let x = if raw {
+                                c.osmem_over_raw
+                            } else {
+                                c.over_fastest
+                            };
+                            Est {
+                                median: x,
+                                lo: x,
+                                hi: x,
+                                n: c.rounds,
+                            }
+                        })
+                })
+                .collect();
+            (m.to_owned(), v)
+        })
+        .collect();
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten().map(|e| e.median))
+        .fold(1.0, f64::max);
+    Bars {
+        title: if raw {
+            "residency query: osmem / the raw method (same calls), per method".to_owned()
+        } else {
+            "residency query: time / the fastest method's, per case (lower is better)".to_owned()
+        },
+        y_desc: if raw { "× raw" } else { "× the fastest" },
+        groups: cases
+            .iter()
+            .map(|c| {
+                c.replace(" resident", "")
+                    .replace(" scattered pages", " pages")
+            })
+            .collect(),
+        series,
+        y_max: if raw {
+            nice_max(max.min(2.0), 1.2)
+        } else {
+            nice_max(max.min(50.0), 2.0)
+        },
+        reference: Some(1.0),
+        value_fmt: Some(|v| format!("{v:.2}")),
+    }
+}
+
 /// Render the chart as an SVG document.
 pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1500, 1440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1500, 1900)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| format!("chart: {e:?}");
         root.fill(&WHITE).map_err(err)?;
         let verdict = |x: &crate::verdict::Verdict| {
@@ -373,7 +451,7 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
             .map_err(err)?;
         top.draw(&Text::new(sub, (12, 36), ("sans-serif", 16)))
             .map_err(err)?;
-        let panels = root.split_evenly((3, 2));
+        let panels = root.split_evenly((4, 2));
         let specs = [
             cost_panel(r, "fault"),
             cost_panel(r, "unused"),
@@ -381,6 +459,8 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
             contention_panel(r, true),
             vma_panel(r),
             batch_panel(r),
+            residency_panel(r, false),
+            residency_panel(r, true),
         ];
         for (area, spec) in panels.iter().zip(&specs) {
             draw_bars(area, spec)?;

@@ -1,6 +1,6 @@
 //! The bench results as Markdown tables (stdout of `osmem bench`, and the body of report.md).
 
-use crate::suite::{BenchResults, Est, ScaleResult};
+use crate::suite::{BenchResults, ContentionResult, Est, ScaleResult};
 use std::io::{self, Write};
 
 fn est(e: &Est) -> String {
@@ -106,41 +106,7 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
         osmem_bench::MUTATOR_PERIOD.as_micros()
     )?;
     for c in &r.contention {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "Worker `{}` ({} per op; {} rounds of {} ms windows; {:.0} ops/s beside the control)",
-            c.worker, c.unit, c.rounds, c.window_ms, c.control_ops_per_s
-        )?;
-        writeln!(out)?;
-        writeln!(
-            out,
-            "| mutator | worker kept (of control) | worker ops/s | mutator cycles/s | mutator kept (of alone) |"
-        )?;
-        writeln!(out, "|---|---|---:|---:|---|")?;
-        for e in &c.entries {
-            writeln!(
-                out,
-                "| {}{} | {} | {:.0} | {:.0} | {} |",
-                e.op,
-                if e.op == osmem_bench::CONTROL.name() {
-                    " (control)"
-                } else {
-                    ""
-                },
-                pct(&e.relative),
-                e.worker_ops_per_s,
-                e.mutator_ops_per_s,
-                pct(&e.mutator_kept)
-            )?;
-        }
-        writeln!(out)?;
-        writeln!(
-            out,
-            "Ranking (most kept first): the worker beside fault strategies {}; beside unused \
-             advices {}. The mutator (writer side): fault {}; unused {}.",
-            c.fault_ranking, c.unused_ranking, c.mutator_fault_ranking, c.mutator_unused_ranking
-        )?;
+        write_contention(out, c)?;
     }
 
     writeln!(out)?;
@@ -222,6 +188,57 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
 
     if let Some(s) = &r.scale {
         write_scale(out, s, h)?;
+    }
+    if !r.residency.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{h} Residency queries: each method through osmem vs the raw method, and vs the fastest"
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Raw: the same system calls osmem makes for that method, building the same runs. \
+             `× raw` and `× fastest` are medians of per-round ratios (all methods and both \
+             flavours run in every round)."
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| case | method | runs | rounds | osmem µs | raw µs | × raw | × fastest |"
+        )?;
+        writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+        for c in &r.residency {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.2} |",
+                c.case,
+                c.method,
+                c.runs,
+                c.rounds,
+                us(c.osmem_us),
+                us(c.raw_us),
+                c.osmem_over_raw,
+                c.over_fastest
+            )?;
+        }
+    }
+    if let Some(c) = &r.residency_contention {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{h} What a large residency scan does to threads that take mmap_lock"
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "The same harness as the contention tables above, with a worker that asks osmem \
+             which pages of a fully resident 1 GiB region the kernel holds (the method osmem \
+             selects walks the page tables under mmap_lock for reading). `mutator kept` is \
+             the writer side: a strategy that needs mmap_lock(W) waits for each walk. Not part \
+             of the selection checks."
+        )?;
+        write_contention(out, c)?;
     }
 
     writeln!(out)?;
@@ -320,6 +337,46 @@ fn write_scale(out: &mut impl Write, s: &ScaleResult, h: &str) -> io::Result<()>
         s.pool_raw_syscalls,
         s.pool_raw_vmas,
         s.pool_ratio
+    )?;
+    Ok(())
+}
+
+/// One worker's contention table and rankings.
+fn write_contention(out: &mut impl Write, c: &ContentionResult) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Worker `{}` ({} per op; {} rounds of {} ms windows; {:.0} ops/s beside the control)",
+        c.worker, c.unit, c.rounds, c.window_ms, c.control_ops_per_s
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| mutator | worker kept (of control) | worker ops/s | mutator cycles/s | mutator kept (of alone) |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---|")?;
+    for e in &c.entries {
+        writeln!(
+            out,
+            "| {}{} | {} | {:.0} | {:.0} | {} |",
+            e.op,
+            if e.op == osmem_bench::CONTROL.name() {
+                " (control)"
+            } else {
+                ""
+            },
+            pct(&e.relative),
+            e.worker_ops_per_s,
+            e.mutator_ops_per_s,
+            pct(&e.mutator_kept)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Ranking (most kept first): the worker beside fault strategies {}; beside unused \
+         advices {}. The mutator (writer side): fault {}; unused {}.",
+        c.fault_ranking, c.unused_ranking, c.mutator_fault_ranking, c.mutator_unused_ranking
     )?;
     Ok(())
 }

@@ -4,8 +4,9 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use osmem_bench::{
     batch_vs_loop_within, contention, default_batch_iters, default_iters, footprint, interleaved,
-    quick_iters, scale, size_label, tiers, tiers_text, vma_growth, BatchOp, Estimate, Flavour, Op,
-    ScalePlan, Worker, BATCH_CONFIGS, COST_GAP, MIN_ITERS, SIZES, THROUGHPUT_GAP,
+    quick_iters, residency_costs, scale, size_label, tiers, tiers_text, vma_growth, BatchOp,
+    Estimate, Flavour, Op, ResidencyPlan, ScalePlan, Worker, BATCH_CONFIGS, COST_GAP, MIN_ITERS,
+    SIZES, THROUGHPUT_GAP,
 };
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -160,6 +161,12 @@ pub struct BenchResults {
     pub batch: Vec<BatchRow>,
     /// osmem's own costs at runtime scale (its page-state map), next to the raw calls.
     pub scale: Option<ScaleResult>,
+    /// Residency queries: each method through osmem next to the raw method, and the methods
+    /// next to each other.
+    pub residency: Vec<osmem_bench::ResidencyCost>,
+    /// What a large residency scan does to the mutators (the `residency-scan` worker); not
+    /// part of any selection check.
+    pub residency_contention: Option<ContentionResult>,
     /// Every ranking of this run, by name: what repeated runs must agree on.
     pub rankings: Vec<Ranking>,
 }
@@ -310,6 +317,8 @@ enum Step {
     Footprint,
     Batch(BatchOp, usize, usize, bool),
     Scale,
+    Residency,
+    ResidencyContention,
 }
 
 impl Step {
@@ -331,6 +340,10 @@ impl Step {
                 if *sib { ", sibling" } else { "" }
             ),
             Step::Scale => "metadata at scale (1 TiB, pool, scattered)".to_owned(),
+            Step::Residency => {
+                "residency queries (1 GiB at 1/50/100%, 64 GiB scattered)".to_owned()
+            }
+            Step::ResidencyContention => "contention, residency-scan worker".to_owned(),
         }
     }
 
@@ -344,6 +357,8 @@ impl Step {
             Step::Footprint => 1,
             Step::Batch(..) => 4,
             Step::Scale => 3,
+            Step::Residency => 8,
+            Step::ResidencyContention => 18,
         }
     }
 }
@@ -365,6 +380,8 @@ fn plan() -> Vec<Step> {
     }
     v.push(Step::Footprint);
     v.push(Step::Scale);
+    v.push(Step::Residency);
+    v.push(Step::ResidencyContention);
     for op in BatchOp::ALL {
         if !op.is_supported() {
             continue;
@@ -417,6 +434,8 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
         footprint: Vec::new(),
         batch: Vec::new(),
         scale: None,
+        residency: Vec::new(),
+        residency_contention: None,
         rankings: Vec::new(),
     };
     for step in &steps {
@@ -442,6 +461,22 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
                     },
                 };
                 r.scale = Some(scale(plan));
+            }
+            Step::Residency => {
+                let plan = match level {
+                    Level::Full => ResidencyPlan::FULL,
+                    Level::Quick => ResidencyPlan::QUICK,
+                    Level::Smoke => ResidencyPlan {
+                        dense: 16 << 20,
+                        sparse: 1 << 30,
+                        scattered: 1000,
+                        rounds: 2,
+                    },
+                };
+                r.residency = residency_costs(plan);
+            }
+            Step::ResidencyContention => {
+                r.residency_contention = Some(contention_step(level, Worker::ResidencyScan))
             }
         }
         bar.inc(step.weight());

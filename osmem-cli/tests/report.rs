@@ -207,6 +207,23 @@ fn check_report_dir(dir: &Path) -> Value {
         md.contains("osmem's own costs at scale"),
         "report.md shows it"
     );
+    // Residency queries: every method that works here, in every case, with the same runs
+    // as the raw method (the bench asserts it), and the scan's effect on writers.
+    let rows = b["residency"].as_array().unwrap();
+    let p = osmem::probe().residency;
+    let methods = [p.pagemap_scan, p.pagemap, p.mincore]
+        .iter()
+        .filter(|&&x| x)
+        .count();
+    assert_eq!(rows.len(), 4 * methods, "4 cases × the methods that work");
+    for row in rows {
+        assert!(row["runs"].as_u64().unwrap() >= 1, "{row}");
+        assert!(row["osmem_over_raw"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["over_fastest"].as_f64().unwrap() >= 1.0, "{row}");
+    }
+    let rc = &b["residency_contention"];
+    assert_eq!(rc["worker"], "residency-scan", "{rc}");
+    assert!(md.contains("Residency queries"), "report.md shows them");
     json
 }
 

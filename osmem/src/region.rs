@@ -524,7 +524,7 @@ impl Reservation {
     }
 
     /// What the kernel really holds for `[offset, offset + len)`: runs of pages by
-    /// [`Residence`] (present, the zero page, swapped, guard-marked, nothing), asked of the
+    /// [`Residence`](crate::Residence) (present, the zero page, swapped, guard-marked, nothing), asked of the
     /// kernel with the fastest method that works here ([`residency_method`](crate::residency_method):
     /// the PAGEMAP_SCAN ioctl, else reading `/proc/self/pagemap`, else `mincore`), never from
     /// osmem's own bookkeeping. `out` receives maximal runs in address order covering

@@ -371,8 +371,8 @@ fn read_pagemap(
             // The file ended inside our mapping: not a pagemap we can use.
             return Err((Syscall::PagemapRead, Errno::EINVAL));
         }
-        for (i, &e) in buf[..got].iter().enumerate() {
-            let what = if e >> 63 & 1 != 0 {
+        let class = |e: u64| {
+            if e >> 63 & 1 != 0 {
                 let pfn = e & ((1 << 55) - 1);
                 if p.pagemap_pfn && pfn == p.zero_pfn {
                     Residence::ZeroPage
@@ -387,11 +387,20 @@ fn read_pagemap(
                 }
             } else {
                 Residence::None
-            };
-            let pa = a + i * ps;
-            if !o.push(pa, pa + ps, what) {
+            }
+        };
+        // Run by run: find where the class changes, then one push per run.
+        let mut i = 0;
+        while i < got {
+            let what = class(buf[i]);
+            let j = buf[i + 1..got]
+                .iter()
+                .position(|&e| class(e) != what)
+                .map_or(got, |k| i + 1 + k);
+            if !o.push(a + i * ps, a + j * ps, what) {
                 return Ok(());
             }
+            i = j;
         }
         a += got * ps;
     }
@@ -406,16 +415,24 @@ fn by_mincore(o: &mut Out<'_>, lo: usize, hi: usize) -> Result<(), (Syscall, Err
         let chunk = (hi - a).min(vec.len() * ps);
         advise::retry(|| sys::mincore(a, chunk, &mut vec, ps))
             .map_err(|e| (Syscall::Mincore, e))?;
-        for (i, &v) in vec[..chunk / ps].iter().enumerate() {
-            let what = if v & 1 != 0 {
+        let v = &vec[..chunk / ps];
+        // Run by run: find where residency changes, then one push per run.
+        let mut i = 0;
+        while i < v.len() {
+            let bit = v[i] & 1;
+            let j = v[i + 1..]
+                .iter()
+                .position(|&x| x & 1 != bit)
+                .map_or(v.len(), |k| i + 1 + k);
+            let what = if bit != 0 {
                 Residence::Present
             } else {
                 Residence::None
             };
-            let pa = a + i * ps;
-            if !o.push(pa, pa + ps, what) {
+            if !o.push(a + i * ps, a + j * ps, what) {
                 return Ok(());
             }
+            i = j;
         }
         a += chunk;
     }
