@@ -456,3 +456,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod uapi {
+    //! The uapi values and layouts defined above, checked against linux-raw-sys.
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+    use linux_raw_sys::general as k;
+
+    #[test]
+    fn madvise_values_match_the_kernel_headers() {
+        for (ours, theirs) in [
+            (MADV_NORMAL, k::MADV_NORMAL),
+            (MADV_DONTNEED, k::MADV_DONTNEED),
+            (MADV_FREE, k::MADV_FREE),
+            (MADV_HUGEPAGE, k::MADV_HUGEPAGE),
+            (MADV_NOHUGEPAGE, k::MADV_NOHUGEPAGE),
+            (MADV_POPULATE_READ, k::MADV_POPULATE_READ),
+            (MADV_POPULATE_WRITE, k::MADV_POPULATE_WRITE),
+            (MADV_DONTNEED_LOCKED, k::MADV_DONTNEED_LOCKED),
+            (MADV_COLLAPSE, k::MADV_COLLAPSE),
+            (MADV_GUARD_INSTALL, k::MADV_GUARD_INSTALL),
+            (MADV_GUARD_REMOVE, k::MADV_GUARD_REMOVE),
+        ] {
+            assert_eq!(ours as u32, theirs);
+        }
+        assert_eq!(SYS_PROCESS_MADVISE, k::__NR_process_madvise as libc::c_long);
+        assert_eq!(SYS_PIDFD_OPEN, k::__NR_pidfd_open as libc::c_long);
+    }
+
+    #[test]
+    fn pagemap_scan_matches_the_kernel_headers() {
+        assert_eq!(PAGE_IS_PRESENT, k::PAGE_IS_PRESENT as u64);
+        assert_eq!(PAGE_IS_SWAPPED, k::PAGE_IS_SWAPPED as u64);
+        assert_eq!(PAGE_IS_PFNZERO, k::PAGE_IS_PFNZERO as u64);
+        assert_eq!(PAGE_IS_GUARD, k::PAGE_IS_GUARD as u64);
+        assert_eq!(size_of::<PmScanArg>(), size_of::<k::pm_scan_arg>());
+        assert_eq!(align_of::<PmScanArg>(), align_of::<k::pm_scan_arg>());
+        assert_eq!(size_of::<PageRegion>(), size_of::<k::page_region>());
+        assert_eq!(
+            offset_of!(PmScanArg, walk_end),
+            offset_of!(k::pm_scan_arg, walk_end)
+        );
+        assert_eq!(
+            offset_of!(PmScanArg, return_mask),
+            offset_of!(k::pm_scan_arg, return_mask)
+        );
+        assert_eq!(
+            offset_of!(PageRegion, categories),
+            offset_of!(k::page_region, categories)
+        );
+        // _IOWR('f', 16, struct pm_scan_arg): direction 3, size, type, number.
+        let want = (3u64 << 30) | ((size_of::<k::pm_scan_arg>() as u64) << 16) | (0x66 << 8) | 16;
+        assert_eq!(PAGEMAP_SCAN as u64, want);
+        assert_eq!(PAGEMAP_SCAN, 0xC060_6610);
+    }
+}
