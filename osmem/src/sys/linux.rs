@@ -508,7 +508,7 @@ mod uapi {
         );
         // _IOWR('f', 16, struct pm_scan_arg): direction 3, size, type, number.
         let want = (3u64 << 30) | ((size_of::<k::pm_scan_arg>() as u64) << 16) | (0x66 << 8) | 16;
-        assert_eq!(PAGEMAP_SCAN as u64, want);
-        assert_eq!(PAGEMAP_SCAN, 0xC060_6610);
+        assert_eq!(u64::from(PAGEMAP_SCAN), want);
+        assert_eq!(u64::from(PAGEMAP_SCAN), 0xC060_6610);
     }
 }
