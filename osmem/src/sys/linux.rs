@@ -486,6 +486,8 @@ mod uapi {
     }
 
     #[test]
+    // `c_ulong` is u64 here but u32 on 32-bit targets: the conversion is needed there.
+    #[allow(clippy::useless_conversion)]
     fn pagemap_scan_matches_the_kernel_headers() {
         assert_eq!(PAGE_IS_PRESENT, k::PAGE_IS_PRESENT as u64);
         assert_eq!(PAGE_IS_SWAPPED, k::PAGE_IS_SWAPPED as u64);
