@@ -340,6 +340,9 @@ mod raw {
                 }
             }
             ResidencyMethod::Pagemap => {
+                let p = osmem::probe().residency;
+                let pfn_visible = p.pagemap_pfn;
+                let zero_pfn = if pfn_visible { p.zero_pfn } else { u64::MAX };
                 let mut buf = [0u64; 512];
                 let mut a = base;
                 while a < end {
@@ -355,15 +358,22 @@ mod raw {
                     };
                     assert!(r > 0, "pread: {}", std::io::Error::last_os_error());
                     let got = r as usize / 8;
-                    let cat = |e: u64| (e >> 62) as u8 | ((e >> 58) as u8 & 1) << 2;
+                    // Flags (present, swapped, guard) and, in present runs where frame
+                    // numbers are visible, the zero page: the categories osmem reports.
+                    const FLAGS: u64 = 1 << 63 | 1 << 62 | 1 << 58;
+                    const PFN: u64 = (1 << 55) - 1;
                     let mut i = 0;
                     while i < got {
-                        let c = cat(buf[i]);
-                        let j = buf[i + 1..got]
-                            .iter()
-                            .position(|&e| cat(e) != c)
-                            .map_or(got, |k| i + 1 + k);
-                        push(out, a + i * ps, a + j * ps, c);
+                        let (e0, rest) = (buf[i], &buf[i + 1..got]);
+                        let (f, z) = (e0 & FLAGS, e0 & PFN == zero_pfn);
+                        let n = if f >> 63 != 0 && pfn_visible {
+                            rest.iter()
+                                .position(|&e| e & FLAGS != f || (e & PFN == zero_pfn) != z)
+                        } else {
+                            rest.iter().position(|&e| e & FLAGS != f)
+                        };
+                        let j = n.map_or(got, |k| i + 1 + k);
+                        push(out, a + i * ps, a + j * ps, (f >> 56) as u8 | z as u8);
                         i = j;
                     }
                     a += got * ps;

@@ -56,6 +56,24 @@ fn readme_examples_run() {
     assert!(c.is_prefault());
     osmem::configure(before);
 
+    let residency = || -> Result<(), osmem::Error> {
+        // README-EXAMPLE-BEGIN
+        use osmem::{PageRun, Reservation, Residence};
+
+        let ps = osmem::page_size();
+        let r = Reservation::alloc(64 * ps)?;
+        unsafe { r.as_ptr().write_bytes(1, 4 * ps) };
+        let mut runs = [PageRun::EMPTY; 16];
+        let q = r.residency(0, 64 * ps, &mut runs)?;
+        assert_eq!(runs[0].residence, Residence::Present);
+        assert_eq!(runs[0].len, 4 * ps);
+        println!("asked with {:?}, which tells {:?}", q.method, q.tells);
+        assert_eq!(r.resident_bytes(0, 64 * ps)?, 4 * ps);
+        // README-EXAMPLE-END
+        Ok(())
+    };
+    residency().unwrap();
+
     let batch = || -> Result<(), osmem::Error> {
         // README-EXAMPLE-BEGIN
         use osmem::{Batch, BatchKind, Reservation, UnusedAdvice};
@@ -112,6 +130,6 @@ fn examples_in_readme() -> Vec<String> {
 #[test]
 fn readme_shows_these_examples() {
     let here = examples_here();
-    assert_eq!(here.len(), 3);
+    assert_eq!(here.len(), 4);
     assert_eq!(examples_in_readme(), here);
 }

@@ -15,6 +15,11 @@
 //! | Ready → Faulted | [`Reservation::fault`] | guard markers → DONTNEED + `mprotect(NONE)` → `mmap(NONE, MAP_FIXED)` |
 //! | any → None | drop | `munmap` |
 //!
+//! What the kernel really holds for a range (present, the zero page, swapped, guard-marked,
+//! nothing) is one call away: [`Reservation::residency`] and [`Reservation::resident_bytes`],
+//! asked of the kernel (the `PAGEMAP_SCAN` ioctl, pagemap reads or `mincore`, whichever is
+//! fastest here), never of osmem's bookkeeping.
+//!
 //! Nothing on any operation path allocates from the heap or needs std, so an allocator can
 //! call osmem from inside its `GlobalAlloc`. The crate is `#![no_std]`; the `std` feature
 //! (default) only adds `impl std::error::Error`.

@@ -272,20 +272,23 @@ impl Out<'_> {
         }
     }
 
-    #[inline]
+    /// Pages `[start, end)` (`start == at`) are `r`: extend the last run or start one.
+    #[inline(always)]
     fn emit(&mut self, start: usize, end: usize, r: Residence) -> bool {
         debug_assert!(start == self.at && end > start);
-        if self.n > 0 && self.out[self.n - 1].residence == r {
-            self.out[self.n - 1].len += end - start;
-        } else if self.n == self.out.len() {
-            return false;
-        } else {
-            self.out[self.n] = PageRun {
-                offset: start - self.base,
-                len: end - start,
-                residence: r,
-            };
-            self.n += 1;
+        match self.out[..self.n].last_mut() {
+            Some(last) if last.residence == r => last.len += end - start,
+            _ => {
+                let Some(slot) = self.out.get_mut(self.n) else {
+                    return false;
+                };
+                *slot = PageRun {
+                    offset: start - self.base,
+                    len: end - start,
+                    residence: r,
+                };
+                self.n += 1;
+            }
         }
         self.at = end;
         true
@@ -361,6 +364,31 @@ fn read_pagemap(
 ) -> Result<(), (Syscall, Errno)> {
     let fd = pagemap_fd().map_err(|e| (Syscall::OpenPagemap, e))?;
     let ps = probe::page_size();
+    // Entry bits: 63 present, 62 swapped, 58 guard marker; 0-54 the frame number.
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const GUARD: u64 = 1 << 58;
+    const FLAGS: u64 = PRESENT | SWAPPED | GUARD;
+    const PFN_MASK: u64 = (1 << 55) - 1;
+    // No frame numbers visible: a value no 55-bit frame number equals.
+    let zero_pfn = if p.pagemap_pfn { p.zero_pfn } else { u64::MAX };
+    let class = |flags: u64, zero: bool| {
+        if flags & PRESENT != 0 {
+            if zero {
+                Residence::ZeroPage
+            } else {
+                Residence::Present
+            }
+        } else if flags & SWAPPED != 0 {
+            if p.pagemap_guard && flags & GUARD != 0 {
+                Residence::Guard
+            } else {
+                Residence::Swapped
+            }
+        } else {
+            Residence::None
+        }
+    };
     let mut buf = [0u64; 512];
     let mut a = lo;
     while a < hi {
@@ -371,33 +399,22 @@ fn read_pagemap(
             // The file ended inside our mapping: not a pagemap we can use.
             return Err((Syscall::PagemapRead, Errno::EINVAL));
         }
-        let class = |e: u64| {
-            if e >> 63 & 1 != 0 {
-                let pfn = e & ((1 << 55) - 1);
-                if p.pagemap_pfn && pfn == p.zero_pfn {
-                    Residence::ZeroPage
-                } else {
-                    Residence::Present
-                }
-            } else if e >> 62 & 1 != 0 {
-                if p.pagemap_guard && e >> 58 & 1 != 0 {
-                    Residence::Guard
-                } else {
-                    Residence::Swapped
-                }
-            } else {
-                Residence::None
-            }
-        };
-        // Run by run: find where the class changes, then one push per run.
+        // Run by run: the flag bits (present, swapped, guard) find where runs change with one
+        // AND and one compare per entry; only a present run, where the zero page is told,
+        // also compares frame numbers. Only the first entry of a run is classified.
         let mut i = 0;
         while i < got {
-            let what = class(buf[i]);
-            let j = buf[i + 1..got]
-                .iter()
-                .position(|&e| class(e) != what)
-                .map_or(got, |k| i + 1 + k);
-            if !o.push(a + i * ps, a + j * ps, what) {
+            let (e0, rest) = (buf[i], &buf[i + 1..got]);
+            let flags = e0 & FLAGS;
+            let zero = e0 & PFN_MASK == zero_pfn;
+            let n = if flags & PRESENT != 0 && p.pagemap_pfn {
+                rest.iter()
+                    .position(|&e| e & FLAGS != flags || (e & PFN_MASK == zero_pfn) != zero)
+            } else {
+                rest.iter().position(|&e| e & FLAGS != flags)
+            };
+            let j = n.map_or(got, |n| i + 1 + n);
+            if !o.emit(a + i * ps, a + j * ps, class(flags, zero)) {
                 return Ok(());
             }
             i = j;
@@ -429,7 +446,7 @@ fn by_mincore(o: &mut Out<'_>, lo: usize, hi: usize) -> Result<(), (Syscall, Err
             } else {
                 Residence::None
             };
-            if !o.push(a + i * ps, a + j * ps, what) {
+            if !o.emit(a + i * ps, a + j * ps, what) {
                 return Ok(());
             }
             i = j;
