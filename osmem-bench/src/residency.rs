@@ -8,7 +8,7 @@
 //! rotates from round to round; a ratio is the median over rounds of the per-round ratio.
 //!
 //! The raw flavours issue exactly the calls osmem issues for that method (the PAGEMAP_SCAN
-//! ioctl with the same 32 regions per call, pagemap reads of 512 entries, mincore of 2048
+//! ioctl with the same 32 regions per call, pagemap reads of 512 entries, mincore of 4096
 //! pages, one descriptor opened beforehand) and build the same runs into a caller's vector,
 //! so the ratio is what osmem's bookkeeping around them costs.
 
@@ -380,7 +380,7 @@ mod raw {
                 }
             }
             ResidencyMethod::Mincore => {
-                let mut vec = [0u8; 2048];
+                let mut vec = [0u8; 4096];
                 let mut a = base;
                 while a < end {
                     let chunk = (end - a).min(vec.len() * ps);

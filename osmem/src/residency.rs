@@ -426,7 +426,7 @@ fn read_pagemap(
 
 fn by_mincore(o: &mut Out<'_>, lo: usize, hi: usize) -> Result<(), (Syscall, Errno)> {
     let ps = probe::page_size();
-    let mut vec = [0u8; 2048];
+    let mut vec = [0u8; 4096];
     let mut a = lo;
     while a < hi {
         let chunk = (hi - a).min(vec.len() * ps);
