@@ -37,7 +37,10 @@ pub use child::{
     BUS_ADRERR, BUS_OBJERR, CHILD_PANIC_EXIT, CHILD_TIMEOUT_SECS, FILTER_FAILED_EXIT, REPORT_CAP,
     SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR,
 };
-pub use mem::{drain_lru_batches, is_zero, map_rw, page_size, pagemap_entries, resident_pages};
+pub use mem::{
+    drain_lru_batches, is_zero, map_rw, page_size, pagemap_entries, pagemap_scan_answers,
+    resident_pages,
+};
 pub use procfs::{
     eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, SmapsEntry, SmapsSum,
     VmFlags, Vma,

@@ -200,15 +200,11 @@ pub fn map_rw(len: usize) -> Option<usize> {
 /// ```
 pub fn pagemap_entries(addr: usize, out: &mut [u64]) -> bool {
     let ps = page_size();
-    // SAFETY: a NUL-terminated path; the buffer's bounds are passed to pread.
+    let Some(fd) = open_pagemap() else {
+        return false;
+    };
+    // SAFETY: the buffer's bounds are passed to pread.
     unsafe {
-        let fd = libc::open(
-            c"/proc/self/pagemap".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return false;
-        }
         let want = out.len() * 8;
         let r = libc::pread(
             fd,
@@ -219,6 +215,54 @@ pub fn pagemap_entries(addr: usize, out: &mut [u64]) -> bool {
         libc::close(fd);
         r == want as isize
     }
+}
+
+fn open_pagemap() -> Option<i32> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/pagemap".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// Whether the `PAGEMAP_SCAN` ioctl (Linux 6.7) answers on `/proc/self/pagemap` for the
+/// page-aligned range `[addr, addr + len)` (asking for present pages only). The test kit's own
+/// call, independent of osmem's. Allocation-free.
+///
+/// ```
+/// let ps = osmem_testkit::page_size();
+/// let a = osmem_testkit::map_rw(ps).unwrap();
+/// println!("PAGEMAP_SCAN here: {}", osmem_testkit::pagemap_scan_answers(a, ps));
+/// ```
+pub fn pagemap_scan_answers(addr: usize, len: usize) -> bool {
+    let Some(fd) = open_pagemap() else {
+        return false;
+    };
+    let mut regions = [[0u64; 3]; 4];
+    // struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len, max_pages,
+    // category_inverted, category_mask, category_anyof_mask, return_mask (PAGE_IS_PRESENT).
+    let mut arg: [u64; 12] = [
+        96,
+        0,
+        addr as u64,
+        (addr + len) as u64,
+        0,
+        regions.as_mut_ptr() as u64,
+        4,
+        0,
+        0,
+        0,
+        1 << 3,
+        1 << 3,
+    ];
+    // SAFETY: PAGEMAP_SCAN (_IOWR('f', 16, struct pm_scan_arg)) writes at most 4 regions.
+    let r = unsafe { libc::ioctl(fd, 0xC060_6610, arg.as_mut_ptr()) };
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    r >= 0
 }
 
 #[cfg(test)]
