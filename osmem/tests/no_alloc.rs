@@ -85,6 +85,13 @@ fn full_cycle() {
     assert!(r.used(0, 0).is_err());
     let _ = r.state(0);
     let _ = r.bytes_in(osmem::State::Ready);
+    // Residency queries, with every method that works here and a buffer that fills up.
+    let mut runs = [osmem::PageRun::EMPTY; 4];
+    for m in osmem::ResidencyMethod::ALL {
+        let _ = r.residency_with(m, 0, len, &mut runs);
+    }
+    r.residency(0, len, &mut runs[..1]).unwrap();
+    r.resident_bytes(0, len).unwrap();
     drop(r);
 
     let a = Reservation::alloc(8 * ps).unwrap();
