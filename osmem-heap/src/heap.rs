@@ -1,0 +1,735 @@
+//! The page heap: address space from one osmem reservation, pages handed out in runs lowest
+//! address first through a tree of free-run summaries, freed by run, and released to the OS
+//! (scavenged) by run. Go's `pageAlloc` (mpagealloc.go, mpallocbits.go) with osmem below it.
+//!
+//! States, in osmem's terms: a page that is free and released ("scavenged"), or never used
+//! since the heap grew, is osmem-Prepared (no memory behind it); every other page is Ready. An
+//! allocation that takes scavenged pages makes them Ready (`used`); a release makes free
+//! pages Prepared (`unused`, DONTNEED: they read zero afterwards). So an allocation knows
+//! exactly which of its pages may hold old data (`needzero`).
+//!
+//! Locking: one spin lock for the bookkeeping; every system call (growing, `used`,
+//! releasing) runs with it released, on pages the heap has marked in use meanwhile so that
+//! nothing else touches them (Go's `scavengeOne` does the same around `sysUnused`).
+
+use crate::bits::{self, ChunkBits, Sum, CHUNK_PAGES, WORDS};
+use crate::lock::Lock;
+use crate::{HeapError, HeapStats, Mode};
+use core::cell::UnsafeCell;
+use core::mem::{size_of, ManuallyDrop};
+use osmem::{Batch, BatchKind, Reservation, State, UnusedAdvice};
+
+/// Summary levels: chunks, then groups of 64, 64², …: 5 levels cover 2^30 chunks.
+const MAX_LEVELS: usize = 6;
+const FAN: usize = 64;
+/// Chunks added at least when the heap grows (8 MiB with 4 KiB pages).
+const GROW_CHUNKS: usize = 4;
+/// Runs released per batch (one `process_madvise`).
+const BATCH: usize = 64;
+
+/// How a heap is made. See [`Heap::create`].
+///
+/// ```
+/// let c = osmem_heap::HeapConfig::new(1 << 30);
+/// assert_eq!(c.max_bytes, 1 << 30);
+/// ```
+#[derive(Copy, Clone, Debug)]
+#[non_exhaustive]
+pub struct HeapConfig {
+    /// Address space reserved for the heap's pages (rounded up to whole chunks). Nothing is
+    /// committed until pages are allocated.
+    pub max_bytes: usize,
+    /// Where to place it (a hint, as Go's arena hints; 0: anywhere).
+    pub hint: usize,
+    /// How free memory goes back to the OS.
+    pub mode: Mode,
+}
+
+impl HeapConfig {
+    /// A heap of at most `max_bytes`, anywhere, releasing in batches.
+    ///
+    /// ```
+    /// let c = osmem_heap::HeapConfig::new(64 << 20).hint(0x7e00_0000_0000);
+    /// assert_eq!(c.hint, 0x7e00_0000_0000);
+    /// ```
+    pub const fn new(max_bytes: usize) -> HeapConfig {
+        HeapConfig {
+            max_bytes,
+            hint: 0,
+            mode: Mode::Batched,
+        }
+    }
+
+    /// Place the heap at `addr` if the kernel can (a hint).
+    pub const fn hint(mut self, addr: usize) -> HeapConfig {
+        self.hint = addr;
+        self
+    }
+
+    /// Release free memory this way.
+    ///
+    /// ```
+    /// let c = osmem_heap::HeapConfig::new(64 << 20).mode(osmem_heap::Mode::GoFaithful);
+    /// assert_eq!(c.mode, osmem_heap::Mode::GoFaithful);
+    /// ```
+    pub const fn mode(mut self, mode: Mode) -> HeapConfig {
+        self.mode = mode;
+        self
+    }
+}
+
+/// An allocated run of pages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Run {
+    /// The first byte.
+    pub addr: usize,
+    /// Pages in the run.
+    pub pages: usize,
+    /// Whether any page may hold old data (it was freed and not released since): the
+    /// caller must zero before handing it out as zeroed memory. Exact: pages released or
+    /// never used read zero.
+    pub needzero: bool,
+    /// Pages of the run that had been released (and are now backed again on first touch).
+    pub scavenged: usize,
+}
+
+/// What a release returned.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Released {
+    /// Bytes the kernel released.
+    pub bytes: usize,
+    /// Runs released.
+    pub runs: usize,
+    /// System calls it took (`process_madvise` batches, or one `madvise` per run).
+    pub calls: usize,
+    /// Runs whose release failed (they stay free and unreleased).
+    pub failed: usize,
+}
+
+/// A page heap. Made by [`Heap::create`]; it lives in memory osmem maps for it (never the
+/// Rust heap) and stays at one address until [`Heap::destroy`].
+#[repr(C)]
+pub struct Heap {
+    lock: Lock,
+    arena: Reservation,
+    meta: ManuallyDrop<Reservation>,
+    ps: usize,
+    shift: u32,
+    max_chunks: usize,
+    mode: Mode,
+    inner: UnsafeCell<Inner>,
+}
+
+// SAFETY: `inner` is only touched with `lock` held; the reservations are Sync.
+unsafe impl Sync for Heap {}
+unsafe impl Send for Heap {}
+
+struct Inner {
+    /// Chunks usable (mapped, bitmaps and summaries set).
+    grown: usize,
+    /// A thread is mapping more chunks (others wait for it rather than map the same ones).
+    growing: bool,
+    bits: *mut ChunkBits,
+    levels: [*mut Sum; MAX_LEVELS],
+    level_len: [usize; MAX_LEVELS],
+    nlevels: usize,
+    in_use: usize,
+    released: usize,
+    released_total: u64,
+    release_calls: u64,
+    release_runs: u64,
+}
+
+impl Heap {
+    /// Reserve a heap: its address space (`max_bytes`, nothing committed) and its metadata
+    /// (two bitmaps of 64 bytes and one 12-byte summary per chunk of 512 pages, plus the
+    /// summary tree: about 0.007% of `max_bytes`, resident only where pages are used).
+    /// Returns a `'static` reference: the heap lives in its own metadata mapping, so an
+    /// allocator can keep it in a static without any Rust heap.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(4)?;
+    /// assert!(!r.needzero); // fresh pages read zero
+    /// h.free(r.addr, r.pages)?;
+    /// unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn create(config: HeapConfig) -> Result<&'static Heap, HeapError> {
+        let ps = osmem::page_size();
+        let chunk = ps * CHUNK_PAGES;
+        if config.max_bytes == 0 {
+            return Err(HeapError::ZeroPages);
+        }
+        let max_chunks = config.max_bytes.div_ceil(chunk);
+        let max_bytes = max_chunks
+            .checked_mul(chunk)
+            .filter(|&b| b <= isize::MAX as usize && max_chunks <= u32::MAX as usize / CHUNK_PAGES)
+            .ok_or(HeapError::TooLarge {
+                bytes: config.max_bytes,
+            })?;
+        // Metadata layout: the Heap, the chunk bitmaps, then each summary level.
+        let mut level_len = [0usize; MAX_LEVELS];
+        let mut nlevels = 0;
+        let mut n = max_chunks;
+        loop {
+            level_len[nlevels] = n;
+            nlevels += 1;
+            if n == 1 {
+                break;
+            }
+            n = n.div_ceil(FAN);
+        }
+        let head = size_of::<Heap>().next_multiple_of(64);
+        let bits_off = head;
+        let mut off = bits_off + max_chunks * size_of::<ChunkBits>();
+        let mut level_off = [0usize; MAX_LEVELS];
+        for k in 0..nlevels {
+            level_off[k] = off;
+            off += level_len[k] * size_of::<Sum>();
+        }
+        let meta_len = off.next_multiple_of(ps);
+        let arena = if config.hint != 0 {
+            Reservation::reserve_aligned_at(config.hint, max_bytes, chunk)
+        } else {
+            Reservation::reserve_aligned(max_bytes, chunk)
+        }
+        .map_err(HeapError::Os)?;
+        // Zero-filled and lazily backed: only the pages of grown chunks become resident.
+        let meta = Reservation::alloc(meta_len).map_err(HeapError::Os)?;
+        let base = meta.as_ptr() as usize;
+        let mut levels = [core::ptr::null_mut(); MAX_LEVELS];
+        for k in 0..nlevels {
+            levels[k] = (base + level_off[k]) as *mut Sum;
+        }
+        let inner = Inner {
+            grown: 0,
+            growing: false,
+            bits: (base + bits_off) as *mut ChunkBits,
+            levels,
+            level_len,
+            nlevels,
+            in_use: 0,
+            released: 0,
+            released_total: 0,
+            release_calls: 0,
+            release_runs: 0,
+        };
+        let heap = base as *mut Heap;
+        // SAFETY: the mapping starts with room for a Heap (64-byte aligned, zero-filled) and
+        // is ours alone; the Heap keeps the mapping alive until `destroy`.
+        unsafe {
+            heap.write(Heap {
+                lock: Lock::new(),
+                arena,
+                meta: ManuallyDrop::new(meta),
+                ps,
+                shift: ps.trailing_zeros(),
+                max_chunks,
+                mode: config.mode,
+                inner: UnsafeCell::new(inner),
+            });
+            Ok(&*heap)
+        }
+    }
+
+    /// Unmap the heap: its pages and its metadata.
+    ///
+    /// # Safety
+    /// Nothing may use the heap or any memory allocated from it any more (every `&Heap`
+    /// obtained from `create` is dangling afterwards).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub unsafe fn destroy(heap: &'static Heap) {
+        let p = heap as *const Heap as *mut Heap;
+        // Move both reservations out of the mapping before unmapping it.
+        let arena = core::ptr::read(&(*p).arena);
+        let meta = ManuallyDrop::into_inner(core::ptr::read(&(*p).meta));
+        drop(arena);
+        drop(meta);
+    }
+
+    /// The heap's address range.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// assert!(h.range().len() >= 8 << 20);
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn range(&self) -> core::ops::Range<usize> {
+        let b = self.arena.as_ptr() as usize;
+        b..b + self.arena.len()
+    }
+
+    /// The heap's page size (the OS page).
+    pub fn page_size(&self) -> usize {
+        self.ps
+    }
+
+    #[allow(clippy::mut_from_ref)] // only with the lock held (see `locked`)
+    fn inner(&self) -> &mut Inner {
+        // SAFETY: callers hold the lock.
+        unsafe { &mut *self.inner.get() }
+    }
+
+    fn locked<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        self.lock.lock();
+        let r = f(self.inner());
+        self.lock.unlock();
+        r
+    }
+
+    /// Allocate `pages` contiguous pages, the lowest-addressed run that fits (growing the heap
+    /// if none does). The run's pages are Ready; `needzero` says whether any may hold old
+    /// data.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let a = h.alloc(3)?;
+    /// let b = h.alloc(1)?;
+    /// assert_eq!(b.addr, a.addr + 3 * h.page_size()); // lowest address first
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn alloc(&self, pages: usize) -> Result<Run, HeapError> {
+        if pages == 0 {
+            return Err(HeapError::ZeroPages);
+        }
+        if pages > self.max_chunks * CHUNK_PAGES {
+            return Err(HeapError::TooLarge {
+                bytes: pages.saturating_mul(self.ps),
+            });
+        }
+        // Find and claim (alloc bits set; scavenged bits left as they are, so a failure can
+        // give the run back exactly as it was).
+        let (p, scav) = self.claim(pages)?;
+        let len = pages << self.shift;
+        if scav > 0 {
+            // Released pages come back: Prepared → Ready (Ready pages of the run are left alone).
+            if let Err(e) = self.arena.used(p << self.shift, len) {
+                self.locked(|i| self.unclaim(i, p, pages));
+                return Err(HeapError::Os(e));
+            }
+        }
+        self.locked(|i| {
+            for (c, a, b) in split(p, pages) {
+                // SAFETY: a grown chunk's bitmaps, under the lock.
+                bits::clear(unsafe { &mut (*i.bits.add(c)).scav }, a, b);
+            }
+            i.released -= scav;
+        });
+        Ok(Run {
+            addr: self.arena.as_ptr() as usize + (p << self.shift),
+            pages,
+            needzero: scav < pages,
+            scavenged: scav,
+        })
+    }
+
+    /// Find a fit (growing the heap if none) and mark it in use; returns the first page and
+    /// how many of the run's pages had been released.
+    fn claim(&self, pages: usize) -> Result<(usize, usize), HeapError> {
+        self.lock.lock();
+        let p = loop {
+            let i = self.inner();
+            if let Some(p) = self.find(i, pages) {
+                break p;
+            }
+            if i.growing {
+                // Another thread is mapping chunks: wait for it, then look again.
+                self.lock.unlock();
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+                self.lock.lock();
+                continue;
+            }
+            let from = i.grown;
+            let add = pages
+                .div_ceil(CHUNK_PAGES)
+                .max(GROW_CHUNKS)
+                .min(self.max_chunks - from);
+            // Nothing left to grow: out of memory (growing by less than asked is still tried:
+            // with the free pages at the end of the heap it may fit).
+            if add == 0 {
+                self.lock.unlock();
+                return Err(HeapError::OutOfMemory {
+                    pages,
+                    max_bytes: self.arena.len(),
+                });
+            }
+            // Map with the lock released: it is a system call.
+            i.growing = true;
+            self.lock.unlock();
+            let chunk = CHUNK_PAGES << self.shift;
+            let mapped = self.arena.map(from * chunk, add * chunk);
+            self.lock.lock();
+            let i = self.inner();
+            i.growing = false;
+            if let Err(e) = mapped {
+                self.lock.unlock();
+                return Err(HeapError::Os(e));
+            }
+            for c in from..from + add {
+                // SAFETY: metadata of a chunk below max_chunks, not yet in use.
+                unsafe {
+                    let b = &mut *i.bits.add(c);
+                    b.alloc = [0; WORDS];
+                    b.scav = [u64::MAX; WORDS];
+                }
+            }
+            i.grown = from + add;
+            i.released += add * CHUNK_PAGES;
+            self.resummarize(i, from * CHUNK_PAGES, (from + add) * CHUNK_PAGES);
+        };
+        let i = self.inner();
+        let mut scav = 0;
+        for (c, a, b) in split(p, pages) {
+            // SAFETY: chunks of a fit are grown.
+            let cb = unsafe { &mut *i.bits.add(c) };
+            debug_assert_eq!(bits::count(&cb.alloc, a, b), 0);
+            bits::set(&mut cb.alloc, a, b);
+            scav += bits::count(&cb.scav, a, b);
+        }
+        i.in_use += pages;
+        self.resummarize(i, p, p + pages);
+        self.lock.unlock();
+        Ok((p, scav))
+    }
+
+    /// Under the lock: give a claimed run back unchanged.
+    fn unclaim(&self, i: &mut Inner, p: usize, pages: usize) {
+        for (c, a, b) in split(p, pages) {
+            // SAFETY: a grown chunk.
+            bits::clear(unsafe { &mut (*i.bits.add(c)).alloc }, a, b);
+        }
+        i.in_use -= pages;
+        self.resummarize(i, p, p + pages);
+    }
+
+    /// Free the run of `pages` pages at `addr` (as `alloc` returned it, or any part of one).
+    /// Refuses, changing nothing, a run not entirely in use (a double free) or not in the
+    /// heap.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(2)?;
+    /// h.free(r.addr, 2)?;
+    /// assert!(matches!(h.free(r.addr, 2), Err(osmem_heap::HeapError::NotAllocated { .. })));
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn free(&self, addr: usize, pages: usize) -> Result<(), HeapError> {
+        let p = self.page_of(addr, pages)?;
+        self.locked(|i| {
+            if p + pages > i.grown * CHUNK_PAGES
+                || !split(p, pages)
+                    // SAFETY: grown chunks.
+                    .all(|(c, a, b)| bits::all_set(unsafe { &(*i.bits.add(c)).alloc }, a, b))
+            {
+                return Err(HeapError::NotAllocated { addr, pages });
+            }
+            for (c, a, b) in split(p, pages) {
+                // SAFETY: grown chunks.
+                bits::clear(unsafe { &mut (*i.bits.add(c)).alloc }, a, b);
+            }
+            i.in_use -= pages;
+            self.resummarize(i, p, p + pages);
+            Ok(())
+        })
+    }
+
+    /// The page index of `addr` for a run of `pages`, or the typed refusal.
+    fn page_of(&self, addr: usize, pages: usize) -> Result<usize, HeapError> {
+        if pages == 0 {
+            return Err(HeapError::ZeroPages);
+        }
+        let r = self.range();
+        if addr & (self.ps - 1) != 0 {
+            return Err(HeapError::Unaligned { addr });
+        }
+        let end = pages
+            .checked_mul(self.ps)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(HeapError::TooLarge {
+                bytes: pages.saturating_mul(self.ps),
+            })?;
+        if addr < r.start || end > r.end {
+            return Err(HeapError::NotInHeap { addr, pages });
+        }
+        Ok((addr - r.start) >> self.shift)
+    }
+
+    /// Release free, unreleased pages to the OS, highest addresses first (as Go's scavenger),
+    /// until `max_bytes` are released or none is left. Each run is marked in use while the
+    /// kernel releases it, so allocation goes on meanwhile. Returns what the kernel released.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(16)?;
+    /// unsafe { (r.addr as *mut u8).write_bytes(1, 16 * h.page_size()) };
+    /// h.free(r.addr, 16)?;
+    /// let rel = h.release(usize::MAX);
+    /// assert_eq!(rel.bytes, 16 * h.page_size());
+    /// assert!(h.alloc(16)?.needzero == false); // released pages read zero
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn release(&self, max_bytes: usize) -> Released {
+        let mut out = Released::default();
+        let mut budget = max_bytes >> self.shift;
+        let mut runs = [(0usize, 0usize); BATCH];
+        while budget > 0 {
+            // Collect up to BATCH candidates, highest first, and hide them.
+            let n = self.locked(|i| {
+                let mut n = 0;
+                let mut c = i.grown;
+                while c > 0 && n < BATCH && budget > 0 {
+                    c -= 1;
+                    // SAFETY: a grown chunk.
+                    let cb = unsafe { &mut *i.bits.add(c) };
+                    let mut w = WORDS;
+                    while w > 0 && n < BATCH && budget > 0 {
+                        w -= 1;
+                        // Free (alloc 0) and unreleased (scav 0): candidates; take runs from the
+                        // top of the word down.
+                        let mut cand = !(cb.alloc[w] | cb.scav[w]);
+                        while cand != 0 && n < BATCH && budget > 0 {
+                            // The highest candidate page, and the run of candidates ending there:
+                            // it starts just above the highest non-candidate below it.
+                            let top = 63 - cand.leading_zeros() as usize;
+                            let below = !cand & ((1u64 << top) - 1);
+                            let start = if below == 0 {
+                                0
+                            } else {
+                                64 - below.leading_zeros() as usize
+                            };
+                            let len = (top + 1 - start).min(budget);
+                            let a = top + 1 - len;
+                            let m = (u64::MAX >> (64 - len)) << a;
+                            cand &= !m;
+                            cb.alloc[w] |= m;
+                            let p = c * CHUNK_PAGES + w * 64 + a;
+                            // Merge with the run found just above it.
+                            if n > 0 && runs[n - 1].0 == p + len {
+                                runs[n - 1] = (p, runs[n - 1].1 + len);
+                            } else {
+                                runs[n] = (p, len);
+                                n += 1;
+                            }
+                            budget -= len;
+                        }
+                    }
+                }
+                for &(p, len) in &runs[..n] {
+                    self.resummarize(i, p, p + len);
+                }
+                n
+            });
+            if n == 0 {
+                break;
+            }
+            // Release with the lock dropped.
+            let mut ok = [false; BATCH];
+            match self.mode {
+                Mode::Batched => {
+                    let mut b: Batch<'_, BATCH> =
+                        Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+                    for &(p, len) in &runs[..n] {
+                        // SAFETY: the run is free and marked in use: nothing references it.
+                        let _ = unsafe { b.push(&self.arena, p << self.shift, len << self.shift) };
+                    }
+                    // SAFETY: as above.
+                    let rep = unsafe { b.flush() };
+                    out.calls += if rep.per_range > 0 {
+                        rep.per_range + 1
+                    } else {
+                        1
+                    };
+                    for (k, &(p, _)) in runs[..n].iter().enumerate() {
+                        // What the release really did, per run: osmem's state after the flush.
+                        ok[k] = self.arena.state(p << self.shift) == Some(State::Prepared);
+                    }
+                }
+                Mode::GoFaithful => {
+                    for (k, &(p, len)) in runs[..n].iter().enumerate() {
+                        // SAFETY: as above.
+                        ok[k] = unsafe {
+                            self.arena.unused_with(
+                                p << self.shift,
+                                len << self.shift,
+                                UnusedAdvice::DontNeed,
+                            )
+                        }
+                        .is_ok();
+                        out.calls += 1;
+                    }
+                }
+            }
+            self.locked(|i| {
+                for (k, &(p, len)) in runs[..n].iter().enumerate() {
+                    for (c, a, b) in split(p, len) {
+                        // SAFETY: grown chunks.
+                        let cb = unsafe { &mut *i.bits.add(c) };
+                        bits::clear(&mut cb.alloc, a, b);
+                        if ok[k] {
+                            bits::set(&mut cb.scav, a, b);
+                        }
+                    }
+                    if ok[k] {
+                        i.released += len;
+                        out.bytes += len << self.shift;
+                        out.runs += 1;
+                    } else {
+                        out.failed += 1;
+                    }
+                    self.resummarize(i, p, p + len);
+                }
+                i.released_total += out.bytes as u64;
+                i.release_runs += out.runs as u64;
+            });
+            if out.failed > 0 && ok[..n].iter().all(|&x| !x) {
+                break; // nothing can be released now: do not spin
+            }
+        }
+        self.locked(|i| i.release_calls += out.calls as u64);
+        out
+    }
+
+    /// Release every free page (Go's `debug.FreeOSMemory`, without the GC).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(8)?;
+    /// unsafe { (r.addr as *mut u8).write_bytes(1, 8 * h.page_size()) };
+    /// h.free(r.addr, 8)?;
+    /// h.release_all();
+    /// assert_eq!(h.stats().free_bytes, h.stats().released_bytes);
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn release_all(&self) -> Released {
+        self.release(usize::MAX)
+    }
+
+    /// The heap's figures now.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let _r = h.alloc(4)?;
+    /// assert_eq!(h.stats().in_use_bytes, 4 * h.page_size());
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn stats(&self) -> HeapStats {
+        self.locked(|i| {
+            let total = i.grown * CHUNK_PAGES;
+            let free = total - i.in_use;
+            HeapStats {
+                mapped_bytes: total << self.shift,
+                in_use_bytes: i.in_use << self.shift,
+                free_bytes: free << self.shift,
+                released_bytes: i.released << self.shift,
+                mapped_ready_bytes: (total - i.released) << self.shift,
+                released_total_bytes: i.released_total,
+                release_calls: i.release_calls,
+                release_runs: i.release_runs,
+            }
+        })
+    }
+
+    // ----- the summary tree -----
+
+    fn sum(i: &Inner, level: usize, k: usize) -> Sum {
+        // SAFETY: k < level_len[level]; the arrays live in our metadata mapping.
+        unsafe { *i.levels[level].add(k) }
+    }
+
+    /// Pages one node of `level` covers.
+    fn node_pages(level: usize) -> usize {
+        CHUNK_PAGES << (6 * level)
+    }
+
+    /// Recompute the summaries of every node covering pages `[p0, p1)`.
+    fn resummarize(&self, i: &mut Inner, p0: usize, p1: usize) {
+        let (mut lo, mut hi) = (p0 / CHUNK_PAGES, (p1 - 1) / CHUNK_PAGES);
+        for c in lo..=hi {
+            let s = if c < i.grown {
+                // SAFETY: a grown chunk.
+                bits::summarize(unsafe { &(*i.bits.add(c)).alloc })
+            } else {
+                Sum::default()
+            };
+            // SAFETY: c < max_chunks.
+            unsafe { *i.levels[0].add(c) = s };
+        }
+        for level in 1..i.nlevels {
+            lo /= FAN;
+            hi /= FAN;
+            let size = Self::node_pages(level - 1) as u32;
+            for k in lo..=hi {
+                let first = k * FAN;
+                let last = (first + FAN).min(i.level_len[level - 1]);
+                // SAFETY: children of node k exist at the level below.
+                let kids = unsafe {
+                    core::slice::from_raw_parts(i.levels[level - 1].add(first), last - first)
+                };
+                let s = Sum::combine(kids, size);
+                // SAFETY: k < level_len[level].
+                unsafe { *i.levels[level].add(k) = s };
+            }
+        }
+    }
+
+    /// The lowest page starting `n` free pages, if any (Go's `pageAlloc.find`).
+    fn find(&self, i: &Inner, n: usize) -> Option<usize> {
+        let top = i.nlevels - 1;
+        let n32 = u32::try_from(n).ok()?;
+        if Self::sum(i, top, 0).max < n32 {
+            return None;
+        }
+        self.descend(i, top, 0, n32)
+    }
+
+    fn descend(&self, i: &Inner, level: usize, node: usize, n: u32) -> Option<usize> {
+        if level == 0 {
+            // SAFETY: a chunk with a free run of n pages is grown.
+            let b = unsafe { &*i.bits.add(node) };
+            return bits::find(&b.alloc, n as usize).map(|p| node * CHUNK_PAGES + p);
+        }
+        let size = Self::node_pages(level - 1);
+        let first = node * FAN;
+        let last = (first + FAN).min(i.level_len[level - 1]);
+        let mut run = 0u32;
+        for c in first..last {
+            let s = Self::sum(i, level - 1, c);
+            if run + s.start >= n {
+                return Some(c * size - run as usize);
+            }
+            if s.max >= n {
+                return self.descend(i, level - 1, c, n);
+            }
+            run = if s.start as usize == size {
+                run + size as u32
+            } else {
+                s.end
+            };
+        }
+        None
+    }
+}
+
+/// The pieces of pages `[p, p + n)` per chunk: (chunk, first page in it, end page in it).
+fn split(p: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let end = p + n;
+    (p / CHUNK_PAGES..end.div_ceil(CHUNK_PAGES)).map(move |c| {
+        let base = c * CHUNK_PAGES;
+        (c, p.max(base) - base, end.min(base + CHUNK_PAGES) - base)
+    })
+}

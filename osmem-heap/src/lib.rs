@@ -1,0 +1,152 @@
+//! # osmem-heap — a page heap and scavenger on osmem
+//!
+//! What the Go runtime builds directly on `sysUnused` (mpagealloc.go, mpallocbits.go,
+//! mgcscavenge.go), as a reusable part: pages allocated in contiguous runs, lowest address
+//! first, found through a tree of free-run summaries rather than a scan; freed by run and
+//! merged; and free memory returned to the operating system ("scavenged") by run, so a
+//! runtime's RSS comes down after a burst instead of staying at its peak.
+//!
+//! Built on osmem's public API only: the heap's address space is one osmem reservation,
+//! released pages go back through osmem's chains (in batches: one `process_madvise` per ≤ 64
+//! runs by default, or one `madvise` per run in [`Mode::GoFaithful`]), and every allocation
+//! knows exactly whether its pages may hold old data ([`Run::needzero`]), from what the
+//! release really did.
+//!
+//! Pages are the OS page; a chunk is 512 pages (2 MiB with 4 KiB pages: one transparent huge
+//! page, so keeping free huge pages whole is a per-chunk rule). Metadata (two bitmaps and a
+//! summary per chunk, the summary tree) lives in memory osmem maps for the heap, never on
+//! the Rust heap: an allocator can use this from inside its `GlobalAlloc`.
+//!
+//! ```
+//! use osmem_heap::{Heap, HeapConfig};
+//!
+//! let heap = Heap::create(HeapConfig::new(1 << 30))?; // 1 GiB of address space, nothing committed
+//! let run = heap.alloc(16)?;                          // 16 pages, lowest address first
+//! if run.needzero {
+//!     unsafe { (run.addr as *mut u8).write_bytes(0, 16 * heap.page_size()) };
+//! }
+//! heap.free(run.addr, run.pages)?;
+//! let released = heap.release_all();                  // free pages back to the OS
+//! println!("{released:?} {:?}", heap.stats());
+//! unsafe { Heap::destroy(heap) };
+//! # Ok::<(), osmem_heap::HeapError>(())
+//! ```
+//!
+//! MSRV: Rust 1.77, as osmem.
+
+#![no_std]
+#![cfg(target_os = "linux")]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod bits;
+mod heap;
+mod lock;
+
+pub use heap::{Heap, HeapConfig, Released, Run};
+
+/// How free memory goes back to the OS.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// osmem's `Batch`: one `process_madvise` for up to 64 runs (osmem falls back to one
+    /// `madvise` per run where the kernel lacks it).
+    Batched,
+    /// One `madvise` per run, as Go's scavenger does: the in-run baseline for every claim
+    /// that batching does better.
+    GoFaithful,
+}
+
+/// The heap's figures (Go's `/memory/classes/heap/*` metrics).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapStats {
+    /// Address space the heap has grown into (mapped chunks).
+    pub mapped_bytes: usize,
+    /// Pages handed out and not freed.
+    pub in_use_bytes: usize,
+    /// Pages free (released or not).
+    pub free_bytes: usize,
+    /// Free pages released to the OS (or never used since the heap grew): no memory behind.
+    pub released_bytes: usize,
+    /// Memory the heap may hold: mapped minus released (Go's `mappedReady`).
+    pub mapped_ready_bytes: usize,
+    /// Bytes released since the heap was made.
+    pub released_total_bytes: u64,
+    /// System calls the releases took.
+    pub release_calls: u64,
+    /// Runs released.
+    pub release_runs: u64,
+}
+
+/// Everything that can go wrong. Refusals change nothing.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum HeapError {
+    /// Zero pages asked for (or a zero-sized heap).
+    ZeroPages,
+    /// More pages than the heap (or the address space) can hold.
+    TooLarge {
+        /// The bytes asked for.
+        bytes: usize,
+    },
+    /// The heap is full: no run of `pages` free pages, and no room to grow.
+    OutOfMemory {
+        /// Pages asked for.
+        pages: usize,
+        /// The heap's reserved size.
+        max_bytes: usize,
+    },
+    /// An address not on a page boundary.
+    Unaligned {
+        /// The address.
+        addr: usize,
+    },
+    /// A run not inside the heap.
+    NotInHeap {
+        /// First byte.
+        addr: usize,
+        /// Pages.
+        pages: usize,
+    },
+    /// A run not entirely in use (a double free, or never allocated): nothing was freed.
+    NotAllocated {
+        /// First byte.
+        addr: usize,
+        /// Pages.
+        pages: usize,
+    },
+    /// osmem could not do what the heap needed (map, use).
+    Os(osmem::Error),
+}
+
+impl core::fmt::Display for HeapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeapError::ZeroPages => write!(f, "zero pages"),
+            HeapError::TooLarge { bytes } => {
+                write!(f, "{bytes} bytes is more than the heap can hold")
+            }
+            HeapError::OutOfMemory { pages, max_bytes } => {
+                write!(
+                    f,
+                    "no run of {pages} free pages in a heap of {max_bytes} bytes"
+                )
+            }
+            HeapError::Unaligned { addr } => write!(f, "{addr:#x} is not page-aligned"),
+            HeapError::NotInHeap { addr, pages } => {
+                write!(f, "{pages} pages at {addr:#x} are not inside the heap")
+            }
+            HeapError::NotAllocated { addr, pages } => {
+                write!(
+                    f,
+                    "{pages} pages at {addr:#x} are not all in use (double free?)"
+                )
+            }
+            HeapError::Os(e) => write!(f, "osmem: {e}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for HeapError {}
