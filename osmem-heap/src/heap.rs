@@ -8,9 +8,10 @@
 //! pages Prepared (`unused`, DONTNEED: they read zero afterwards). So an allocation knows
 //! exactly which of its pages may hold old data (`needzero`).
 //!
-//! Locking: one spin lock for the bookkeeping; every system call (growing, `used`,
-//! releasing) runs with it released, on pages the heap has marked in use meanwhile so that
-//! nothing else touches them (Go's `scavengeOne` does the same around `sysUnused`).
+//! Locking: one spin lock for the bookkeeping. `used` and the releases run with it released,
+//! on pages the heap has marked in use meanwhile so that nothing else touches them (Go's
+//! `scavengeOne` does the same around `sysUnused`); growing maps new chunks under it, as Go's
+//! `mheap.grow` does.
 
 use crate::bits::{self, ChunkBits, Sum, CHUNK_PAGES, WORDS};
 use crate::lock::Lock;
@@ -129,8 +130,6 @@ unsafe impl Send for Heap {}
 struct Inner {
     /// Chunks usable (mapped, bitmaps and summaries set).
     grown: usize,
-    /// A thread is mapping more chunks (others wait for it rather than map the same ones).
-    growing: bool,
     bits: *mut ChunkBits,
     levels: [*mut Sum; MAX_LEVELS],
     level_len: [usize; MAX_LEVELS],
@@ -206,7 +205,6 @@ impl Heap {
         }
         let inner = Inner {
             grown: 0,
-            growing: false,
             bits: (base + bits_off) as *mut ChunkBits,
             levels,
             level_len,
@@ -220,7 +218,7 @@ impl Heap {
         let heap = base as *mut Heap;
         // SAFETY: the mapping starts with room for a Heap (64-byte aligned, zero-filled) and
         // is ours alone; the Heap keeps the mapping alive until `destroy`.
-        unsafe {
+        let heap: &'static Heap = unsafe {
             heap.write(Heap {
                 lock: Lock::new(),
                 arena,
@@ -231,8 +229,14 @@ impl Heap {
                 mode: config.mode,
                 inner: UnsafeCell::new(inner),
             });
-            Ok(&*heap)
+            &*heap
+        };
+        if !crate::lock::register(&heap.lock) {
+            // SAFETY: nobody else has seen the heap.
+            unsafe { Heap::destroy_unregistered(heap) };
+            return Err(HeapError::TooManyHeaps);
         }
+        Ok(heap)
     }
 
     /// Unmap the heap: its pages and its metadata.
@@ -247,6 +251,11 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub unsafe fn destroy(heap: &'static Heap) {
+        crate::lock::unregister(&heap.lock);
+        Self::destroy_unregistered(heap);
+    }
+
+    unsafe fn destroy_unregistered(heap: &'static Heap) {
         let p = heap as *const Heap as *mut Heap;
         // Move both reservations out of the mapping before unmapping it.
         let arena = core::ptr::read(&(*p).arena);
@@ -312,8 +321,11 @@ impl Heap {
         let (p, scav) = self.claim(pages)?;
         let len = pages << self.shift;
         if scav > 0 {
-            // Released pages come back: Prepared → Ready (Ready pages of the run are left alone).
-            if let Err(e) = self.arena.used(p << self.shift, len) {
+            // Released pages come back: Prepared → Ready (Ready pages of the run are left
+            // alone). `claim` left the lock released "for a syscall".
+            let used = self.arena.used(p << self.shift, len);
+            self.lock.syscall_done();
+            if let Err(e) = used {
                 self.locked(|i| self.unclaim(i, p, pages));
                 return Err(HeapError::Os(e));
             }
@@ -342,14 +354,6 @@ impl Heap {
             if let Some(p) = self.find(i, pages) {
                 break p;
             }
-            if i.growing {
-                // Another thread is mapping chunks: wait for it, then look again.
-                self.lock.unlock();
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
-                self.lock.lock();
-                continue;
-            }
             let from = i.grown;
             let add = pages
                 .div_ceil(CHUNK_PAGES)
@@ -364,14 +368,12 @@ impl Heap {
                     max_bytes: self.arena.len(),
                 });
             }
-            // Map with the lock released: it is a system call.
-            i.growing = true;
-            self.lock.unlock();
+            // Map under the lock, as Go's `mheap.grow` calls `sysMap` with the heap lock held:
+            // growth is rare (8 MiB at a time) and one mprotect, and a fork can then never
+            // leave a child with chunks half-grown.
             let chunk = CHUNK_PAGES << self.shift;
             let mapped = self.arena.map(from * chunk, add * chunk);
-            self.lock.lock();
             let i = self.inner();
-            i.growing = false;
             if let Err(e) = mapped {
                 self.lock.unlock();
                 return Err(HeapError::Os(e));
@@ -399,7 +401,12 @@ impl Heap {
         }
         i.in_use += pages;
         self.resummarize(i, p, p + pages);
-        self.lock.unlock();
+        if scav > 0 {
+            // The caller makes the released pages Ready (`used`) before anything else.
+            self.lock.unlock_for_syscall();
+        } else {
+            self.lock.unlock();
+        }
         Ok((p, scav))
     }
 
@@ -486,55 +493,15 @@ impl Heap {
         let mut budget = max_bytes >> self.shift;
         let mut runs = [(0usize, 0usize); BATCH];
         while budget > 0 {
-            // Collect up to BATCH candidates, highest first, and hide them.
-            let n = self.locked(|i| {
-                let mut n = 0;
-                let mut c = i.grown;
-                while c > 0 && n < BATCH && budget > 0 {
-                    c -= 1;
-                    // SAFETY: a grown chunk.
-                    let cb = unsafe { &mut *i.bits.add(c) };
-                    let mut w = WORDS;
-                    while w > 0 && n < BATCH && budget > 0 {
-                        w -= 1;
-                        // Free (alloc 0) and unreleased (scav 0): candidates; take runs from the
-                        // top of the word down.
-                        let mut cand = !(cb.alloc[w] | cb.scav[w]);
-                        while cand != 0 && n < BATCH && budget > 0 {
-                            // The highest candidate page, and the run of candidates ending there:
-                            // it starts just above the highest non-candidate below it.
-                            let top = 63 - cand.leading_zeros() as usize;
-                            let below = !cand & ((1u64 << top) - 1);
-                            let start = if below == 0 {
-                                0
-                            } else {
-                                64 - below.leading_zeros() as usize
-                            };
-                            let len = (top + 1 - start).min(budget);
-                            let a = top + 1 - len;
-                            let m = (u64::MAX >> (64 - len)) << a;
-                            cand &= !m;
-                            cb.alloc[w] |= m;
-                            let p = c * CHUNK_PAGES + w * 64 + a;
-                            // Merge with the run found just above it.
-                            if n > 0 && runs[n - 1].0 == p + len {
-                                runs[n - 1] = (p, runs[n - 1].1 + len);
-                            } else {
-                                runs[n] = (p, len);
-                                n += 1;
-                            }
-                            budget -= len;
-                        }
-                    }
-                }
-                for &(p, len) in &runs[..n] {
-                    self.resummarize(i, p, p + len);
-                }
-                n
-            });
+            // Collect up to BATCH candidates, highest first, and hide them; the lock is then
+            // released for the release calls (counted as in flight for fork).
+            self.lock.lock();
+            let n = self.collect(self.inner(), &mut runs, &mut budget);
             if n == 0 {
+                self.lock.unlock();
                 break;
             }
+            self.lock.unlock_for_syscall();
             // Release with the lock dropped.
             let mut ok = [false; BATCH];
             match self.mode {
@@ -572,6 +539,7 @@ impl Heap {
                     }
                 }
             }
+            self.lock.syscall_done();
             self.locked(|i| {
                 for (k, &(p, len)) in runs[..n].iter().enumerate() {
                     for (c, a, b) in split(p, len) {
@@ -600,6 +568,59 @@ impl Heap {
         }
         self.locked(|i| i.release_calls += out.calls as u64);
         out
+    }
+
+    /// Under the lock: up to BATCH runs of free, unreleased pages, highest first, at most
+    /// `budget` pages in all, each marked in use (hidden) until its release is settled.
+    fn collect(
+        &self,
+        i: &mut Inner,
+        runs: &mut [(usize, usize); BATCH],
+        budget: &mut usize,
+    ) -> usize {
+        let mut n = 0;
+        let mut c = i.grown;
+        while c > 0 && n < BATCH && *budget > 0 {
+            c -= 1;
+            // SAFETY: a grown chunk.
+            let cb = unsafe { &mut *i.bits.add(c) };
+            let mut w = WORDS;
+            while w > 0 && n < BATCH && *budget > 0 {
+                w -= 1;
+                // Free (alloc 0) and unreleased (scav 0): candidates; take runs from the
+                // top of the word down.
+                let mut cand = !(cb.alloc[w] | cb.scav[w]);
+                while cand != 0 && n < BATCH && *budget > 0 {
+                    // The highest candidate page, and the run of candidates ending there:
+                    // it starts just above the highest non-candidate below it.
+                    let top = 63 - cand.leading_zeros() as usize;
+                    let below = !cand & ((1u64 << top) - 1);
+                    let start = if below == 0 {
+                        0
+                    } else {
+                        64 - below.leading_zeros() as usize
+                    };
+                    let len = (top + 1 - start).min(*budget);
+                    let a = top + 1 - len;
+                    let m = (u64::MAX >> (64 - len)) << a;
+                    cand &= !m;
+                    cb.alloc[w] |= m;
+                    let p = c * CHUNK_PAGES + w * 64 + a;
+                    // Merge with the run found just above it.
+                    if n > 0 && runs[n - 1].0 == p + len {
+                        runs[n - 1] = (p, runs[n - 1].1 + len);
+                    } else {
+                        runs[n] = (p, len);
+                        n += 1;
+                    }
+                    *budget -= len;
+                }
+            }
+        }
+        for &(p, len) in &runs[..n] {
+            self.resummarize(i, p, p + len);
+        }
+        n
     }
 
     /// Release every free page (Go's `debug.FreeOSMemory`, without the GC).

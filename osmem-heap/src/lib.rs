@@ -118,6 +118,9 @@ pub enum HeapError {
     },
     /// osmem could not do what the heap needed (map, use).
     Os(osmem::Error),
+    /// Already 64 heaps live in this process (each one's lock is held across `fork`, from a
+    /// fixed table: no allocation).
+    TooManyHeaps,
 }
 
 impl core::fmt::Display for HeapError {
@@ -144,6 +147,7 @@ impl core::fmt::Display for HeapError {
                 )
             }
             HeapError::Os(e) => write!(f, "osmem: {e}"),
+            HeapError::TooManyHeaps => write!(f, "64 heaps already live in this process"),
         }
     }
 }

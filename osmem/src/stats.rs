@@ -246,8 +246,12 @@ counters! {
     mincore_errors => MincoreErrors,
 }
 
+// Const items, not inline `const { }` blocks in the array repeats (those need Rust 1.79; the
+// MSRV is 1.77).
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO32: AtomicU32 = AtomicU32::new(0);
 
 /// Bytes by state, kept as flows so that a transition costs one atomic add (not a subtract
 /// from one state and an add to another): bytes created in each state (a new region), dropped
@@ -357,7 +361,7 @@ struct Lines {
     dropped: [AtomicU64; 4],
 }
 static COUNTERS: Lines = Lines {
-    words: [const { AtomicU32::new(0) }; 4],
+    words: [ZERO32; 4],
     hot: [ZERO; 4],
     c: [ZERO; N],
     moved: [ZERO; 16],
