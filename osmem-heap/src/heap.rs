@@ -139,7 +139,21 @@ struct Inner {
     released_total: u64,
     release_calls: u64,
     release_runs: u64,
+    /// The memory limit in pages (0: none).
+    limit: usize,
+    /// Go's retain goal in pages from the last `cycle` (0: none yet: in-use × 1.1).
+    retain_goal: usize,
+    /// `in_use` and the heap goal at the last `cycle`.
+    last_in_use: usize,
+    last_heap_goal: usize,
+    /// Bytes released synchronously (on allocation, to stay under the limit).
+    sync_released: u64,
 }
+
+/// Go's `retainExtraPercent`: keep 10% over the in-use size.
+const RETAIN_EXTRA_PERCENT: usize = 10;
+/// Go's `reduceExtraPercent`: the memory-limit goal is 95% of the limit.
+const REDUCE_EXTRA_PERCENT: usize = 5;
 
 impl Heap {
     /// Reserve a heap: its address space (`max_bytes`, nothing committed) and its metadata
@@ -212,6 +226,11 @@ impl Heap {
             in_use: 0,
             released: 0,
             released_total: 0,
+            limit: 0,
+            retain_goal: 0,
+            last_in_use: 0,
+            last_heap_goal: 0,
+            sync_released: 0,
             release_calls: 0,
             release_runs: 0,
         };
@@ -337,12 +356,130 @@ impl Heap {
             }
             i.released -= scav;
         });
+        // Synchronous scavenging (Go's allocSpan): if the heap now holds more than its memory
+        // limit, release the excess at once, before returning.
+        if scav > 0 {
+            let over = self.locked(|i| {
+                let ready = i.grown * CHUNK_PAGES - i.released;
+                if i.limit > 0 && ready > i.limit {
+                    ready - i.limit
+                } else {
+                    0
+                }
+            });
+            if over > 0 {
+                let r = self.release(over << self.shift);
+                self.locked(|i| i.sync_released += r.bytes as u64);
+            }
+        }
         Ok(Run {
             addr: self.arena.as_ptr() as usize + (p << self.shift),
             pages,
             needzero: scav < pages,
             scavenged: scav,
         })
+    }
+
+    /// Set (or clear, with 0) the memory limit: the heap keeps the memory it holds (in use
+    /// plus free-unreleased, Go's `mappedReady`) at most `bytes`, releasing synchronously on
+    /// allocation past it, and the scavenger aims at 95% of it (Go's memory-limit goal).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// h.set_memory_limit(8 << 20);
+    /// assert_eq!(h.memory_limit(), 8 << 20);
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn set_memory_limit(&self, bytes: usize) {
+        let pages = bytes >> self.shift;
+        self.locked(|i| i.limit = pages);
+    }
+
+    /// The memory limit (0: none).
+    pub fn memory_limit(&self) -> usize {
+        self.locked(|i| i.limit << self.shift)
+    }
+
+    /// A GC cycle ended with heap goal `heap_goal` (bytes): recompute the retain goal as Go's
+    /// `gcPaceScavenger` does — the in-use size now, scaled by this goal over the last one,
+    /// plus 10%. Without cycles the retain goal is in-use × 1.1, where in-use is the pages
+    /// allocated and not freed.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// h.cycle(32 << 20);
+    /// h.cycle(16 << 20); // the heap goal halves: retain half the in-use size (+10%)
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn cycle(&self, heap_goal: usize) {
+        let ps = self.ps;
+        self.locked(|i| {
+            if i.last_heap_goal > 0 {
+                let goal =
+                    (i.in_use as u128 * heap_goal as u128 / i.last_heap_goal as u128) as usize;
+                let goal = goal + goal / 100 * RETAIN_EXTRA_PERCENT;
+                i.retain_goal = goal.max(1);
+            }
+            i.last_in_use = i.in_use;
+            i.last_heap_goal = heap_goal.max(ps);
+        });
+    }
+
+    /// Bytes the scavenger should release now to meet the tighter of the two goals: the
+    /// memory-limit goal (held memory ≤ 95% of the limit) and the retain goal (held memory ≤
+    /// the retain goal: see [`cycle`](Self::cycle)), at most the free pages not yet released
+    /// (in-use pages are never released). 0 when both are met.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(100)?;
+    /// unsafe { (r.addr as *mut u8).write_bytes(1, 100 * h.page_size()) };
+    /// h.free(r.addr, 100)?;
+    /// assert_eq!(h.scavenge_goal(), 100 * h.page_size()); // nothing in use: keep nothing
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn scavenge_goal(&self) -> usize {
+        self.locked(|i| {
+            let ready = i.grown * CHUNK_PAGES - i.released;
+            let retain = if i.retain_goal > 0 {
+                i.retain_goal
+            } else {
+                i.in_use + i.in_use / 100 * RETAIN_EXTRA_PERCENT
+            };
+            let by_retain = ready.saturating_sub(retain);
+            let by_limit = if i.limit > 0 {
+                ready.saturating_sub(i.limit - i.limit / 100 * REDUCE_EXTRA_PERCENT)
+            } else {
+                0
+            };
+            let free_unreleased = i.grown * CHUNK_PAGES - i.in_use - i.released;
+            by_retain.max(by_limit).min(free_unreleased) << self.shift
+        })
+    }
+
+    /// Release toward the goal: at most `max_bytes`, and no more than
+    /// [`scavenge_goal`](Self::scavenge_goal) asks. For runtimes that drive the scavenger
+    /// themselves (a budget per call).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let r = h.alloc(64)?;
+    /// unsafe { (r.addr as *mut u8).write_bytes(1, 64 * h.page_size()) };
+    /// h.free(r.addr, 64)?;
+    /// let done = h.scavenge(16 * h.page_size());
+    /// assert_eq!(done.bytes, 16 * h.page_size());
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn scavenge(&self, max_bytes: usize) -> Released {
+        let want = self.scavenge_goal().min(max_bytes);
+        if want == 0 {
+            return Released::default();
+        }
+        self.release(want)
     }
 
     /// Find a fit (growing the heap if none) and mark it in use; returns the first page and
@@ -661,6 +798,8 @@ impl Heap {
                 released_total_bytes: i.released_total,
                 release_calls: i.release_calls,
                 release_runs: i.release_runs,
+                sync_released_bytes: i.sync_released,
+                memory_limit_bytes: i.limit << self.shift,
             }
         })
     }

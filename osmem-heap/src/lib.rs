@@ -78,6 +78,10 @@ pub struct HeapStats {
     pub release_calls: u64,
     /// Runs released.
     pub release_runs: u64,
+    /// Of `released_total_bytes`, released synchronously on allocation (the memory limit).
+    pub sync_released_bytes: u64,
+    /// The memory limit (0: none).
+    pub memory_limit_bytes: usize,
 }
 
 /// Everything that can go wrong. Refusals change nothing.
