@@ -396,6 +396,26 @@ impl Heap {
         self.locked(|i| i.limit = pages);
     }
 
+    /// Take the memory limit from the process's cgroup (v2 `memory.max` / `memory.high`, or
+    /// v1 `memory.limit_in_bytes`, the smallest along the hierarchy): containers are where
+    /// runtimes live. The cgroup's limit covers the whole process, so a runtime with much
+    /// memory outside this heap should set a lower one itself. Returns what was found;
+    /// without a limit, nothing changes.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// if let Some(l) = h.set_memory_limit_from_cgroup() {
+    ///     assert_eq!(h.memory_limit(), l.bytes / h.page_size() * h.page_size());
+    /// }
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn set_memory_limit_from_cgroup(&self) -> Option<crate::CgroupLimit> {
+        let l = crate::cgroup_memory_limit()?;
+        self.set_memory_limit(l.bytes);
+        Some(l)
+    }
+
     /// The memory limit (0: none).
     pub fn memory_limit(&self) -> usize {
         self.locked(|i| i.limit << self.shift)

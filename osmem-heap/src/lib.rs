@@ -42,9 +42,11 @@
 extern crate std;
 
 mod bits;
+mod cgroup;
 mod heap;
 mod lock;
 
+pub use cgroup::{cgroup_memory_limit, CgroupLimit, CgroupSource};
 pub use heap::{Heap, HeapConfig, Released, Run};
 
 /// How free memory goes back to the OS.

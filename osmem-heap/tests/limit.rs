@@ -100,3 +100,42 @@ fn the_retain_goal_brings_a_shrunken_heap_down() {
     // SAFETY: done.
     unsafe { Heap::destroy(heap) };
 }
+
+/// The cgroup limit osmem-heap reads equals what the files say, read here independently.
+#[test]
+fn the_cgroup_limit_is_what_the_files_say() {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut want: Option<usize> = None;
+    let mut take = |f: String| {
+        if let Ok(s) = std::fs::read_to_string(&f) {
+            if let Ok(v) = s.trim().parse::<u64>() {
+                if v < 1 << 62 {
+                    want = Some(want.map_or(v as usize, |w| w.min(v as usize)));
+                }
+            }
+        }
+    };
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (id, ctl, path) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let mut ancestors = vec![path.trim_end_matches('/').to_string()];
+        while let Some(i) = ancestors.last().unwrap().rfind('/') {
+            let up = ancestors.last().unwrap()[..i].to_string();
+            ancestors.push(up.clone());
+            if up.is_empty() {
+                break;
+            }
+        }
+        for p in ancestors {
+            if id == "0" && ctl.is_empty() {
+                for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                    take(format!("{root}{p}/memory.max"));
+                    take(format!("{root}{p}/memory.high"));
+                }
+            } else if ctl.split(',').any(|c| c == "memory") {
+                take(format!("/sys/fs/cgroup/memory{p}/memory.limit_in_bytes"));
+            }
+        }
+    }
+    assert_eq!(osmem_heap::cgroup_memory_limit().map(|l| l.bytes), want);
+}
