@@ -27,6 +27,9 @@ const FAN: usize = 64;
 const GROW_CHUNKS: usize = 4;
 /// Runs released per batch (one `process_madvise`).
 const BATCH: usize = 64;
+/// Go's `scavengeQuantum`: the Go-faithful scavenger releases at most this much per step
+/// (before growing a candidate to a whole huge page).
+const SCAVENGE_QUANTUM: usize = 64 << 10;
 
 /// How a heap is made. See [`Heap::create`].
 ///
@@ -653,7 +656,10 @@ impl Heap {
             // Collect up to BATCH candidates, highest first, and hide them; the lock is then
             // released for the release calls (counted as in flight for fork).
             self.lock.lock();
-            let n = self.collect(self.inner(), &mut runs, &mut budget);
+            let n = match self.mode {
+                Mode::Batched => self.collect(self.inner(), &mut runs, &mut budget),
+                Mode::GoFaithful => self.collect_go(self.inner(), &mut runs, &mut budget),
+            };
             if n == 0 {
                 self.lock.unlock();
                 break;
@@ -778,6 +784,62 @@ impl Heap {
             self.resummarize(i, p, p + len);
         }
         n
+    }
+
+    /// Under the lock: Go's `findScavengeCandidate` for the highest chunk with free,
+    /// unreleased pages: the run ending at its highest such page, at most one scavenge quantum
+    /// (64 KiB) of it from the top, grown down to the chunk's (huge page's) start when the
+    /// whole huge page below the candidate is free and unreleased — so a free huge page goes
+    /// out whole instead of split. One candidate (one `madvise`) per call, as Go's
+    /// `scavengeOne`; it may exceed the budget by that growth, as Go's does.
+    fn collect_go(
+        &self,
+        i: &mut Inner,
+        runs: &mut [(usize, usize); BATCH],
+        budget: &mut usize,
+    ) -> usize {
+        let quantum = (SCAVENGE_QUANTUM >> self.shift).max(1);
+        let mut c = i.grown;
+        while c > 0 {
+            c -= 1;
+            // SAFETY: a grown chunk.
+            let cb = unsafe { &mut *i.bits.add(c) };
+            let cand = |w: usize| !(cb.alloc[w] | cb.scav[w]);
+            let Some(wi) = (0..WORDS).rev().find(|&w| cand(w) != 0) else {
+                continue;
+            };
+            // `end`: one past the highest candidate page; `run`: the candidates ending there.
+            let x = cand(wi);
+            let top = 63 - x.leading_zeros() as usize;
+            let end = wi * 64 + top + 1;
+            let mut run = 0;
+            let mut p = end;
+            while p > 0 {
+                let q = p - 1;
+                if cand(q / 64) >> (q % 64) & 1 == 0 {
+                    break;
+                }
+                run += 1;
+                p = q;
+            }
+            let size = run.min(quantum).min(*budget).max(1);
+            let mut start = end - size;
+            // The chunk is one huge page: [0, CHUNK_PAGES).
+            let above = start.next_multiple_of(CHUNK_PAGES);
+            if above <= end && end - run == 0 {
+                // The candidate crosses (or starts on) the huge page's boundary and the free
+                // run reaches the huge page's start: take all of it.
+                start = 0;
+            }
+            let len = end - start;
+            bits::set(&mut cb.alloc, start, end);
+            let p = c * CHUNK_PAGES + start;
+            runs[0] = (p, len);
+            *budget = budget.saturating_sub(len);
+            self.resummarize(i, p, p + len);
+            return 1;
+        }
+        0
     }
 
     /// Release every free page (Go's `debug.FreeOSMemory`, without the GC).

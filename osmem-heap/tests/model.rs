@@ -36,7 +36,71 @@ struct Model {
     next_id: usize,
 }
 
+fn unreleased(p: &Page) -> bool {
+    matches!(
+        p,
+        Page::Free {
+            released: false,
+            ..
+        }
+    )
+}
+
+const RELEASED: Page = Page::Free {
+    zero: true,
+    released: true,
+    byte: 0,
+};
+
 impl Model {
+    /// Batched mode: the highest free unreleased pages, `budget` of them.
+    fn release_highest(&mut self, budget: usize) -> usize {
+        let mut done = 0;
+        for p in (0..self.grown * CHUNK).rev() {
+            if done == budget {
+                break;
+            }
+            if unreleased(&self.pages[p]) {
+                self.pages[p] = RELEASED;
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Go-faithful mode, Go's `findScavengeCandidate` per step: the run ending at the highest
+    /// free unreleased page of the highest such chunk, at most 16 pages (64 KiB) of it, grown
+    /// to the whole chunk (one huge page) when the run covers all of it.
+    fn release_go(&mut self, budget: usize) -> usize {
+        let quantum = (64 << 10) / osmem::page_size();
+        let (mut left, mut done) = (budget, 0);
+        while left > 0 {
+            let Some(p) = (0..self.grown * CHUNK)
+                .rev()
+                .find(|&p| unreleased(&self.pages[p]))
+            else {
+                break;
+            };
+            let (c, end) = (p / CHUNK, p % CHUNK + 1);
+            let run = (0..end)
+                .rev()
+                .take_while(|&q| unreleased(&self.pages[c * CHUNK + q]))
+                .count();
+            let size = run.min(quantum).min(left).max(1);
+            let start = if end == CHUNK && run == CHUNK {
+                0
+            } else {
+                end - size
+            };
+            for q in start..end {
+                self.pages[c * CHUNK + q] = RELEASED;
+            }
+            left = left.saturating_sub(end - start);
+            done += end - start;
+        }
+        done
+    }
+
     fn fit(&self, n: usize) -> Option<usize> {
         let total = self.grown * CHUNK;
         let mut run = 0;
@@ -236,26 +300,10 @@ fn run_case(mode: Mode, steps: &[Step]) -> Result<(), TestCaseError> {
                 }
                 Step::Release(budget) => {
                     let rel = heap.release(budget * ps);
-                    // Highest free unreleased pages first, `budget` of them at most.
-                    let mut left = budget;
-                    let mut want = 0;
-                    for p in (0..m.grown * CHUNK).rev() {
-                        if left == 0 {
-                            break;
-                        }
-                        if let Page::Free {
-                            released: false, ..
-                        } = m.pages[p]
-                        {
-                            m.pages[p] = Page::Free {
-                                zero: true,
-                                released: true,
-                                byte: 0,
-                            };
-                            left -= 1;
-                            want += 1;
-                        }
-                    }
+                    let want = match mode {
+                        Mode::Batched => m.release_highest(budget),
+                        Mode::GoFaithful => m.release_go(budget),
+                    };
                     prop_assert_eq!(rel.bytes, want * ps, "step {}: released", k);
                 }
                 Step::ReleaseAll => {
