@@ -151,6 +151,9 @@ struct Inner {
     last_heap_goal: usize,
     /// Bytes released synchronously (on allocation, to stay under the limit).
     sync_released: u64,
+    /// The background scavenger's work.
+    bg_released: u64,
+    bg_work_ns: u64,
 }
 
 /// Go's `retainExtraPercent`: keep 10% over the in-use size.
@@ -234,6 +237,8 @@ impl Heap {
             last_in_use: 0,
             last_heap_goal: 0,
             sync_released: 0,
+            bg_released: 0,
+            bg_work_ns: 0,
             release_calls: 0,
             release_runs: 0,
         };
@@ -304,6 +309,20 @@ impl Heap {
         self.ps
     }
 
+    /// How this heap releases memory.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Account background work (the scavenger thread).
+    #[allow(dead_code)] // without the std feature nothing calls it
+    pub(crate) fn note_background(&self, bytes: usize, ns: u64) {
+        self.locked(|i| {
+            i.bg_released += bytes as u64;
+            i.bg_work_ns += ns;
+        });
+    }
+
     #[allow(clippy::mut_from_ref)] // only with the lock held (see `locked`)
     fn inner(&self) -> &mut Inner {
         // SAFETY: callers hold the lock.
@@ -348,7 +367,7 @@ impl Heap {
             let used = self.arena.used(p << self.shift, len);
             self.lock.syscall_done();
             if let Err(e) = used {
-                self.locked(|i| self.unclaim(i, p, pages));
+                self.locked(|i| self.unclaim(i, p, pages, scav));
                 return Err(HeapError::Os(e));
             }
         }
@@ -357,7 +376,6 @@ impl Heap {
                 // SAFETY: a grown chunk's bitmaps, under the lock.
                 bits::clear(unsafe { &mut (*i.bits.add(c)).scav }, a, b);
             }
-            i.released -= scav;
         });
         // Synchronous scavenging (Go's allocSpan): if the heap now holds more than its memory
         // limit, release the excess at once, before returning.
@@ -478,7 +496,7 @@ impl Heap {
             } else {
                 0
             };
-            let free_unreleased = i.grown * CHUNK_PAGES - i.in_use - i.released;
+            let free_unreleased = (i.grown * CHUNK_PAGES).saturating_sub(i.in_use + i.released);
             by_retain.max(by_limit).min(free_unreleased) << self.shift
         })
     }
@@ -559,7 +577,11 @@ impl Heap {
             bits::set(&mut cb.alloc, a, b);
             scav += bits::count(&cb.scav, a, b);
         }
+        // The run's released pages count as in use, not released, from now on (a run being
+        // made Ready must never be counted twice: `scavenge_goal` relies on
+        // in_use + released <= mapped).
         i.in_use += pages;
+        i.released -= scav;
         self.resummarize(i, p, p + pages);
         if scav > 0 {
             // The caller makes the released pages Ready (`used`) before anything else.
@@ -570,13 +592,14 @@ impl Heap {
         Ok((p, scav))
     }
 
-    /// Under the lock: give a claimed run back unchanged.
-    fn unclaim(&self, i: &mut Inner, p: usize, pages: usize) {
+    /// Under the lock: give a claimed run back unchanged (`scav` of its pages still released).
+    fn unclaim(&self, i: &mut Inner, p: usize, pages: usize, scav: usize) {
         for (c, a, b) in split(p, pages) {
             // SAFETY: a grown chunk.
             bits::clear(unsafe { &mut (*i.bits.add(c)).alloc }, a, b);
         }
         i.in_use -= pages;
+        i.released += scav;
         self.resummarize(i, p, p + pages);
     }
 
@@ -882,6 +905,8 @@ impl Heap {
                 release_runs: i.release_runs,
                 sync_released_bytes: i.sync_released,
                 memory_limit_bytes: i.limit << self.shift,
+                background_released_bytes: i.bg_released,
+                background_work_ns: i.bg_work_ns,
             }
         })
     }

@@ -45,9 +45,15 @@ mod bits;
 mod cgroup;
 mod heap;
 mod lock;
+mod pace;
+#[cfg(feature = "std")]
+mod scavenger;
 
 pub use cgroup::{cgroup_memory_limit, CgroupLimit, CgroupSource};
 pub use heap::{Heap, HeapConfig, Released, Run};
+pub use pace::{BudgetPacer, GoPacer, BUDGET_WINDOW_NS};
+#[cfg(feature = "std")]
+pub use scavenger::Scavenger;
 
 /// How free memory goes back to the OS.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -84,6 +90,10 @@ pub struct HeapStats {
     pub sync_released_bytes: u64,
     /// The memory limit (0: none).
     pub memory_limit_bytes: usize,
+    /// Bytes the background scavenger released.
+    pub background_released_bytes: u64,
+    /// Wall time the background scavenger spent releasing, ns.
+    pub background_work_ns: u64,
 }
 
 /// Everything that can go wrong. Refusals change nothing.

@@ -69,6 +69,10 @@ static A: PageAlloc = PageAlloc;
 
 #[test]
 fn std_runs_on_a_heap_made_of_osmem_heap_pages() {
+    // A deadlock here (a spin lock never released) must fail the test, not hang CI: the
+    // process dies of SIGALRM after two minutes (the test takes well under a second).
+    // SAFETY: alarm has no preconditions.
+    unsafe { libc::alarm(120) };
     assert_eq!(
         osmem::page_size(),
         4096,
@@ -79,6 +83,9 @@ fn std_runs_on_a_heap_made_of_osmem_heap_pages() {
         h.stats().in_use_bytes > 0,
         "the test harness itself allocated through it"
     );
+    // Starting the background scavenger spawns a thread, which allocates through this very
+    // heap: it must not deadlock.
+    let scavenger = h.start_scavenger(0.01).expect("a scavenger thread");
     let threads: Vec<_> = (0..4)
         .map(|t| {
             std::thread::spawn(move || {
@@ -103,6 +110,7 @@ fn std_runs_on_a_heap_made_of_osmem_heap_pages() {
         let (n, l) = t.join().unwrap();
         assert!(n > 0 && l == 500);
     }
+    scavenger.stop();
     let before = h.stats();
     let released = h.release_all();
     let after = h.stats();

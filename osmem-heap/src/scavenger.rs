@@ -1,0 +1,132 @@
+//! The background scavenger thread (the `std` feature): releases free memory toward the
+//! heap's goal ([`Heap::scavenge_goal`]) at an average of 1% of all CPUs, paced by
+//! [`BudgetPacer`](crate::BudgetPacer) (batched mode) or Go's [`GoPacer`](crate::GoPacer)
+//! (Go-faithful mode). Starting it spawns one thread (which allocates through the global
+//! allocator; the heap lock is not held meanwhile, so a global allocator built on this heap
+//! works); the thread never holds the heap lock while it sleeps.
+
+use crate::pace::{BudgetPacer, GoPacer};
+use crate::{Heap, Mode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often an idle scavenger looks at the goal again (Go parks until the next GC; a heap
+/// without a GC has to look).
+const IDLE_POLL: Duration = Duration::from_millis(10);
+/// Go's `scavengeQuantum`.
+const QUANTUM: usize = 64 << 10;
+/// Bytes the batched scavenger releases between looks at its budget.
+const BATCH_STEP: usize = 16 << 20;
+
+/// A running background scavenger. Dropping it (or [`stop`](Self::stop)) stops the thread.
+pub struct Scavenger {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scavenger {
+    /// Stop the thread and wait for it.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scavenger {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Heap {
+    /// Start the background scavenger at `fraction` of all CPUs (Go: 0.01).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;
+    /// let s = h.start_scavenger(0.01).expect("a thread");
+    /// s.stop();
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
+    pub fn start_scavenger(&'static self, fraction: f64) -> std::io::Result<Scavenger> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let thread = std::thread::Builder::new()
+            .name("osmem-scavenger".into())
+            .spawn(move || match self.mode() {
+                Mode::Batched => self.run_budget(&flag, BudgetPacer::new(fraction, cpus)),
+                Mode::GoFaithful => self.run_go(&flag, GoPacer::new(fraction), cpus),
+            })?;
+        Ok(Scavenger {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn run_budget(&self, stop: &AtomicBool, mut pacer: BudgetPacer) {
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            pacer.accrue((now - last).as_nanos() as f64);
+            last = now;
+            let goal = self.scavenge_goal();
+            if goal == 0 {
+                std::thread::park_timeout(IDLE_POLL);
+                continue;
+            }
+            if pacer.available_ns() <= 0.0 {
+                let wait = pacer.wait_ns(GoPacer::MIN_WORK_NS);
+                std::thread::park_timeout(
+                    Duration::from_nanos(wait as u64).max(Duration::from_micros(100)),
+                );
+                continue;
+            }
+            let t0 = Instant::now();
+            let r = self.scavenge(goal.min(BATCH_STEP));
+            let worked = t0.elapsed().as_nanos() as f64;
+            pacer.spend(worked);
+            self.note_background(r.bytes, worked as u64);
+            if r.bytes == 0 {
+                std::thread::park_timeout(IDLE_POLL);
+            }
+        }
+    }
+
+    fn run_go(&self, stop: &AtomicBool, mut pacer: GoPacer, cpus: usize) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.scavenge_goal() == 0 {
+                std::thread::park_timeout(IDLE_POLL);
+                continue;
+            }
+            // Go's `run`: 64 KiB steps until at least 1 ms of work, or nothing left.
+            let t0 = Instant::now();
+            let mut released = 0;
+            loop {
+                let r = self.scavenge(QUANTUM);
+                released += r.bytes;
+                if r.bytes < QUANTUM || t0.elapsed().as_nanos() as f64 >= GoPacer::MIN_WORK_NS {
+                    break;
+                }
+            }
+            let worked = t0.elapsed().as_nanos() as f64;
+            self.note_background(released, worked as u64);
+            let sleep = Duration::from_nanos(pacer.sleep_ns(worked) as u64);
+            let t1 = Instant::now();
+            // Sleep the whole time (a stop request wakes the thread early).
+            while !stop.load(Ordering::Relaxed) && t1.elapsed() < sleep {
+                std::thread::park_timeout(sleep - t1.elapsed());
+            }
+            pacer.update(worked, t1.elapsed().as_nanos() as f64, cpus);
+        }
+    }
+}
