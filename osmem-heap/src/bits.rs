@@ -13,6 +13,41 @@ pub(crate) const WORDS: usize = CHUNK_PAGES / 64;
 pub(crate) struct ChunkBits {
     pub(crate) alloc: [u64; WORDS],
     pub(crate) scav: [u64; WORDS],
+    /// Pages in use (allocated; not counting runs hidden while the kernel releases them).
+    pub(crate) in_use: u32,
+    /// `in_use` when the last generation (GC cycle) ended, and the generation `in_use` is of
+    /// (Go's `scavChunkData`): the density gate's history.
+    pub(crate) last_in_use: u32,
+    pub(crate) gen: u32,
+}
+
+/// Go's `scavChunkHiOccFrac` (96.875%) of a chunk: at least this many pages in use makes a
+/// chunk dense, and the scavenger leaves it alone unless forced.
+pub(crate) const HI_OCC_PAGES: u32 = (CHUNK_PAGES as u32) * 31 / 32;
+
+impl ChunkBits {
+    /// `n` pages of this chunk were allocated (`add`) or freed, in generation `gen`.
+    pub(crate) fn note_use(&mut self, n: usize, add: bool, gen: u32) {
+        if self.gen != gen {
+            self.last_in_use = self.in_use;
+            self.gen = gen;
+        }
+        if add {
+            self.in_use += n as u32;
+        } else {
+            self.in_use -= n as u32;
+        }
+    }
+
+    /// Go's `shouldScavenge` density rule: a chunk dense in this generation or the last one is
+    /// skipped; a chunk untouched since an older generation is judged by its present.
+    pub(crate) fn dense_go(&self, gen: u32) -> bool {
+        if self.gen == gen {
+            self.in_use >= HI_OCC_PAGES || self.last_in_use >= HI_OCC_PAGES
+        } else {
+            self.in_use >= HI_OCC_PAGES
+        }
+    }
 }
 
 /// The free pages of a node of the summary tree (a chunk, or a group of chunks): how many at

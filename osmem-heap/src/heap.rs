@@ -149,8 +149,12 @@ struct Inner {
     /// `in_use` and the heap goal at the last `cycle`.
     last_in_use: usize,
     last_heap_goal: usize,
-    /// Bytes released synchronously (on allocation, to stay under the limit).
+    /// Bytes released synchronously (on allocation, to stay under the limit), and the time
+    /// it took.
     sync_released: u64,
+    sync_work_ns: u64,
+    /// GC cycles reported (`cycle`): the density gate's generation.
+    gen: u32,
     /// The background scavenger's work.
     bg_released: u64,
     bg_work_ns: u64,
@@ -237,6 +241,8 @@ impl Heap {
             last_in_use: 0,
             last_heap_goal: 0,
             sync_released: 0,
+            sync_work_ns: 0,
+            gen: 0,
             bg_released: 0,
             bg_work_ns: 0,
             release_calls: 0,
@@ -389,8 +395,14 @@ impl Heap {
                 }
             });
             if over > 0 {
-                let r = self.release(over << self.shift);
-                self.locked(|i| i.sync_released += r.bytes as u64);
+                // Forced, as Go's allocSpan scavenges for the limit: dense chunks too.
+                let t0 = now_ns();
+                let r = self.release_inner(over << self.shift, true);
+                let ns = now_ns().saturating_sub(t0);
+                self.locked(|i| {
+                    i.sync_released += r.bytes as u64;
+                    i.sync_work_ns += ns;
+                });
             }
         }
         Ok(Run {
@@ -465,6 +477,9 @@ impl Heap {
             }
             i.last_in_use = i.in_use;
             i.last_heap_goal = heap_goal.max(ps);
+            // A new generation for the density gate (chunks roll their history lazily, on
+            // their next allocation or free, as Go's scavChunkData does).
+            i.gen = i.gen.wrapping_add(1);
         });
     }
 
@@ -520,7 +535,7 @@ impl Heap {
         if want == 0 {
             return Released::default();
         }
-        self.release(want)
+        self.release_inner(want, false)
     }
 
     /// Find a fit (growing the heap if none) and mark it in use; returns the first page and
@@ -562,6 +577,9 @@ impl Heap {
                     let b = &mut *i.bits.add(c);
                     b.alloc = [0; WORDS];
                     b.scav = [u64::MAX; WORDS];
+                    b.in_use = 0;
+                    b.last_in_use = 0;
+                    b.gen = i.gen;
                 }
             }
             i.grown = from + add;
@@ -575,6 +593,7 @@ impl Heap {
             let cb = unsafe { &mut *i.bits.add(c) };
             debug_assert_eq!(bits::count(&cb.alloc, a, b), 0);
             bits::set(&mut cb.alloc, a, b);
+            cb.note_use(b - a, true, i.gen);
             scav += bits::count(&cb.scav, a, b);
         }
         // The run's released pages count as in use, not released, from now on (a run being
@@ -596,7 +615,9 @@ impl Heap {
     fn unclaim(&self, i: &mut Inner, p: usize, pages: usize, scav: usize) {
         for (c, a, b) in split(p, pages) {
             // SAFETY: a grown chunk.
-            bits::clear(unsafe { &mut (*i.bits.add(c)).alloc }, a, b);
+            let cb = unsafe { &mut *i.bits.add(c) };
+            bits::clear(&mut cb.alloc, a, b);
+            cb.note_use(b - a, false, i.gen);
         }
         i.in_use -= pages;
         i.released += scav;
@@ -627,7 +648,9 @@ impl Heap {
             }
             for (c, a, b) in split(p, pages) {
                 // SAFETY: grown chunks.
-                bits::clear(unsafe { &mut (*i.bits.add(c)).alloc }, a, b);
+                let cb = unsafe { &mut *i.bits.add(c) };
+                bits::clear(&mut cb.alloc, a, b);
+                cb.note_use(b - a, false, i.gen);
             }
             i.in_use -= pages;
             self.resummarize(i, p, p + pages);
@@ -672,6 +695,12 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn release(&self, max_bytes: usize) -> Released {
+        self.release_inner(max_bytes, true)
+    }
+
+    /// `force`: release from dense chunks too (an explicit request, or the memory limit);
+    /// otherwise the density gate applies (see [`Mode`]).
+    fn release_inner(&self, max_bytes: usize, force: bool) -> Released {
         let mut out = Released::default();
         let mut budget = max_bytes >> self.shift;
         let mut runs = [(0usize, 0usize); BATCH];
@@ -680,8 +709,8 @@ impl Heap {
             // released for the release calls (counted as in flight for fork).
             self.lock.lock();
             let n = match self.mode {
-                Mode::Batched => self.collect(self.inner(), &mut runs, &mut budget),
-                Mode::GoFaithful => self.collect_go(self.inner(), &mut runs, &mut budget),
+                Mode::Batched => self.collect(self.inner(), &mut runs, &mut budget, force),
+                Mode::GoFaithful => self.collect_go(self.inner(), &mut runs, &mut budget, force),
             };
             if n == 0 {
                 self.lock.unlock();
@@ -763,6 +792,7 @@ impl Heap {
         i: &mut Inner,
         runs: &mut [(usize, usize); BATCH],
         budget: &mut usize,
+        force: bool,
     ) -> usize {
         let mut n = 0;
         let mut c = i.grown;
@@ -770,6 +800,11 @@ impl Heap {
             c -= 1;
             // SAFETY: a grown chunk.
             let cb = unsafe { &mut *i.bits.add(c) };
+            // The density gate, on the present only: a chunk ≥ 96.875% in use now is likely
+            // to be allocated from again soon and its few free pages are not worth a call.
+            if !force && cb.in_use >= bits::HI_OCC_PAGES {
+                continue;
+            }
             let mut w = WORDS;
             while w > 0 && n < BATCH && *budget > 0 {
                 w -= 1;
@@ -820,6 +855,7 @@ impl Heap {
         i: &mut Inner,
         runs: &mut [(usize, usize); BATCH],
         budget: &mut usize,
+        force: bool,
     ) -> usize {
         let quantum = (SCAVENGE_QUANTUM >> self.shift).max(1);
         let mut c = i.grown;
@@ -827,6 +863,10 @@ impl Heap {
             c -= 1;
             // SAFETY: a grown chunk.
             let cb = unsafe { &mut *i.bits.add(c) };
+            // Go's density gate: skip a chunk dense in this GC cycle or the last.
+            if !force && cb.dense_go(i.gen) {
+                continue;
+            }
             let cand = |w: usize| !(cb.alloc[w] | cb.scav[w]);
             let Some(wi) = (0..WORDS).rev().find(|&w| cand(w) != 0) else {
                 continue;
@@ -904,6 +944,7 @@ impl Heap {
                 release_calls: i.release_calls,
                 release_runs: i.release_runs,
                 sync_released_bytes: i.sync_released,
+                sync_work_ns: i.sync_work_ns,
                 memory_limit_bytes: i.limit << self.shift,
                 background_released_bytes: i.bg_released,
                 background_work_ns: i.bg_work_ns,
@@ -999,4 +1040,15 @@ fn split(p: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let base = c * CHUNK_PAGES;
         (c, p.max(base) - base, end.min(base + CHUNK_PAGES) - base)
     })
+}
+
+/// CLOCK_MONOTONIC in ns (no std: the heap's own timing).
+fn now_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }

@@ -56,13 +56,32 @@ pub use pace::{BudgetPacer, GoPacer, BUDGET_WINDOW_NS};
 pub use scavenger::Scavenger;
 
 /// How free memory goes back to the OS.
+///
+/// Both skip dense chunks (≥ 96.875% of a chunk's pages in use, Go's `scavChunkHiOccFrac`)
+/// when the scavenger works toward its goal ([`Heap::scavenge`], the background thread); an
+/// explicit [`Heap::release`] / [`Heap::release_all`] and the synchronous release for the
+/// memory limit are forced and take dense chunks too.
+///
+/// ```
+/// let h = osmem_heap::Heap::create(
+///     osmem_heap::HeapConfig::new(64 << 20).mode(osmem_heap::Mode::GoFaithful),
+/// )?;
+/// assert_eq!(h.mode(), osmem_heap::Mode::GoFaithful);
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
-    /// osmem's `Batch`: one `process_madvise` for up to 64 runs (osmem falls back to one
-    /// `madvise` per run where the kernel lacks it).
+    /// The default. Releases the highest free runs, up to 64 per call, through osmem's
+    /// `Batch`: one `process_madvise` (osmem falls back to one `madvise` per run where the
+    /// kernel lacks it). Density gate on the present: a chunk dense now is skipped.
     Batched,
-    /// One `madvise` per run, as Go's scavenger does: the in-run baseline for every claim
-    /// that batching does better.
+    /// Go's scavenger: one candidate per step (a 64 KiB quantum from the top of the highest
+    /// free run, grown to the whole huge page when all of it is free and unreleased), one
+    /// `madvise` each; the density gate with Go's history (dense in this GC cycle or the last,
+    /// cycles being [`Heap::cycle`] calls); paced by Go's controller. The in-run baseline
+    /// for every claim that the default does better.
     GoFaithful,
 }
 
@@ -88,6 +107,8 @@ pub struct HeapStats {
     pub release_runs: u64,
     /// Of `released_total_bytes`, released synchronously on allocation (the memory limit).
     pub sync_released_bytes: u64,
+    /// Wall time allocations spent releasing synchronously, ns (Go's scavenge assist).
+    pub sync_work_ns: u64,
     /// The memory limit (0: none).
     pub memory_limit_bytes: usize,
     /// Bytes the background scavenger released.
