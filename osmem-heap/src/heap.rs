@@ -155,6 +155,10 @@ struct Inner {
     sync_work_ns: u64,
     /// GC cycles reported (`cycle`): the density gate's generation.
     gen: u32,
+    /// No chunk at or above this one has free, unreleased pages (Go's scavenger search
+    /// address): a release starts here instead of at the top, so releasing a fragmented GiB
+    /// run by run is not quadratic in the chunks. Raised by every free.
+    scav_top: usize,
     /// The background scavenger's work.
     bg_released: u64,
     bg_work_ns: u64,
@@ -243,6 +247,7 @@ impl Heap {
             sync_released: 0,
             sync_work_ns: 0,
             gen: 0,
+            scav_top: 0,
             bg_released: 0,
             bg_work_ns: 0,
             release_calls: 0,
@@ -621,6 +626,7 @@ impl Heap {
         }
         i.in_use -= pages;
         i.released += scav;
+        Self::candidates_at(i, p, pages);
         self.resummarize(i, p, p + pages);
     }
 
@@ -653,6 +659,7 @@ impl Heap {
                 cb.note_use(b - a, false, i.gen);
             }
             i.in_use -= pages;
+            Self::candidates_at(i, p, pages);
             self.resummarize(i, p, p + pages);
             Ok(())
         })
@@ -771,6 +778,7 @@ impl Heap {
                         out.runs += 1;
                     } else {
                         out.failed += 1;
+                        Self::candidates_at(i, p, len);
                     }
                     self.resummarize(i, p, p + len);
                 }
@@ -795,7 +803,9 @@ impl Heap {
         force: bool,
     ) -> usize {
         let mut n = 0;
-        let mut c = i.grown;
+        let mut c = i.scav_top.min(i.grown);
+        // Whether every chunk from `c` up is known to hold no candidate.
+        let mut clear_above = true;
         while c > 0 && n < BATCH && *budget > 0 {
             c -= 1;
             // SAFETY: a grown chunk.
@@ -803,45 +813,72 @@ impl Heap {
             // The density gate, on the present only: a chunk ≥ 96.875% in use now is likely
             // to be allocated from again soon and its few free pages are not worth a call.
             if !force && cb.in_use >= bits::HI_OCC_PAGES {
+                clear_above = false;
                 continue;
             }
-            let mut w = WORDS;
-            while w > 0 && n < BATCH && *budget > 0 {
-                w -= 1;
-                // Free (alloc 0) and unreleased (scav 0): candidates; take runs from the
-                // top of the word down.
-                let mut cand = !(cb.alloc[w] | cb.scav[w]);
-                while cand != 0 && n < BATCH && *budget > 0 {
-                    // The highest candidate page, and the run of candidates ending there:
-                    // it starts just above the highest non-candidate below it.
-                    let top = 63 - cand.leading_zeros() as usize;
-                    let below = !cand & ((1u64 << top) - 1);
-                    let start = if below == 0 {
-                        0
-                    } else {
-                        64 - below.leading_zeros() as usize
-                    };
-                    let len = (top + 1 - start).min(*budget);
-                    let a = top + 1 - len;
-                    let m = (u64::MAX >> (64 - len)) << a;
-                    cand &= !m;
-                    cb.alloc[w] |= m;
-                    let p = c * CHUNK_PAGES + w * 64 + a;
-                    // Merge with the run found just above it.
-                    if n > 0 && runs[n - 1].0 == p + len {
-                        runs[n - 1] = (p, runs[n - 1].1 + len);
-                    } else {
-                        runs[n] = (p, len);
-                        n += 1;
-                    }
-                    *budget -= len;
-                }
+            Self::take_from(cb, c, runs, &mut n, budget);
+            if clear_above && (0..WORDS).all(|w| cb.alloc[w] | cb.scav[w] == u64::MAX) {
+                i.scav_top = c;
+            } else {
+                clear_above = false;
             }
         }
         for &(p, len) in &runs[..n] {
             self.resummarize(i, p, p + len);
         }
         n
+    }
+
+    /// Take candidate runs from chunk `c`, highest first, into `runs` (merging with the run
+    /// just above), marking them in use.
+    fn take_from(
+        cb: &mut ChunkBits,
+        c: usize,
+        runs: &mut [(usize, usize); BATCH],
+        n: &mut usize,
+        budget: &mut usize,
+    ) {
+        let mut w = WORDS;
+        while w > 0 && *n < BATCH && *budget > 0 {
+            w -= 1;
+            // Free (alloc 0) and unreleased (scav 0): candidates; take runs from the top of
+            // the word down.
+            let mut cand = !(cb.alloc[w] | cb.scav[w]);
+            while cand != 0 && *n < BATCH && *budget > 0 {
+                // The highest candidate page, and the run of candidates ending there: it
+                // starts just above the highest non-candidate below it.
+                let top = 63 - cand.leading_zeros() as usize;
+                let below = !cand & ((1u64 << top) - 1);
+                let start = if below == 0 {
+                    0
+                } else {
+                    64 - below.leading_zeros() as usize
+                };
+                let len = (top + 1 - start).min(*budget);
+                let a = top + 1 - len;
+                let m = (u64::MAX >> (64 - len)) << a;
+                cand &= !m;
+                cb.alloc[w] |= m;
+                let p = c * CHUNK_PAGES + w * 64 + a;
+                // Merge with the run found just above it.
+                if *n > 0 && runs[*n - 1].0 == p + len {
+                    runs[*n - 1] = (p, runs[*n - 1].1 + len);
+                } else {
+                    runs[*n] = (p, len);
+                    *n += 1;
+                }
+                *budget -= len;
+            }
+        }
+    }
+
+    /// Under the lock: pages `[p, p + pages)` may be candidates again (freed, or a release
+    /// failed): the scavenger's search must start at or above them.
+    fn candidates_at(i: &mut Inner, p: usize, pages: usize) {
+        let top = (p + pages - 1) / CHUNK_PAGES + 1;
+        if i.scav_top < top {
+            i.scav_top = top;
+        }
     }
 
     /// Under the lock: Go's `findScavengeCandidate` for the highest chunk with free,
@@ -858,17 +895,22 @@ impl Heap {
         force: bool,
     ) -> usize {
         let quantum = (SCAVENGE_QUANTUM >> self.shift).max(1);
-        let mut c = i.grown;
+        let mut c = i.scav_top.min(i.grown);
+        let mut clear_above = true;
         while c > 0 {
             c -= 1;
             // SAFETY: a grown chunk.
             let cb = unsafe { &mut *i.bits.add(c) };
             // Go's density gate: skip a chunk dense in this GC cycle or the last.
             if !force && cb.dense_go(i.gen) {
+                clear_above = false;
                 continue;
             }
             let cand = |w: usize| !(cb.alloc[w] | cb.scav[w]);
             let Some(wi) = (0..WORDS).rev().find(|&w| cand(w) != 0) else {
+                if clear_above {
+                    i.scav_top = c;
+                }
                 continue;
             };
             // `end`: one past the highest candidate page; `run`: the candidates ending there.
