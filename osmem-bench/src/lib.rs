@@ -25,6 +25,11 @@
 //!   8 GiB reservations, each next to the raw calls, and the metadata's resident memory read
 //!   from smaps.
 //!
+//! - [`heap_release`], [`heap_goal`], [`heap_alloc`]: the page heap (osmem-heap) — bytes
+//!   released per CPU-second against the Go-faithful mode and the kernel's own batch gain,
+//!   time to the retain goal after a shrink with what a mutator keeps, and run search
+//!   against a first-fit bitmap.
+//!
 //! [`Estimate`] and [`tiers`] turn per-round ratios into noise-aware rankings: a difference
 //! ranks only if the run resolves it and it is larger than a minimum gap.
 //!
@@ -49,6 +54,7 @@
 mod batch;
 mod contention;
 mod costs;
+mod heap;
 mod lazy;
 mod op;
 mod rank;
@@ -64,6 +70,9 @@ pub use batch::{
 };
 pub use contention::{contention, Contention, Worker, CONTROL, MUTATOR_PERIOD};
 pub use costs::{interleaved, Interleaved};
+pub use heap::{
+    heap_alloc, heap_goal, heap_release, mode_name, HeapAlloc, HeapGoal, HeapPlan, HeapRelease,
+};
 pub use lazy::{free_then_used, LazyFree};
 pub use op::{paired, paired_within, Flavour, Op, OpBench, Paired, PAD};
 pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};

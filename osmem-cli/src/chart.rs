@@ -1,10 +1,11 @@
 //! chart.svg: the run at a glance (plotters, SVG backend; no font files needed: the backend
 //! writes `<text>` elements and sizes labels with plotters' built-in estimate).
 //!
-//! Eight panels: fault and unused cost relative to the cheapest strategy at each size and
+//! Ten panels: fault and unused cost relative to the cheapest strategy at each size and
 //! mode; reader and writer throughput kept under contention (the writer side also beside a
 //! large residency scan); VMAs added; batch speedup; residency queries by method, against the
-//! fastest method and against the raw method.
+//! fastest method and against the raw method; the page heap's gain from batching beside the
+//! kernel's, and its time to goal per mode.
 
 use crate::suite::{BenchResults, Est};
 use crate::verdict::Verdicts;
@@ -414,11 +415,99 @@ fn residency_panel(r: &BenchResults, raw: bool) -> Bars<'static> {
     }
 }
 
+fn point(x: f64) -> Option<Est> {
+    x.is_finite().then_some(Est {
+        median: x,
+        lo: x,
+        hi: x,
+        n: 1,
+    })
+}
+
+/// The page heap's release gain over its Go-faithful mode beside the kernel's own gain from
+/// batching, per layout.
+fn heap_release_panel(r: &BenchResults) -> Bars<'static> {
+    let groups = r
+        .heap_release
+        .iter()
+        .map(|c| {
+            format!(
+                "{} KiB runs{}",
+                c.run_bytes >> 10,
+                if c.sibling { ", sibling" } else { "" }
+            )
+        })
+        .collect();
+    let series = vec![
+        (
+            "osmem-heap default ÷ Go-faithful".to_owned(),
+            r.heap_release
+                .iter()
+                .map(|c| point(c.default_over_go))
+                .collect(),
+        ),
+        (
+            "raw process_madvise ÷ madvise loop".to_owned(),
+            r.heap_release
+                .iter()
+                .map(|c| point(c.kernel_batch_over_loop))
+                .collect(),
+        ),
+    ];
+    let max = r
+        .heap_release
+        .iter()
+        .map(|c| c.default_over_go.max(c.kernel_batch_over_loop))
+        .filter(|x| x.is_finite())
+        .fold(1.0, f64::max);
+    Bars {
+        title: "page heap: bytes released per CPU-second, gain from batching".to_owned(),
+        y_desc: "× (higher is better)",
+        groups,
+        series,
+        y_max: nice_max(max.min(100.0), 2.0),
+        reference: Some(1.0),
+        value_fmt: Some(|v| format!("{v:.1}×")),
+    }
+}
+
+/// The page heap's time to its retain goal after a shrink, per mode (a run that timed out
+/// is drawn at its timeout).
+fn heap_goal_panel(r: &BenchResults) -> Bars<'static> {
+    let series = r
+        .heap_goal
+        .iter()
+        .map(|g| {
+            (
+                g.mode.to_owned(),
+                vec![point(g.time_to_goal_s.unwrap_or(g.timeout_s))],
+            )
+        })
+        .collect();
+    let max = r
+        .heap_goal
+        .iter()
+        .map(|g| g.time_to_goal_s.unwrap_or(g.timeout_s))
+        .fold(0.1, f64::max);
+    let live = r.heap_goal.first().map_or(String::new(), |g| {
+        format!("{} → {} MiB live", g.live_before >> 20, g.live_after >> 20)
+    });
+    Bars {
+        title: "page heap: seconds to the retain goal after a shrink (lower is better)".to_owned(),
+        y_desc: "s",
+        groups: vec![live],
+        series,
+        y_max: nice_max(max, 0.1),
+        reference: None,
+        value_fmt: Some(|v| format!("{v:.2} s")),
+    }
+}
+
 /// Render the chart as an SVG document.
 pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1500, 1900)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1500, 2350)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| format!("chart: {e:?}");
         root.fill(&WHITE).map_err(err)?;
         let verdict = |x: &crate::verdict::Verdict| {
@@ -451,7 +540,7 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
             .map_err(err)?;
         top.draw(&Text::new(sub, (12, 36), ("sans-serif", 16)))
             .map_err(err)?;
-        let panels = root.split_evenly((4, 2));
+        let panels = root.split_evenly((5, 2));
         let specs = [
             cost_panel(r, "fault"),
             cost_panel(r, "unused"),
@@ -461,6 +550,8 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
             batch_panel(r),
             residency_panel(r, false),
             residency_panel(r, true),
+            heap_release_panel(r),
+            heap_goal_panel(r),
         ];
         for (area, spec) in panels.iter().zip(&specs) {
             draw_bars(area, spec)?;

@@ -167,6 +167,12 @@ pub struct BenchResults {
     /// What a large residency scan does to the mutators (the `residency-scan` worker); not
     /// part of any selection check.
     pub residency_contention: Option<ContentionResult>,
+    /// The page heap (osmem-heap): release efficiency per cell.
+    pub heap_release: Vec<osmem_bench::HeapRelease>,
+    /// The page heap: time to the retain goal after a shrink, per mode.
+    pub heap_goal: Vec<osmem_bench::HeapGoal>,
+    /// The page heap's run search against a first-fit bitmap, per thread count.
+    pub heap_alloc: Vec<osmem_bench::HeapAlloc>,
     /// Every ranking of this run, by name: what repeated runs must agree on.
     pub rankings: Vec<Ranking>,
 }
@@ -319,6 +325,9 @@ enum Step {
     Scale,
     Residency,
     ResidencyContention,
+    HeapRelease,
+    HeapGoal,
+    HeapAlloc,
 }
 
 impl Step {
@@ -344,6 +353,9 @@ impl Step {
                 "residency queries (1 GiB at 1/50/100%, 64 GiB scattered)".to_owned()
             }
             Step::ResidencyContention => "contention, residency-scan worker".to_owned(),
+            Step::HeapRelease => "page heap: release efficiency".to_owned(),
+            Step::HeapGoal => "page heap: time to goal".to_owned(),
+            Step::HeapAlloc => "page heap: run search vs first fit".to_owned(),
         }
     }
 
@@ -359,6 +371,9 @@ impl Step {
             Step::Scale => 3,
             Step::Residency => 8,
             Step::ResidencyContention => 18,
+            Step::HeapRelease => 12,
+            Step::HeapGoal => 12,
+            Step::HeapAlloc => 8,
         }
     }
 }
@@ -382,6 +397,9 @@ fn plan() -> Vec<Step> {
     v.push(Step::Scale);
     v.push(Step::Residency);
     v.push(Step::ResidencyContention);
+    v.push(Step::HeapRelease);
+    v.push(Step::HeapGoal);
+    v.push(Step::HeapAlloc);
     for op in BatchOp::ALL {
         if !op.is_supported() {
             continue;
@@ -436,6 +454,9 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
         scale: None,
         residency: Vec::new(),
         residency_contention: None,
+        heap_release: Vec::new(),
+        heap_goal: Vec::new(),
+        heap_alloc: Vec::new(),
         rankings: Vec::new(),
     };
     for step in &steps {
@@ -478,6 +499,9 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
             Step::ResidencyContention => {
                 r.residency_contention = Some(contention_step(level, Worker::ResidencyScan))
             }
+            Step::HeapRelease => r.heap_release = osmem_bench::heap_release(heap_plan(level)),
+            Step::HeapGoal => r.heap_goal = osmem_bench::heap_goal(heap_plan(level)),
+            Step::HeapAlloc => r.heap_alloc = osmem_bench::heap_alloc(heap_plan(level)),
         }
         bar.inc(step.weight());
     }
@@ -485,6 +509,23 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
     r.rankings = rankings(&r);
     r.seconds = start.elapsed().as_secs_f64();
     r
+}
+
+/// The page heap's sizes at each level.
+fn heap_plan(level: Level) -> osmem_bench::HeapPlan {
+    match level {
+        Level::Full => osmem_bench::HeapPlan::FULL,
+        Level::Quick => osmem_bench::HeapPlan::QUICK,
+        Level::Smoke => osmem_bench::HeapPlan {
+            release_bytes: 16 << 20,
+            release_rounds: 1,
+            goal_live: 32 << 20,
+            goal_timeout: Duration::from_millis(500),
+            alloc_heap: 1 << 30,
+            alloc_ops: 2000,
+            alloc_budget: Duration::from_millis(100),
+        },
+    }
 }
 
 /// The ops measured in one interleaved cost run: every supported fault strategy and advice.
