@@ -170,6 +170,7 @@ fn run_case(mode: Mode, steps: &[Step]) -> Result<(), TestCaseError> {
         next_id: 0,
     };
     let result = (|| -> Result<(), TestCaseError> {
+        let mut released_sum = 0u64;
         for (k, s) in steps.iter().enumerate() {
             match *s {
                 Step::Alloc(n) => {
@@ -305,9 +306,10 @@ fn run_case(mode: Mode, steps: &[Step]) -> Result<(), TestCaseError> {
                         _ => m.release_highest(budget),
                     };
                     prop_assert_eq!(rel.bytes, want * ps, "step {}: released", k);
+                    released_sum += rel.bytes as u64;
                 }
                 Step::ReleaseAll => {
-                    heap.release_all();
+                    released_sum += heap.release_all().bytes as u64;
                     for p in 0..m.grown * CHUNK {
                         if let Page::Free { .. } = m.pages[p] {
                             m.pages[p] = Page::Free {
@@ -333,6 +335,9 @@ fn run_case(mode: Mode, steps: &[Step]) -> Result<(), TestCaseError> {
             prop_assert_eq!(st.mapped_bytes, m.grown * CHUNK * ps, "step {}", k);
             prop_assert_eq!(st.in_use_bytes, used * ps, "step {}", k);
             prop_assert_eq!(st.released_bytes, released * ps, "step {}", k);
+            // The running total is the sum of what each release returned (it once re-added
+            // its own running total after every batch).
+            prop_assert_eq!(st.released_total_bytes, released_sum, "step {}", k);
             for (p, page) in m.pages[..m.grown * CHUNK].iter().enumerate() {
                 let addr = base + p * ps;
                 match *page {
