@@ -91,6 +91,35 @@ fn readme_examples_run() {
         Ok(())
     };
     batch().unwrap();
+
+    let heap = || -> Result<(), osmem_heap::HeapError> {
+        // README-EXAMPLE-BEGIN
+        use osmem_heap::{Heap, HeapConfig};
+
+        // At start: address space for the whole heap (nothing committed), the container's limit,
+        // and the background scavenger at 1% of all CPUs.
+        let heap = Heap::create(HeapConfig::new(64 << 30))?;
+        heap.set_memory_limit_from_cgroup();
+        let _scavenger = heap.start_scavenger(0.01).expect("a thread");
+
+        // A span for the allocator: zero it only if it may hold old data.
+        let span = heap.alloc(8)?;
+        if span.needzero {
+            unsafe { (span.addr as *mut u8).write_bytes(0, 8 * heap.page_size()) };
+        }
+
+        // The GC sweeps it free, and reports the end of its cycle with its next heap goal: the
+        // scavenger keeps in-use × goal/last goal + 10%, as Go's does.
+        heap.free(span.addr, span.pages)?;
+        heap.cycle(128 << 20);
+
+        // `debug.FreeOSMemory()`: everything free goes back now.
+        heap.release_all();
+        println!("{:?}", heap.stats()); // in use, free, released, held; scavenger work
+                                        // README-EXAMPLE-END
+        Ok(())
+    };
+    heap().unwrap();
 }
 
 /// The code between the markers above, dedented, one string per example.
@@ -130,6 +159,6 @@ fn examples_in_readme() -> Vec<String> {
 #[test]
 fn readme_shows_these_examples() {
     let here = examples_here();
-    assert_eq!(here.len(), 4);
+    assert_eq!(here.len(), 5);
     assert_eq!(examples_in_readme(), here);
 }

@@ -7,30 +7,55 @@
 //! runtime's RSS comes down after a burst instead of staying at its peak.
 //!
 //! Built on osmem's public API only: the heap's address space is one osmem reservation,
-//! released pages go back through osmem's chains (in batches: one `process_madvise` per ≤ 64
-//! runs by default, or one `madvise` per run in [`Mode::GoFaithful`]), and every allocation
-//! knows exactly whether its pages may hold old data ([`Run::needzero`]), from what the
-//! release really did.
+//! released pages go back through osmem's chains (in batches by default: one
+//! `process_madvise` per ≤ 1024 runs, osmem falling back to `madvise` where the kernel or a
+//! sandbox refuses it; or one `madvise` per candidate in [`Mode::GoFaithful`]), and every
+//! allocation knows exactly whether its pages may hold old data ([`Run::needzero`]), from
+//! what the release really did.
 //!
-//! Pages are the OS page; a chunk is 512 pages (2 MiB with 4 KiB pages: one transparent huge
-//! page, so keeping free huge pages whole is a per-chunk rule). Metadata (two bitmaps and a
-//! summary per chunk, the summary tree) lives in memory osmem maps for the heap, never on
-//! the Rust heap: an allocator can use this from inside its `GlobalAlloc`.
+//! ## Pages and chunks
 //!
-//! ```
-//! use osmem_heap::{Heap, HeapConfig};
+//! Pages are the OS page (Go uses 8 KiB pages: two OS pages, which makes every release
+//! decision coarser than the kernel's). A chunk is 512 pages — 2 MiB with 4 KiB pages, one
+//! transparent huge page — so "never split a free huge page" is a rule about one chunk's
+//! bitmap, and each chunk's metadata (two 64-byte bitmaps, a use count and a 12-byte
+//! summary) is ~0.007% of the memory it describes. Metadata (and the [`Heap`] itself) lives
+//! in memory osmem maps for the heap, never on the Rust heap, and only the chunks the heap
+//! has grown into are ever touched: reserving a TiB costs nothing until it is used. An
+//! allocator can use all of this from inside its `GlobalAlloc`.
 //!
-//! let heap = Heap::create(HeapConfig::new(1 << 30))?; // 1 GiB of address space, nothing committed
-//! let run = heap.alloc(16)?;                          // 16 pages, lowest address first
-//! if run.needzero {
-//!     unsafe { (run.addr as *mut u8).write_bytes(0, 16 * heap.page_size()) };
-//! }
-//! heap.free(run.addr, run.pages)?;
-//! let released = heap.release_all();                  // free pages back to the OS
-//! println!("{released:?} {:?}", heap.stats());
-//! unsafe { Heap::destroy(heap) };
-//! # Ok::<(), osmem_heap::HeapError>(())
-//! ```
+//! ## Goals and pacing
+//!
+//! "In use" is the pages allocated and not yet freed; "held" (Go's `mappedReady`) is in use
+//! plus free pages not yet released. The scavenger releases free pages, highest addresses
+//! first, until held memory meets the tighter of two goals, as Go's does:
+//!
+//! - the **memory limit** ([`Heap::set_memory_limit`], or from the cgroup with
+//!   [`Heap::set_memory_limit_from_cgroup`]): held ≤ 95% of it; an allocation that would
+//!   take held memory over the limit releases the excess synchronously before it returns;
+//! - the **retain goal**: Go's `in-use × heapGoal / lastHeapGoal + 10%`, recomputed when the
+//!   runtime reports a GC end with [`Heap::cycle`]; without cycles, in-use × 1.1.
+//!
+//! The background thread ([`Heap::start_scavenger`], `std` feature) uses 1% of all CPUs by
+//! default, counted as Go counts it. The default [`BudgetPacer`] lets that budget accrue
+//! over a 10 s window and spends it at once when memory is to be released (the same average
+//! as Go's, without Go's seconds-long ramp-up); Go-faithful mode uses Go's [`GoPacer`].
+//! Runtimes that schedule their own work call [`Heap::scavenge`] with a byte budget.
+//! [`Heap::release_all`] is Go's `debug.FreeOSMemory` without the GC.
+//!
+//! ## Threads and fork
+//!
+//! One spin lock guards the bookkeeping; system calls run with it released, on pages the
+//! heap has hidden meanwhile (as Go drops the heap lock around `sysUnused`). A child forked
+//! while another thread allocates does not deadlock: every heap's lock is held across
+//! `fork` (`pthread_atfork`, as glibc does for malloc), and a fork waits for release calls in
+//! flight. At most 64 heaps exist at once.
+//!
+//! ## Features
+//!
+//! `std` (default): the background scavenger thread and `std::error::Error` for
+//! [`HeapError`]. Without it the crate is `no_std` and drives release through
+//! [`Heap::scavenge`] / [`Heap::release`].
 //!
 //! MSRV: Rust 1.77, as osmem.
 
