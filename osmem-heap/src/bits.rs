@@ -13,6 +13,9 @@ pub(crate) const WORDS: usize = CHUNK_PAGES / 64;
 pub(crate) struct ChunkBits {
     pub(crate) alloc: [u64; WORDS],
     pub(crate) scav: [u64; WORDS],
+    /// Free pages hidden (their `alloc` bits set) while the kernel releases them: not
+    /// allocated, so `free` must refuse them.
+    pub(crate) hide: [u64; WORDS],
     /// Pages in use (allocated; not counting runs hidden while the kernel releases them).
     pub(crate) in_use: u32,
     /// `in_use` when the last generation (GC cycle) ended, and the generation `in_use` is of

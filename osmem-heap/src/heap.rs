@@ -559,13 +559,17 @@ impl Heap {
                 break p;
             }
             let from = i.grown;
+            // The free run at the top of the grown heap joins the new chunks: grow just
+            // enough for the request to fit there (at least GROW_CHUNKS), and refuse without
+            // growing when even the whole heap could not hold it (a refusal changes nothing).
+            let tail = Self::free_tail(i);
+            let room = tail + (self.max_chunks - from) * CHUNK_PAGES;
             let add = pages
+                .saturating_sub(tail)
                 .div_ceil(CHUNK_PAGES)
                 .max(GROW_CHUNKS)
                 .min(self.max_chunks - from);
-            // Nothing left to grow: out of memory (growing by less than asked is still tried:
-            // with the free pages at the end of the heap it may fit).
-            if add == 0 {
+            if pages > room || add == 0 {
                 self.lock.unlock();
                 return Err(HeapError::OutOfMemory {
                     pages,
@@ -588,6 +592,7 @@ impl Heap {
                     let b = &mut *i.bits.add(c);
                     b.alloc = [0; WORDS];
                     b.scav = [u64::MAX; WORDS];
+                    b.hide = [0; WORDS];
                     b.in_use = 0;
                     b.last_in_use = 0;
                     b.gen = i.gen;
@@ -622,6 +627,21 @@ impl Heap {
         Ok((p, scav))
     }
 
+    /// Under the lock: free pages at the top of the grown heap (the run ending at its end).
+    fn free_tail(i: &Inner) -> usize {
+        let mut tail = 0;
+        let mut c = i.grown;
+        while c > 0 {
+            c -= 1;
+            let s = Self::sum(i, 0, c);
+            tail += s.end as usize;
+            if s.end as usize != CHUNK_PAGES {
+                break;
+            }
+        }
+        tail
+    }
+
     /// Under the lock: give a claimed run back unchanged (`scav` of its pages still released).
     fn unclaim(&self, i: &mut Inner, p: usize, pages: usize, scav: usize) {
         for (c, a, b) in split(p, pages) {
@@ -654,7 +674,12 @@ impl Heap {
             if p + pages > i.grown * CHUNK_PAGES
                 || !split(p, pages)
                     // SAFETY: grown chunks.
-                    .all(|(c, a, b)| bits::all_set(unsafe { &(*i.bits.add(c)).alloc }, a, b))
+                    .all(|(c, a, b)| {
+                        // SAFETY: grown chunks.
+                        let cb = unsafe { &*i.bits.add(c) };
+                        // Allocated, and not a free run hidden while the kernel releases it.
+                        bits::all_set(&cb.alloc, a, b) && bits::count(&cb.hide, a, b) == 0
+                    })
             {
                 return Err(HeapError::NotAllocated { addr, pages });
             }
@@ -741,11 +766,9 @@ impl Heap {
                     }
                     // SAFETY: as above.
                     let rep = unsafe { b.flush() };
-                    out.calls += if rep.per_range > 0 {
-                        rep.per_range + 1
-                    } else {
-                        1
-                    };
+                    // The process_madvise calls osmem made, and one per run it released on its
+                    // own (a kernel or sandbox without process_madvise: one madvise each).
+                    out.calls += rep.batch_calls + rep.per_range;
                     for (k, &(p, _)) in runs[..n].iter().enumerate() {
                         // What the release really did, per run: osmem's state after the flush.
                         ok[k] = self.arena.state(p << self.shift) == Some(State::Prepared);
@@ -775,6 +798,7 @@ impl Heap {
                         // SAFETY: grown chunks.
                         let cb = unsafe { &mut *i.bits.add(c) };
                         bits::clear(&mut cb.alloc, a, b);
+                        bits::clear(&mut cb.hide, a, b);
                         if ok[k] {
                             bits::set(&mut cb.scav, a, b);
                         }
@@ -873,6 +897,7 @@ impl Heap {
                 let m = (u64::MAX >> (64 - len)) << a;
                 cand &= !m;
                 cb.alloc[w] |= m;
+                cb.hide[w] |= m;
                 let p = c * CHUNK_PAGES + w * 64 + a;
                 // Merge with the run found just above it.
                 if *n > 0 && runs[*n - 1].0 == p + len {
@@ -952,6 +977,7 @@ impl Heap {
             }
             let len = end - start;
             bits::set(&mut cb.alloc, start, end);
+            bits::set(&mut cb.hide, start, end);
             let p = c * CHUNK_PAGES + start;
             runs[0] = (p, len);
             *budget = budget.saturating_sub(len);

@@ -32,7 +32,11 @@ fn scattered(mode: Mode) {
     assert_eq!(st.release_runs - before.release_runs, 2048);
     assert_eq!(st.release_calls - before.release_calls, calls as u64);
     // The kernel holds exactly the in-use pages of the run.
-    assert_eq!(resident_pages(r.addr, 4096 * ps), 2048, "{mode:?}: kernel's view");
+    assert_eq!(
+        resident_pages(r.addr, 4096 * ps),
+        2048,
+        "{mode:?}: kernel's view"
+    );
     for k in (1..4096).step_by(2) {
         // SAFETY: in-use pages of our run.
         assert_eq!(unsafe { *((r.addr + k * ps) as *const u8) }, 3);

@@ -74,6 +74,9 @@ pub struct BatchReport {
     pub bytes: usize,
     /// Ranges that went through the per-range chain instead of process_madvise.
     pub per_range: usize,
+    /// `process_madvise` calls made (including refused ones), so a caller can count its
+    /// system calls: these plus at least one per `per_range` range.
+    pub batch_calls: usize,
     /// Unused: ranges not known to be zero-filled (released with MADV_FREE).
     pub not_zeroed: usize,
     /// Unused: ranges the kernel still holds (see [`Unused::released`](crate::Unused)).
@@ -339,7 +342,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let knobs = regs.knobs();
         let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
         let done = match madv {
-            Some(madv) => submit(iov, madv, pidfd),
+            Some(madv) => submit(iov, madv, pidfd, &mut report.batch_calls),
             None => 0,
         };
         let batched_how = if madv == Some(sys::MADV_FREE) {
@@ -425,7 +428,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let mut guarded_all = false;
         if batched {
             // Phase 1: empty every range with one batched DONTNEED (one TLB flush).
-            let done = submit(iov, sys::MADV_DONTNEED, pidfd);
+            let done = submit(iov, sys::MADV_DONTNEED, pidfd, &mut report.batch_calls);
             if done == iov.len() {
                 // All emptied, in place: phase 2 takes them all.
                 emptied = done;
@@ -444,7 +447,12 @@ impl<'r, const N: usize> Batch<'r, N> {
             }
         }
         if strategy == FaultStrategy::Guard && emptied > 0 {
-            let guarded = submit(&mut iov[..emptied], sys::MADV_GUARD_INSTALL, pidfd);
+            let guarded = submit(
+                &mut iov[..emptied],
+                sys::MADV_GUARD_INSTALL,
+                pidfd,
+                &mut report.batch_calls,
+            );
             guarded_all = guarded == iov.len();
             if !guarded_all {
                 mark_done(iov, guarded);
@@ -670,7 +678,7 @@ fn pm_bit(advice: i32) -> u32 {
 /// Apply `advice` to every range with process_madvise, ≤ 1024 per call, marking `done` the
 /// ranges the kernel applied it to. Ranges left not done go through the per-range chain in
 /// the caller.
-fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) -> usize {
+fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) -> usize {
     let n = iov.len();
     let mut i = 0;
     // Ranges `[0, prefix)` are done without a mark: the usual outcome (every chunk released
@@ -691,6 +699,7 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd) -> usize {
         let r = unsafe {
             sys::process_madvise(fd, iov[i..].as_ptr() as *const libc::iovec, chunk, advice)
         };
+        *calls += 1;
         match r {
             Ok(bytes) if bytes == total && prefix == i => {
                 i += chunk;

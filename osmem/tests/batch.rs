@@ -32,7 +32,7 @@ fn resident_kept(r: &Reservation, ps: usize) -> usize {
 
 /// Queue every other page and flush; report (resident queued pages, resident kept pages,
 /// process_madvise calls, madvise calls, ranges settled, per-range fallbacks, failures).
-fn run_batch(kind: BatchKind) -> [u64; 7] {
+fn run_batch(kind: BatchKind) -> [u64; 8] {
     let (r, ps) = scattered();
     osmem::probe();
     let before = osmem::stats();
@@ -50,10 +50,11 @@ fn run_batch(kind: BatchKind) -> [u64; 7] {
         rep.ranges as u64,
         rep.per_range as u64,
         rep.failed as u64,
+        rep.batch_calls as u64,
     ]
 }
 
-fn in_child_batch(prog: &[osmem_testkit::seccompiler::sock_filter], kind: BatchKind) -> [u64; 7] {
+fn in_child_batch(prog: &[osmem_testkit::seccompiler::sock_filter], kind: BatchKind) -> [u64; 8] {
     // Probe in the parent: the child must meet the refusal in the batch path, not in a probe
     // of its own (which would downgrade process_madvise before any batch runs).
     osmem::probe();
@@ -69,15 +70,16 @@ fn in_child_batch(prog: &[osmem_testkit::seccompiler::sock_filter], kind: BatchK
         in_child_filtered(prog, body)
     };
     assert!(exit.is_success(), "child: {exit:?}");
-    let mut a = [0u64; 7];
-    a.copy_from_slice(&rep.as_slice()[..7]);
+    let mut a = [0u64; 8];
+    a.copy_from_slice(&rep.as_slice()[..8]);
     a
 }
 
 #[test]
 fn batch_of_3000_releases_with_exactly_3_process_madvise_calls() {
-    let [queued, kept, pm, madv, ranges, per_range, failed] =
+    let [queued, kept, pm, madv, ranges, per_range, failed, batch_calls] =
         in_child_batch(&[], BatchKind::Unused(UnusedAdvice::DontNeed));
+    assert_eq!(batch_calls, pm, "the report counts the calls osmem made");
     assert_eq!(queued, 0, "queued ranges must be released (mincore)");
     assert_eq!(kept, RANGES as u64, "neighbours must keep their pages");
     assert_eq!(pm, 3, "ceil(3000 / 1024) process_madvise calls");
@@ -92,8 +94,12 @@ fn refused_process_madvise_still_releases_everything_through_the_loop() {
             nr: libc::SYS_process_madvise,
             errno,
         }]);
-        let [queued, kept, pm, madv, ranges, per_range, failed] =
+        let [queued, kept, pm, madv, ranges, per_range, failed, batch_calls] =
             in_child_batch(&prog, BatchKind::Unused(UnusedAdvice::DontNeed));
+        assert_eq!(
+            batch_calls, pm,
+            "errno {errno}: refused calls are counted too"
+        );
         assert_eq!(
             queued, 0,
             "errno {errno}: released through the madvise loop"
