@@ -3,7 +3,8 @@
 
 Usage (from anywhere):  python3 scripts/testing_md.py
 
-Runs `cargo test -p osmem --test profiles --test matrix --test residency --no-fail-fast` with
+Runs `cargo test -p osmem -p osmem-heap --test profiles --test matrix --test residency
+--no-fail-fast` with
 OSMEM_TESTING_OUT set to a fresh temporary directory (osmem/tests/matrix.rs is left
 out while it does not exist), reads the rows the tests append there
 (profiles.tsv: profile, suite, result, detail; matrix.tsv: scenario, call, injected,
@@ -52,9 +53,14 @@ def profile_order():
 
 
 def suite_order():
+    heap = re.search(
+        r"const SUITES: &\[&str\] = &\[(.*?)\];",
+        read_text(os.path.join(ROOT, "osmem-heap", "tests", "profiles.rs")),
+        re.S,
+    )
     return source_order(
         os.path.join(ROOT, "osmem", "tests", "profiles.rs"), r'\("(\w+)", suite_\w+\)'
-    )
+    ) + (re.findall(r'"([^"]+)"', heap.group(1)) if heap else [])
 
 
 def ordered(found, declared):
@@ -112,7 +118,11 @@ def main():
     # The residency chain's fallback rows (R1…) join the matrix.
     if os.path.exists(os.path.join(ROOT, "osmem", "tests", "residency.rs")):
         tests += ["--test", "residency"]
-    cargo = ["cargo", "test", "-p", "osmem"] + tests + ["--no-fail-fast"]
+    # osmem-heap's profile suites (heap-*) join the profiles table.
+    pkgs = ["-p", "osmem"]
+    if os.path.exists(os.path.join(ROOT, "osmem-heap", "tests", "profiles.rs")):
+        pkgs += ["-p", "osmem-heap"]
+    cargo = ["cargo", "test"] + pkgs + tests + ["--no-fail-fast"]
     problems = []
     with tempfile.TemporaryDirectory(prefix="osmem-testing-") as tmp:
         out = args.rows or tmp

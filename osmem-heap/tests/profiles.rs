@@ -49,7 +49,7 @@ const SIZES: &[usize] = &[1, 2, 3, 5, 8, 13, 21, 34, 64, 100, 257, 513];
 /// Pages per chunk (one 2 MiB huge page with 4 KiB pages).
 const CHUNK_PAGES: usize = 512;
 
-const SUITES: &[&str] = &["filter", "batched", "go-faithful"];
+const SUITES: &[&str] = &["heap-filter", "heap-batched", "heap-go-faithful"];
 
 // ---------------------------------------------------------------------------------------
 // Helpers (the entry is a fresh process: allocating is fine there).
@@ -729,9 +729,9 @@ fn run_entry(strict: bool) {
     let mut failed = Vec::new();
     for &suite in SUITES {
         let r = catch_unwind(AssertUnwindSafe(|| match suite {
-            "filter" => suite_filter(&profile),
-            "batched" => scenario(&profile, Mode::Batched, strict),
-            "go-faithful" => scenario(&profile, Mode::GoFaithful, strict),
+            "heap-filter" => suite_filter(&profile),
+            "heap-batched" => scenario(&profile, Mode::Batched, strict),
+            "heap-go-faithful" => scenario(&profile, Mode::GoFaithful, strict),
             s => Err(format!("unknown suite {s}")),
         }))
         .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(p))));
@@ -778,6 +778,10 @@ fn check_every_profile(entry: &str) {
         if !run.problems(SUITES).is_empty() {
             problems.push(run.explain(SUITES));
         }
+    }
+    // TESTING.md's rows (with OSMEM_TESTING_OUT set; see scripts/testing_md.py).
+    for run in &runs {
+        run.append_testing_rows(SUITES);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     // Every profile reported exactly the suites, all passed (what `problems` checked).
