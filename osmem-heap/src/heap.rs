@@ -760,7 +760,10 @@ impl Heap {
             match self.mode {
                 Mode::Batched => {
                     let mut b: Batch<'_, N> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
-                    for &(p, len) in &runs[..n] {
+                    // Lowest address first: runs are collected highest first, and the kernel
+                    // walks an ascending iovec faster (measured: a descending one cost raw
+                    // process_madvise 6% more with another thread running).
+                    for &(p, len) in runs[..n].iter().rev() {
                         // SAFETY: the run is free and marked in use: nothing references it.
                         let _ = unsafe { b.push(&self.arena, p << self.shift, len << self.shift) };
                     }
