@@ -47,11 +47,11 @@ pub struct HeapPlan {
 }
 
 impl HeapPlan {
-    /// 1 GiB released (two rounds: a round of the 8 KiB loops with a sibling thread takes ~3 s
-    /// of kernel time), 1 GiB → 128 MiB, a 64 GiB heap.
+    /// 1 GiB released (three rounds; a round of the 8 KiB loops with a sibling thread takes
+    /// ~3 s of kernel time), 1 GiB → 128 MiB, a 64 GiB heap.
     pub const FULL: HeapPlan = HeapPlan {
         release_bytes: 1 << 30,
-        release_rounds: 2,
+        release_rounds: 3,
         goal_live: 1 << 30,
         goal_timeout: Duration::from_secs(6),
         alloc_heap: 64 << 30,
@@ -355,6 +355,9 @@ pub struct HeapGoal {
     /// The mutator's rate while the scavenger worked (from the shrink to the goal, at least
     /// 50 ms), over its rate in the 300 ms before the shrink.
     pub mutator_kept: f64,
+    /// The spread (max − min) of the mutator's rate over six 50 ms slices before the shrink,
+    /// relative to its rate: how far apart two `mutator_kept` figures may be by noise alone.
+    pub mutator_noise: f64,
     /// Minor faults while re-allocating and writing 64 MiB (a sixteenth at the quick level)
     /// freed 200 ms earlier.
     pub refaults: u64,
@@ -431,11 +434,20 @@ fn goal_run(mode: Mode, plan: HeapPlan) -> HeapGoal {
     }
     let mutator = Mutator::start();
     let scav = heap.start_scavenger(0.01).expect("a scavenger thread");
-    // Baseline: the mutator's rate before the shrink.
+    // Baseline: the mutator's rate before the shrink, over 300 ms, and how much it moves
+    // between 50 ms slices of that (the noise a comparison of two rates must allow).
     std::thread::sleep(Duration::from_millis(50));
     let (c0, t0) = (mutator.count(), Instant::now());
-    std::thread::sleep(Duration::from_millis(300));
+    let mut slices = Vec::new();
+    for _ in 0..6 {
+        let (c, t) = (mutator.count(), Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
+        slices.push((mutator.count() - c) as f64 / t.elapsed().as_secs_f64());
+    }
     let base_rate = (mutator.count() - c0) as f64 / t0.elapsed().as_secs_f64();
+    let lo = slices.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = slices.iter().copied().fold(0.0, f64::max);
+    let noise = (hi - lo) / base_rate;
     let before = heap.stats();
     // The shrink: free runs chosen at random until an eighth is live (a GC sweep).
     let target = live / 8;
@@ -501,6 +513,7 @@ fn goal_run(mode: Mode, plan: HeapPlan) -> HeapGoal {
         release_calls: at_goal.release_calls - before.release_calls,
         resident_over_live: (resident * ps) as f64 / live_after as f64,
         mutator_kept: kept,
+        mutator_noise: noise,
         refaults,
         refault_pages: got / ps,
     }
