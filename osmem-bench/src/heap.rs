@@ -235,7 +235,7 @@ fn release_cell(free: usize, run: usize, sibling: bool, rounds: usize) -> HeapRe
     // GiB per CPU-s: default, go, batch, loop.
     let mut per: [Vec<f64>; 4] = Default::default();
     let (mut ratio_heap, mut ratio_kernel) = (Vec::new(), Vec::new());
-    let (mut default_over_batch, mut go_over_loop) = (Vec::new(), Vec::new());
+    let (mut default_over_batch, mut loop_over_go) = (Vec::new(), Vec::new());
     let mut calls = [0usize; 2];
     let mut agrees = true;
     let gib = free as f64 / (1u64 << 30) as f64;
@@ -288,7 +288,8 @@ fn release_cell(free: usize, run: usize, sibling: bool, rounds: usize) -> HeapRe
         ratio_heap.push(cpu[1] / cpu[0]);
         ratio_kernel.push(cpu[3] / cpu[2]);
         default_over_batch.push(cpu[2] / cpu[0]);
-        go_over_loop.push(cpu[3] / cpu[1]);
+        // Speeds are bytes ÷ CPU time: raw loop ÷ Go-faithful = Go's CPU ÷ the loop's.
+        loop_over_go.push(cpu[1] / cpu[3]);
     }
     drop(sib);
     drop(heaps);
@@ -311,7 +312,7 @@ fn release_cell(free: usize, run: usize, sibling: bool, rounds: usize) -> HeapRe
         kernel_batch_over_loop: kernel,
         // (default ÷ Go) ÷ (batch ÷ loop) = (default ÷ batch) × (loop ÷ Go), each factor a
         // median of ratios of neighbours in time.
-        share_of_kernel_gain: median_f64(&mut default_over_batch) * median_f64(&mut go_over_loop),
+        share_of_kernel_gain: median_f64(&mut default_over_batch) * median_f64(&mut loop_over_go),
         kernel_agrees: agrees,
     }
 }
