@@ -18,9 +18,9 @@
 //!   same lowest-address policy, so single-threaded both hand out the same addresses:
 //!   checked).
 
-use crate::median_f64;
 use crate::raw::{self, Iov, SelfPidfd, MADV_DONTNEED, MADV_POPULATE_WRITE};
 use crate::Sibling;
+use crate::{median_f64, Rng};
 use osmem_heap::{Heap, HeapConfig, Mode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,22 +93,6 @@ fn minor_faults() -> u64 {
         let mut u: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
         u.ru_minflt as u64
-    }
-}
-
-/// A tiny deterministic generator (xorshift64*), so every run and both allocators see the
-/// same sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

@@ -139,6 +139,24 @@ pub fn size_label(size: usize) -> String {
     }
 }
 
+/// A deterministic generator (xorshift64*): scattered pages and operation sequences are the
+/// same from run to run, and both sides of a comparison see the same ones.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// The median of `samples` (nanoseconds); the mean of the two middle values for an even
 /// count, NaN for none. Sorts in place.
 pub(crate) fn median(samples: &mut [u64]) -> f64 {

@@ -8,7 +8,7 @@
 //! [`osmem::Stats::metadata_bytes`] (the arena pages reservations hold).
 
 use crate::raw::{self, MADV_DONTNEED, PROT_RW};
-use crate::{median, median_f64};
+use crate::{median, median_f64, Rng};
 use osmem::{Reservation, UnusedAdvice};
 use std::time::{Duration, Instant};
 
@@ -150,18 +150,6 @@ fn med(v: &mut [Duration]) -> f64 {
     median(&mut ns) / 1e3
 }
 
-/// A xorshift generator: the scattered pages are the same from run to run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Measure every case of `plan` (a few seconds at [`ScalePlan::FULL`]).
 ///
 /// # Panics
@@ -255,7 +243,7 @@ pub fn scale(plan: ScalePlan) -> Scale {
     let pages = TIB / ps;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut picked: Vec<usize> = (0..plan.scattered_pages)
-        .map(|_| rng.below(pages as u64) as usize)
+        .map(|_| rng.below(pages))
         .collect();
     picked.sort_unstable();
     picked.dedup();

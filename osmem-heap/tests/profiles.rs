@@ -33,10 +33,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use osmem_heap::{Heap, HeapConfig, Mode, Released, Run};
+use osmem_heap::{Heap, HeapConfig, HeapStats, Mode, Released, Run};
 use osmem_testkit::{
     build_filter, emit, enter_profile, in_child_filtered, is_zero, map_rw, resident_pages,
-    run_under_profile, ChildExit, Inject, Report, PROFILES,
+    run_under_profile, ChildExit, Inject, Report, Rng, PROFILES,
 };
 
 /// The heap's reservation: room for the 32 MiB scenario and its re-allocations.
@@ -60,22 +60,6 @@ macro_rules! ensure {
             return Err(format!("{}: {}", line!(), format!($($fmt)+)));
         }
     };
-}
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// The word every 8 bytes of the page at `page` hold after a write with `tag`: a function of
@@ -261,6 +245,18 @@ fn check_link(what: &str, a: Links, b: Links, want: Link) -> Result<(), String> 
     Ok(())
 }
 
+/// The release counters moved by exactly what the release returned.
+fn stats_moved_by(what: &str, a: &HeapStats, b: &HeapStats, r: &Released) -> Result<(), String> {
+    ensure!(
+        b.released_bytes.checked_sub(a.released_bytes) == Some(r.bytes)
+            && b.released_total_bytes.checked_sub(a.released_total_bytes) == Some(r.bytes as u64)
+            && b.release_runs.checked_sub(a.release_runs) == Some(r.runs as u64)
+            && b.release_calls.checked_sub(a.release_calls) == Some(r.calls as u64),
+        "{what}: stats {a:?} -> {b:?}, Released {r:?}"
+    );
+    Ok(())
+}
+
 /// `Released.calls` ("system calls it took") against what osmem issued for the release.
 /// `strict` (what the suites use): exactly that. Otherwise at least that and at most one
 /// more per batch flush (kept for diagnosing a miscount).
@@ -359,7 +355,7 @@ fn scenario_on(
     let chunk = CHUNK_PAGES * ps;
     let base = heap.range().start;
     let link = expected_link(profile, mode);
-    let mut rng = Rng(if mode == Mode::Batched {
+    let mut rng = Rng::new(if mode == Mode::Batched {
         0x2545_F491_4F6C_DD1D
     } else {
         0x9E37_79B9_7F4A_7C15
@@ -510,16 +506,7 @@ fn scenario_on(
         res0.checked_sub(res1) == Some(sc.bytes / ps),
         "scavenge: resident {res0} -> {res1} pages, Released says {sc:?}"
     );
-    ensure!(
-        st1.released_bytes.checked_sub(st0.released_bytes) == Some(sc.bytes)
-            && st1
-                .released_total_bytes
-                .checked_sub(st0.released_total_bytes)
-                == Some(sc.bytes as u64)
-            && st1.release_runs.checked_sub(st0.release_runs) == Some(sc.runs as u64)
-            && st1.release_calls.checked_sub(st0.release_calls) == Some(sc.calls as u64),
-        "scavenge: stats moved {st0:?} -> {st1:?}, Released {sc:?}"
-    );
+    stats_moved_by("scavenge", &st0, &st1, &sc)?;
     ensure!(
         st1.in_use_bytes == st0.in_use_bytes
             && st1.mapped_bytes == st0.mapped_bytes
@@ -562,16 +549,7 @@ fn scenario_on(
         ensure!(ra.calls == ra.runs, "one madvise per candidate: {ra:?}");
     }
     let st2 = heap.stats();
-    ensure!(
-        st2.released_bytes.checked_sub(st1.released_bytes) == Some(ra.bytes)
-            && st2
-                .released_total_bytes
-                .checked_sub(st1.released_total_bytes)
-                == Some(ra.bytes as u64)
-            && st2.release_runs.checked_sub(st1.release_runs) == Some(ra.runs as u64)
-            && st2.release_calls.checked_sub(st1.release_calls) == Some(ra.calls as u64),
-        "release_all: stats {st1:?} -> {st2:?}, Released {ra:?}"
-    );
+    stats_moved_by("release_all", &st1, &st2, &ra)?;
     check_link("release_all", l1, l2, link)?;
     check_calls("release_all", l1, l2, &ra, strict)?;
     check_after_release(heap, ps, &live, &freed, "after release_all")?;

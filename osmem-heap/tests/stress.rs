@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use osmem_heap::{Heap, HeapConfig, HeapError, HeapStats, Mode};
 use osmem_testkit::resident_pages;
+use osmem_testkit::Rng;
 
 const WORKERS: usize = 4;
 const OPS: usize = 3000;
@@ -37,26 +38,6 @@ const HEAP_BYTES: usize = 512 << 20;
 /// A worker keeps at most this many pages live (16 MiB with 4 KiB pages).
 const LIVE_CAP: usize = 4096;
 const CHUNK_PAGES: usize = 512;
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn watchdog() {
     // SAFETY: alarm has no preconditions. SIGALRM's default action ends the process: a

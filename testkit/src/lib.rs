@@ -29,6 +29,7 @@ mod mem;
 mod procfs;
 mod profile;
 mod raw;
+mod rng;
 mod seccomp;
 mod trap; // x86_64 only (SIGSYS handler edits ucontext registers)
 
@@ -50,6 +51,7 @@ pub use profile::{
     ProfileRun, SuiteResult, PROFILES, PROFILE_ENV, PROFILE_TIMEOUT, RESULT_MARK,
 };
 pub use raw::{eprint_bytes, eprint_hex, eprint_u64, errno, fmt_hex, fmt_u64, write_all};
+pub use rng::Rng;
 pub use seccomp::{apply_filter_in_child, build_filter, in_child_filtered, Inject};
 #[cfg(target_arch = "x86_64")]
 pub use trap::{
