@@ -718,7 +718,9 @@ impl Heap {
     }
 
     /// Release free, unreleased pages to the OS, highest addresses first (as Go's scavenger),
-    /// until `max_bytes` are released or none is left. Each run is marked in use while the
+    /// until `max_bytes` are released or none is left. A chunk (one huge page) entirely free
+    /// and unreleased goes out whole, so the release may exceed `max_bytes` by less than a
+    /// chunk: never splitting a free huge page lets the kernel back it with one again. Each run is marked in use while the
     /// kernel releases it, so allocation goes on meanwhile. Returns what the kernel released.
     ///
     /// ```
@@ -860,6 +862,25 @@ impl Heap {
             // to be allocated from again soon and its few free pages are not worth a call.
             if !force && cb.in_use >= bits::HI_OCC_PAGES {
                 clear_above = false;
+                continue;
+            }
+            if (0..WORDS).all(|w| cb.alloc[w] | cb.scav[w] == 0) {
+                // All free and unreleased: one huge page, released whole even past the budget
+                // (Go's rule: a free huge page is never split, so the kernel can back it with
+                // one huge page again).
+                cb.alloc = [u64::MAX; WORDS];
+                cb.hide = [u64::MAX; WORDS];
+                let p = c * CHUNK_PAGES;
+                if n > 0 && runs[n - 1].0 == p + CHUNK_PAGES {
+                    runs[n - 1] = (p, runs[n - 1].1 + CHUNK_PAGES);
+                } else {
+                    runs[n] = (p, CHUNK_PAGES);
+                    n += 1;
+                }
+                *budget = budget.saturating_sub(CHUNK_PAGES);
+                if clear_above {
+                    i.scav_top = c;
+                }
                 continue;
             }
             Self::take_from(cb, c, runs, &mut n, budget);

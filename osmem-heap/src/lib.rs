@@ -100,7 +100,8 @@ pub use scavenger::Scavenger;
 pub enum Mode {
     /// The default. Releases the highest free runs, up to 64 per call, through osmem's
     /// `Batch`: one `process_madvise` (osmem falls back to one `madvise` per run where the
-    /// kernel lacks it). Density gate on the present: a chunk dense now is skipped.
+    /// kernel lacks it). A chunk entirely free and unreleased (one huge page) goes out whole,
+    /// as in Go. Density gate on the present: a chunk dense now is skipped.
     Batched,
     /// Go's scavenger: one candidate per step (a 64 KiB quantum from the top of the highest
     /// free run, grown to the whole huge page when all of it is free and unreleased), one

@@ -82,3 +82,33 @@ fn short_runs_are_released_highest_first_until_the_quantum_is_spent() {
     want.extend(500..503);
     assert_eq!((gone, pages, calls), (want, 6, 2));
 }
+
+/// The default (batched) mode keeps the same rule: a wholly free, unreleased chunk goes out
+/// whole even when the budget asks for less; with one page of it in use, exactly the budget
+/// from the top.
+#[test]
+fn the_default_mode_never_splits_a_free_huge_page_either() {
+    let ps = osmem::page_size();
+    let q = (64 << 10) / ps;
+    for keep_one in [false, true] {
+        let heap = Heap::create(HeapConfig::new(CHUNK * ps)).unwrap();
+        let r = heap.alloc(CHUNK).unwrap();
+        // SAFETY: the whole chunk is ours.
+        unsafe { (r.addr as *mut u8).write_bytes(1, CHUNK * ps) };
+        let from = usize::from(keep_one);
+        heap.free(r.addr + from * ps, CHUNK - from).unwrap();
+        let rel = heap.release(q * ps);
+        let gone: Vec<usize> = (0..CHUNK)
+            .filter(|&p| resident_pages(r.addr + p * ps, ps) == 0)
+            .collect();
+        let want = if keep_one {
+            range(CHUNK - q, CHUNK)
+        } else {
+            range(0, CHUNK)
+        };
+        assert_eq!(rel.bytes, want.len() * ps, "keep_one {keep_one}: {rel:?}");
+        assert_eq!(gone, want, "keep_one {keep_one}");
+        // SAFETY: done.
+        unsafe { Heap::destroy(heap) };
+    }
+}

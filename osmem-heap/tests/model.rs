@@ -56,13 +56,28 @@ impl Model {
     /// Batched mode: the highest free unreleased pages, `budget` of them.
     fn release_highest(&mut self, budget: usize) -> usize {
         let mut done = 0;
-        for p in (0..self.grown * CHUNK).rev() {
-            if done == budget {
+        for c in (0..self.grown).rev() {
+            if done >= budget {
                 break;
             }
-            if unreleased(&self.pages[p]) {
-                self.pages[p] = RELEASED;
-                done += 1;
+            let chunk = c * CHUNK..(c + 1) * CHUNK;
+            // A chunk all free and unreleased (one huge page) goes out whole, even past the
+            // budget: never split a free huge page.
+            if self.pages[chunk.clone()].iter().all(unreleased) {
+                for p in chunk {
+                    self.pages[p] = RELEASED;
+                }
+                done += CHUNK;
+                continue;
+            }
+            for p in chunk.rev() {
+                if done == budget {
+                    break;
+                }
+                if unreleased(&self.pages[p]) {
+                    self.pages[p] = RELEASED;
+                    done += 1;
+                }
             }
         }
         done
