@@ -8,6 +8,12 @@
 //! buffers: no allocation.
 
 /// Where a cgroup limit came from.
+///
+/// ```
+/// if let Some(l) = osmem_heap::cgroup_memory_limit() {
+///     println!("{} bytes from {:?}", l.bytes, l.source);
+/// }
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CgroupSource {
     /// cgroup v2 `memory.max`.
@@ -19,6 +25,13 @@ pub enum CgroupSource {
 }
 
 /// A cgroup memory limit.
+///
+/// ```
+/// match osmem_heap::cgroup_memory_limit() {
+///     Some(l) => assert!(l.bytes > 0),
+///     None => println!("no memory limit in this process's cgroups"),
+/// }
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CgroupLimit {
     /// The limit in bytes.

@@ -71,6 +71,11 @@ impl HeapConfig {
     }
 
     /// Place the heap at `addr` if the kernel can (a hint).
+    ///
+    /// ```
+    /// let c = osmem_heap::HeapConfig::new(8 << 20).hint(0x7f00_0000_0000);
+    /// assert_eq!(c.hint, 0x7f00_0000_0000);
+    /// ```
     pub const fn hint(mut self, addr: usize) -> HeapConfig {
         self.hint = addr;
         self
@@ -89,6 +94,14 @@ impl HeapConfig {
 }
 
 /// An allocated run of pages.
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// let r = h.alloc(2)?;
+/// assert_eq!((r.pages, r.needzero, r.scavenged), (2, false, 2)); // fresh: released, reads zero
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Run {
@@ -105,6 +118,17 @@ pub struct Run {
 }
 
 /// What a release returned.
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// let r = h.alloc(8)?;
+/// unsafe { (r.addr as *mut u8).write_bytes(1, 8 * h.page_size()) };
+/// h.free(r.addr, 8)?;
+/// let rel = h.release_all();
+/// assert_eq!((rel.bytes, rel.runs, rel.failed), (8 * h.page_size(), 1, 0));
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Released {
@@ -120,6 +144,14 @@ pub struct Released {
 
 /// A page heap. Made by [`Heap::create`]; it lives in memory osmem maps for it (never the
 /// Rust heap) and stays at one address until [`Heap::destroy`].
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// let r = h.alloc(1)?;
+/// assert!(h.range().contains(&r.addr));
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[repr(C)]
 pub struct Heap {
     lock: Lock,
@@ -322,11 +354,25 @@ impl Heap {
     }
 
     /// The heap's page size (the OS page).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// assert_eq!(h.page_size(), osmem::page_size());
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
     pub fn page_size(&self) -> usize {
         self.ps
     }
 
     /// How this heap releases memory.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// assert_eq!(h.mode(), osmem_heap::Mode::Batched); // the default
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -461,6 +507,13 @@ impl Heap {
     }
 
     /// The memory limit (0: none).
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// assert_eq!(h.memory_limit(), 0);
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
     pub fn memory_limit(&self) -> usize {
         self.locked(|i| i.limit << self.shift)
     }

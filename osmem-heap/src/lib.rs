@@ -112,6 +112,14 @@ pub enum Mode {
 }
 
 /// The heap's figures (Go's `/memory/classes/heap/*` metrics).
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// let s = h.stats();
+/// assert_eq!(s.mapped_bytes, s.in_use_bytes + s.free_bytes);
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeapStats {
@@ -144,6 +152,14 @@ pub struct HeapStats {
 }
 
 /// Everything that can go wrong. Refusals change nothing.
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// assert_eq!(h.alloc(0), Err(osmem_heap::HeapError::ZeroPages));
+/// assert!(matches!(h.free(1, 1), Err(osmem_heap::HeapError::Unaligned { .. })));
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum HeapError {
     /// Zero pages asked for (or a zero-sized heap).

@@ -16,9 +16,20 @@
 
 /// The averaging window of [`BudgetPacer`]: over any window this long, the scavenger uses
 /// at most `fraction` of it.
+///
+/// ```
+/// assert_eq!(osmem_heap::BUDGET_WINDOW_NS, 10e9);
+/// ```
 pub const BUDGET_WINDOW_NS: f64 = 10e9;
 
 /// Go's scavenger pacing, its numbers unchanged.
+///
+/// ```
+/// let mut p = osmem_heap::GoPacer::new(0.01);
+/// let worked = 1e6; // a 1 ms burst
+/// let slept = p.sleep_ns(worked);
+/// p.update(worked, slept, 2);
+/// ```
 #[derive(Copy, Clone, Debug)]
 pub struct GoPacer {
     ratio: f64,
@@ -34,6 +45,11 @@ impl GoPacer {
     const MIN: f64 = 0.001;
     const MAX: f64 = 1000.0;
     /// `minScavWorkTime`: a burst is charged at least this.
+    ///
+    /// ```
+    /// let p = osmem_heap::GoPacer::new(0.01);
+    /// assert_eq!(p.sleep_ns(1.0), p.sleep_ns(osmem_heap::GoPacer::MIN_WORK_NS));
+    /// ```
     pub const MIN_WORK_NS: f64 = 1e6;
 
     /// Aiming at `fraction` of all CPUs (Go: 0.01).
@@ -52,6 +68,11 @@ impl GoPacer {
     }
 
     /// How long to sleep after a burst of `worked_ns`.
+    ///
+    /// ```
+    /// let p = osmem_heap::GoPacer::new(0.01);
+    /// assert_eq!(p.sleep_ns(2e6), 2e9); // 2 ms of work at the starting ratio 0.001
+    /// ```
     pub fn sleep_ns(&self, worked_ns: f64) -> f64 {
         worked_ns.max(Self::MIN_WORK_NS) / self.ratio
     }
@@ -96,6 +117,13 @@ impl GoPacer {
 
 /// The default pacing: a budget of CPU time that accrues at `fraction` of wall time × CPUs,
 /// capped at a 10 s window's worth, and is spent at once when there is work.
+///
+/// ```
+/// let mut p = osmem_heap::BudgetPacer::new(0.01, 2);
+/// p.spend(p.available_ns()); // a burst spends it all
+/// p.accrue(1e9); // a second later: 1% of 2 CPUs of it back
+/// assert_eq!(p.available_ns(), 2e7);
+/// ```
 #[derive(Copy, Clone, Debug)]
 pub struct BudgetPacer {
     budget_ns: f64,
@@ -120,21 +148,46 @@ impl BudgetPacer {
     }
 
     /// `elapsed_ns` of wall time passed: the budget grows (up to the cap).
+    ///
+    /// ```
+    /// let mut p = osmem_heap::BudgetPacer::new(0.01, 1);
+    /// let full = p.available_ns();
+    /// p.accrue(1e12);
+    /// assert_eq!(p.available_ns(), full); // capped
+    /// ```
     pub fn accrue(&mut self, elapsed_ns: f64) {
         self.budget_ns = (self.budget_ns + elapsed_ns * self.rate).min(self.cap_ns);
     }
 
     /// `worked_ns` were spent.
+    ///
+    /// ```
+    /// let mut p = osmem_heap::BudgetPacer::new(0.01, 1);
+    /// let full = p.available_ns();
+    /// p.spend(1e6);
+    /// assert_eq!(p.available_ns(), full - 1e6);
+    /// ```
     pub fn spend(&mut self, worked_ns: f64) {
         self.budget_ns -= worked_ns;
     }
 
     /// Work time available now.
+    ///
+    /// ```
+    /// let p = osmem_heap::BudgetPacer::new(0.01, 1);
+    /// assert_eq!(p.available_ns(), 1e8); // 1% of a 10 s window
+    /// ```
     pub fn available_ns(&self) -> f64 {
         self.budget_ns
     }
 
     /// How long until `need_ns` of budget is available.
+    ///
+    /// ```
+    /// let mut p = osmem_heap::BudgetPacer::new(0.01, 1);
+    /// p.spend(p.available_ns());
+    /// assert_eq!(p.wait_ns(1e6), 1e8); // 1 ms of work needs 100 ms at 1%
+    /// ```
     pub fn wait_ns(&self, need_ns: f64) -> f64 {
         ((need_ns - self.budget_ns) / self.rate).max(0.0)
     }

@@ -21,6 +21,14 @@ const QUANTUM: usize = 64 << 10;
 const BATCH_STEP: usize = 16 << 20;
 
 /// A running background scavenger. Dropping it (or [`stop`](Self::stop)) stops the thread.
+///
+/// ```
+/// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+/// let s = h.start_scavenger(0.01).expect("a thread");
+/// drop(s); // stops and joins the thread
+/// # unsafe { osmem_heap::Heap::destroy(h) };
+/// # Ok::<(), osmem_heap::HeapError>(())
+/// ```
 pub struct Scavenger {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -28,6 +36,14 @@ pub struct Scavenger {
 
 impl Scavenger {
     /// Stop the thread and wait for it.
+    ///
+    /// ```
+    /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
+    /// let s = h.start_scavenger(0.01).expect("a thread");
+    /// s.stop();
+    /// # unsafe { osmem_heap::Heap::destroy(h) };
+    /// # Ok::<(), osmem_heap::HeapError>(())
+    /// ```
     pub fn stop(mut self) {
         self.halt();
     }
