@@ -62,6 +62,7 @@ mod raw;
 mod residency;
 mod scale;
 mod sibling;
+mod trace;
 mod vma;
 
 pub use batch::{
@@ -79,6 +80,10 @@ pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};
 pub use residency::{residency_costs, ResidencyCost, ResidencyPlan};
 pub use scale::{metadata_rss, scale, Scale, ScalePlan};
 pub use sibling::Sibling;
+pub use trace::{
+    trace_events, trace_run, trace_schedule, EventHash, Phase, SplitMix, TraceEvent, TraceRun,
+    TraceSample, TICK_MS,
+};
 pub use vma::{footprint, vma_growth, Footprint, VmaGrowth};
 
 use std::time::Duration;

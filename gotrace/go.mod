@@ -1,0 +1,3 @@
+module osmem/gotrace
+
+go 1.27

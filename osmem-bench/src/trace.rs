@@ -1,0 +1,369 @@
+//! One heap trace for two runtimes: the seeded schedule of allocations and frees that
+//! `gotrace/` (a Go program, standard library only) runs on the real Go runtime, run here on
+//! osmem-heap. Both sides draw from the same generator (splitmix64) and hash the same events
+//! (FNV-1a), so a run can prove it replayed exactly the Go run's sequence.
+//!
+//! The schedule (before scaling): grow to 1 GiB live in 2 s, hold 1 s, shrink to 128 MiB in
+//! 0.5 s, hold 8 s, grow to 512 MiB in 1 s, hold 1 s, shrink to 64 MiB in 0.5 s, hold 8 s;
+//! buffers of 64 KiB–1 MiB with every 4 KiB page written once; 64 MiB/s of churn (frees
+//! and re-allocations of as much); ticks of 10 ms, each tick's events decided by the tick
+//! alone (never by how late it runs); a sample every 50 ms.
+
+use crate::raw::{self, MADV_POPULATE_WRITE};
+use osmem_heap::{Heap, HeapConfig, Mode};
+use std::time::{Duration, Instant};
+
+/// Ticks are 10 ms at every scale (`time_div` shortens the phases).
+pub const TICK_MS: u64 = 10;
+const PAGE: u64 = 4096;
+
+/// splitmix64, as `gotrace` has it.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 bits.
+    ///
+    /// ```
+    /// let mut a = osmem_bench::SplitMix(1);
+    /// let mut b = osmem_bench::SplitMix(1);
+    /// assert_eq!(a.next_u64(), b.next_u64());
+    /// ```
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// FNV-1a over 64-bit values, byte by byte, as `gotrace` has it.
+#[derive(Clone, Debug)]
+pub struct EventHash(pub u64);
+
+impl EventHash {
+    /// The empty hash.
+    pub const NEW: EventHash = EventHash(0xcbf2_9ce4_8422_2325);
+
+    /// Hash one value.
+    ///
+    /// ```
+    /// let mut h = osmem_bench::EventHash::NEW;
+    /// h.add(1);
+    /// assert_ne!(h.0, osmem_bench::EventHash::NEW.0);
+    /// ```
+    pub fn add(&mut self, v: u64) {
+        for i in 0..8 {
+            self.0 ^= (v >> (8 * i)) & 0xff;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// One phase: its duration (ms) and the live size at its end; `shrink` phases end with a GC
+/// on the Go side.
+#[derive(Copy, Clone, Debug)]
+pub struct Phase {
+    /// Duration, ms.
+    pub ms: u64,
+    /// Live bytes at its end.
+    pub target: u64,
+    /// A shrink (the Go side collects at its end).
+    pub shrink: bool,
+}
+
+/// The schedule, sizes divided by `size_div` and durations by `time_div`.
+///
+/// ```
+/// let s = osmem_bench::trace_schedule(1, 1);
+/// assert_eq!(s.iter().map(|p| p.ms).sum::<u64>(), 22_000);
+/// ```
+pub fn trace_schedule(size_div: u64, time_div: u64) -> Vec<Phase> {
+    let g = |b: u64| b / size_div;
+    let t = |ms: u64| ms / time_div;
+    vec![
+        Phase {
+            ms: t(2000),
+            target: g(1 << 30),
+            shrink: false,
+        },
+        Phase {
+            ms: t(1000),
+            target: g(1 << 30),
+            shrink: false,
+        },
+        Phase {
+            ms: t(500),
+            target: g(128 << 20),
+            shrink: true,
+        },
+        Phase {
+            ms: t(8000),
+            target: g(128 << 20),
+            shrink: false,
+        },
+        Phase {
+            ms: t(1000),
+            target: g(512 << 20),
+            shrink: false,
+        },
+        Phase {
+            ms: t(1000),
+            target: g(512 << 20),
+            shrink: false,
+        },
+        Phase {
+            ms: t(500),
+            target: g(64 << 20),
+            shrink: true,
+        },
+        Phase {
+            ms: t(8000),
+            target: g(64 << 20),
+            shrink: false,
+        },
+    ]
+}
+
+/// What one tick does: buffers allocated (sizes) and freed (indices into the live list, at
+/// the moment of the free, with swap-remove), in order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// Allocate a buffer of this many bytes (a multiple of 4 KiB) and write every page.
+    Alloc(u64),
+    /// Free the live buffer at this index (the last one takes its place).
+    Free(usize),
+}
+
+/// The trace's events, tick by tick, generated without running anything: what both runtimes
+/// replay. Also returns the event hash (which `gotrace` prints too) and the ticks that end a
+/// shrink.
+///
+/// ```
+/// let (ticks, hash, shrink_ends) = osmem_bench::trace_events(4, 4);
+/// assert_eq!(ticks.len(), 549); // 125 ms phases are 12 ticks
+/// assert_eq!(shrink_ends.len(), 2);
+/// assert_ne!(hash, 0);
+/// ```
+pub fn trace_events(size_div: u64, time_div: u64) -> (Vec<Vec<TraceEvent>>, u64, Vec<usize>) {
+    let mut r = SplitMix(0x05ec_c0de);
+    let mut h = EventHash::NEW;
+    let mut live: Vec<u64> = Vec::new();
+    let mut live_bytes = 0u64;
+    let churn_per_tick = (64u64 << 20) / size_div * TICK_MS / 1000;
+    let mut ticks = Vec::new();
+    let mut shrink_ends = Vec::new();
+    let mut from = 0u64;
+    for p in trace_schedule(size_div, time_div) {
+        let n = p.ms / TICK_MS;
+        for i in 1..=n {
+            let target = if p.target >= from {
+                from + (p.target - from) * i / n
+            } else {
+                from - (from - p.target) * i / n
+            };
+            let mut ev = Vec::new();
+            let free = |r: &mut SplitMix,
+                        h: &mut EventHash,
+                        live: &mut Vec<u64>,
+                        live_bytes: &mut u64,
+                        ev: &mut Vec<_>| {
+                let k = (r.next_u64() % live.len() as u64) as usize;
+                *live_bytes -= live.swap_remove(k);
+                h.add(2);
+                h.add(k as u64);
+                ev.push(TraceEvent::Free(k));
+            };
+            // Churn (about 640 KiB freed and allocated again), then the schedule's target,
+            // in exactly gotrace's order.
+            let mut churned = 0u64;
+            while churned < churn_per_tick && live.len() > 1 {
+                let before = live_bytes;
+                free(&mut r, &mut h, &mut live, &mut live_bytes, &mut ev);
+                churned += before - live_bytes;
+            }
+            while live_bytes < target || churned > 0 {
+                let before = live_bytes;
+                let size = (64u64 << 10) + (r.next_u64() % 241) * PAGE;
+                let size = (size / size_div).div_ceil(PAGE) * PAGE;
+                live.push(size);
+                live_bytes += size;
+                h.add(1);
+                h.add(size);
+                ev.push(TraceEvent::Alloc(size));
+                churned = churned.saturating_sub(live_bytes - before);
+            }
+            while live_bytes > target && !live.is_empty() {
+                free(&mut r, &mut h, &mut live, &mut live_bytes, &mut ev);
+            }
+            ticks.push(ev);
+            if p.shrink && i == n {
+                shrink_ends.push(ticks.len());
+            }
+        }
+        from = p.target;
+    }
+    (ticks, h.0, shrink_ends)
+}
+
+/// One sample of a trace run (every 5 ticks).
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TraceSample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Live bytes (the trace's buffers).
+    pub live: u64,
+    /// The process's resident memory (/proc/self/statm).
+    pub rss: u64,
+    /// Minor faults so far.
+    pub minflt: u64,
+    /// Process CPU seconds so far.
+    pub cpu: f64,
+    /// The heap's released and free bytes.
+    pub released: u64,
+    /// See `released`.
+    pub free: u64,
+    /// Pages the mutator thread has written so far.
+    pub mutator_pages: u64,
+}
+
+/// A trace run on osmem-heap.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TraceRun {
+    /// `default` or `go-faithful`.
+    pub mode: &'static str,
+    /// The event hash (equal to gotrace's for the same scaling).
+    pub hash: String,
+    /// Samples every 50 ms.
+    pub samples: Vec<TraceSample>,
+    /// The background scavenger's work, seconds, and bytes.
+    pub scavenger_s: f64,
+    /// See `scavenger_s`.
+    pub scavenged_bytes: u64,
+    /// Release calls made.
+    pub release_calls: u64,
+}
+
+fn statm_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |p| p * osmem::page_size() as u64)
+}
+
+fn usage() -> (u64, f64) {
+    // SAFETY: getrusage fills the struct.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let cpu = (u.ru_utime.tv_sec + u.ru_stime.tv_sec) as f64
+        + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) as f64 / 1e6;
+    (u.ru_minflt as u64, cpu)
+}
+
+/// Replay the trace on a fresh osmem-heap in `mode`, with the background scavenger at 1%
+/// of all CPUs and a mutator thread; `gc_ends` (tick, heap goal), from a Go run, are fed to
+/// [`Heap::cycle`] at their ticks.
+///
+/// ```no_run
+/// let r = osmem_bench::trace_run(osmem_heap::Mode::Batched, 4, 4, &[]);
+/// assert!(!r.samples.is_empty());
+/// ```
+pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u64)]) -> TraceRun {
+    let ps = osmem::page_size();
+    let (ticks, hash, _) = trace_events(size_div, time_div);
+    let heap = Heap::create(HeapConfig::new((2usize << 30) / size_div as usize).mode(mode))
+        .expect("a heap");
+    let scav = heap.start_scavenger(0.01).expect("a scavenger thread");
+    let mutator_pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mutator = {
+        let (pages, stop) = (mutator_pages.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mem = osmem::Reservation::alloc(32 << 20).expect("mutator memory");
+            let base = mem.as_ptr() as usize;
+            let n = (32 << 20) / ps;
+            let mut k = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..64 {
+                    // SAFETY: our own mapping; a volatile write the optimiser must keep.
+                    unsafe { ((base + (k % n) * ps) as *mut u8).write_volatile(k as u8) };
+                    k += 1;
+                }
+                pages.fetch_add(64, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let mut live: Vec<(usize, usize)> = Vec::new();
+    let mut live_bytes = 0u64;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    // Ticks are 10 ms at every scale (`time_div` shortens the phases, not the ticks), as in
+    // gotrace.
+    let tick_len = Duration::from_millis(TICK_MS);
+    let mut gc = gc_ends.iter().peekable();
+    for (k, ev) in ticks.iter().enumerate() {
+        for e in ev {
+            match *e {
+                TraceEvent::Alloc(size) => {
+                    let pages = size as usize / ps;
+                    let r = heap.alloc(pages).expect("room in the heap");
+                    // SAFETY: the run is ours; populate writes every page.
+                    unsafe { raw::madvise(r.addr, pages * ps, MADV_POPULATE_WRITE) };
+                    live.push((r.addr, pages));
+                    live_bytes += size;
+                }
+                TraceEvent::Free(i) => {
+                    let (a, n) = live.swap_remove(i);
+                    heap.free(a, n).expect("our run");
+                    live_bytes -= (n * ps) as u64;
+                }
+            }
+        }
+        let tick = k + 1;
+        while let Some(&&(t, goal)) = gc.peek() {
+            if t > tick {
+                break;
+            }
+            heap.cycle(goal as usize);
+            gc.next();
+        }
+        let due = start + tick_len * tick as u32;
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        if tick % 5 == 0 {
+            let st = heap.stats();
+            let (minflt, cpu) = usage();
+            samples.push(TraceSample {
+                t: start.elapsed().as_secs_f64(),
+                live: live_bytes,
+                rss: statm_rss(),
+                minflt,
+                cpu,
+                released: st.released_bytes as u64,
+                free: st.free_bytes as u64,
+                mutator_pages: mutator_pages.load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+    }
+    scav.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = mutator.join();
+    let st = heap.stats();
+    // SAFETY: the scavenger and the trace are done with the heap.
+    unsafe { Heap::destroy(heap) };
+    TraceRun {
+        mode: crate::mode_name(mode),
+        hash: format!("{hash:016x}"),
+        samples,
+        scavenger_s: st.background_work_ns as f64 / 1e9,
+        scavenged_bytes: st.background_released_bytes,
+        release_calls: st.release_calls,
+    }
+}
