@@ -81,8 +81,8 @@ pub use residency::{residency_costs, ResidencyCost, ResidencyPlan};
 pub use scale::{metadata_rss, scale, Scale, ScalePlan};
 pub use sibling::Sibling;
 pub use trace::{
-    trace_events, trace_run, trace_schedule, EventHash, Phase, SplitMix, TraceEvent, TraceRun,
-    TraceSample, TICK_MS,
+    find_go, go_trace, trace_events, trace_figures, trace_run, trace_schedule, EventHash, GoRun,
+    Phase, SplitMix, TraceEvent, TraceFigures, TraceRun, TraceSample, TICK_MS,
 };
 pub use vma::{footprint, vma_growth, Footprint, VmaGrowth};
 

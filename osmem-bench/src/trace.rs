@@ -209,7 +209,7 @@ pub fn trace_events(size_div: u64, time_div: u64) -> (Vec<Vec<TraceEvent>>, u64,
 
 /// One sample of a trace run (every 5 ticks).
 #[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TraceSample {
     /// Seconds since the start.
     pub t: f64,
@@ -365,5 +365,215 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
         scavenger_s: st.background_work_ns as f64 / 1e9,
         scavenged_bytes: st.background_released_bytes,
         release_calls: st.release_calls,
+    }
+}
+
+// ----- the real Go runtime, and the figures of a run -----
+
+/// The Go program, embedded so the report can run it from anywhere.
+const GOTRACE_MAIN: &str = include_str!("../../gotrace/main.go");
+const GOTRACE_MOD: &str = include_str!("../../gotrace/go.mod");
+
+/// A run of gotrace on the real Go runtime.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct GoRun {
+    /// `runtime.Version()`.
+    pub runtime: String,
+    /// The event hash gotrace printed.
+    pub hash: String,
+    /// Samples every 50 ms.
+    pub samples: Vec<TraceSample>,
+    /// GC ends: (tick, heap goal), to feed the Go-faithful heap's `cycle`.
+    pub gc_ends: Vec<(usize, u64)>,
+    /// The runtime's own scavenger CPU (runtime/metrics `/cpu/classes/scavenge/total`),
+    /// seconds.
+    pub scavenger_s: f64,
+}
+
+/// Find a Go toolchain: `$OSMEM_GO`, `.tools/go/bin/go` (what `scripts/go.sh` installs,
+/// from the current directory), or `go` on the PATH.
+pub fn find_go() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let candidates = [
+        std::env::var_os("OSMEM_GO").map(PathBuf::from),
+        Some(PathBuf::from(".tools/go/bin/go")),
+        Some(PathBuf::from("go")),
+    ];
+    let found = candidates.into_iter().flatten().find(|g| {
+        std::process::Command::new(g)
+            .arg("version")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })?;
+    // An absolute path: the program is built in a temporary directory.
+    Some(std::fs::canonicalize(&found).unwrap_or(found))
+}
+
+/// Run gotrace with `go` at this scaling (`free_os_memory`: `debug.FreeOSMemory()` at the end
+/// of each shrink instead of `runtime.GC()`, Go's best path).
+pub fn go_trace(
+    go: &std::path::Path,
+    size_div: u64,
+    time_div: u64,
+    free_os_memory: bool,
+) -> Result<GoRun, String> {
+    let dir = std::env::temp_dir().join(format!("osmem-gotrace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join("main.go"), GOTRACE_MAIN).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("go.mod"), GOTRACE_MOD).map_err(|e| e.to_string())?;
+    let env = [
+        ("GOTOOLCHAIN", "local"),
+        ("GOPROXY", "off"),
+        ("GOFLAGS", "-mod=mod"),
+    ];
+    // Build first, so the compiler is not part of the measured process's life.
+    let build = std::process::Command::new(go)
+        .args(["build", "-o", "gotrace", "."])
+        .current_dir(&dir)
+        .envs(env)
+        .output()
+        .map_err(|e| format!("go build: {e}"))?;
+    if !build.status.success() {
+        return Err(format!(
+            "go build: {}",
+            String::from_utf8_lossy(&build.stderr)
+        ));
+    }
+    let mut cmd = std::process::Command::new(dir.join("gotrace"));
+    cmd.args([
+        "-size-div",
+        &size_div.to_string(),
+        "-time-div",
+        &time_div.to_string(),
+    ]);
+    if free_os_memory {
+        cmd.arg("-free-os-memory");
+    }
+    let out = cmd.output().map_err(|e| format!("gotrace: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(format!("gotrace: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("gotrace output: {e}"))?;
+    let num = |x: &serde_json::Value, k: &str| x.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let samples = v["samples"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| TraceSample {
+                    t: num(s, "t"),
+                    live: num(s, "live") as u64,
+                    rss: num(s, "rss") as u64,
+                    minflt: num(s, "minflt") as u64,
+                    cpu: num(s, "cpu"),
+                    released: num(s, "released") as u64,
+                    free: num(s, "free") as u64,
+                    mutator_pages: num(s, "mutator_pages") as u64,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let gc_ends = v["gc_ends"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|g| (num(g, "tick") as usize, num(g, "heap_goal") as u64))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(GoRun {
+        runtime: v["runtime"].as_str().unwrap_or("?").to_owned(),
+        hash: v["hash"].as_str().unwrap_or("?").to_owned(),
+        samples,
+        gc_ends,
+        scavenger_s: num(&v, "scavenge_total_cpu_s"),
+    })
+}
+
+/// The figures of one run's samples.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TraceFigures {
+    /// ∫ max(RSS − live, 0) dt, GiB·s: memory held beyond what the program uses.
+    pub area_gib_s: f64,
+    /// Per shrink: seconds from its start until RSS came down by 90% of the live drop
+    /// (`None`: not by the end of the hold that follows).
+    pub time_to_90: Vec<Option<f64>>,
+    /// Per shrink: RSS ÷ live at the end of the hold that follows.
+    pub settled_over_live: Vec<f64>,
+    /// Minor faults over the run.
+    pub minor_faults: u64,
+    /// The mutator's pages per second over the run.
+    pub mutator_pages_per_s: f64,
+    /// Process CPU over the run, seconds.
+    pub cpu_s: f64,
+}
+
+/// Compute a run's figures; `shrink_ends` are the ticks at which each shrink ends (from
+/// [`trace_events`]), `schedule` the same scaling's phases.
+pub fn trace_figures(samples: &[TraceSample], schedule: &[Phase]) -> TraceFigures {
+    let gib = (1u64 << 30) as f64;
+    let mut area = 0.0;
+    for w in samples.windows(2) {
+        let dt = w[1].t - w[0].t;
+        area += (w[1].rss.saturating_sub(w[1].live)) as f64 / gib * dt;
+    }
+    // Shrink windows in seconds: (start, end of the following hold, live before, after).
+    let mut t = 0.0;
+    let mut from = 0u64;
+    let mut shrinks = Vec::new();
+    for (k, p) in schedule.iter().enumerate() {
+        let end = t + p.ms as f64 / 1e3;
+        if p.shrink {
+            let hold = schedule.get(k + 1).map_or(0.0, |h| h.ms as f64 / 1e3);
+            shrinks.push((t, end + hold, from, p.target));
+        }
+        t = end;
+        from = p.target;
+    }
+    let rss_at = |t0: f64| {
+        samples
+            .iter()
+            .rev()
+            .find(|s| s.t <= t0)
+            .or(samples.first())
+            .map_or(0, |s| s.rss)
+    };
+    let mut time_to_90 = Vec::new();
+    let mut settled = Vec::new();
+    for &(start, until, before, after) in &shrinks {
+        let r0 = rss_at(start);
+        let threshold = r0.saturating_sub((before - after) * 9 / 10);
+        time_to_90.push(
+            samples
+                .iter()
+                .find(|s| s.t >= start && s.t <= until && s.rss <= threshold)
+                .map(|s| s.t - start),
+        );
+        let s_end = rss_at(until);
+        settled.push(s_end as f64 / after.max(1) as f64);
+    }
+    let (first, last) = (samples.first(), samples.last());
+    TraceFigures {
+        area_gib_s: area,
+        time_to_90,
+        settled_over_live: settled,
+        minor_faults: match (first, last) {
+            (Some(a), Some(b)) => b.minflt - a.minflt,
+            _ => 0,
+        },
+        mutator_pages_per_s: match (first, last) {
+            (Some(a), Some(b)) if b.t > a.t => {
+                (b.mutator_pages - a.mutator_pages) as f64 / (b.t - a.t)
+            }
+            _ => 0.0,
+        },
+        cpu_s: match (first, last) {
+            (Some(a), Some(b)) => b.cpu - a.cpu,
+            _ => 0.0,
+        },
     }
 }

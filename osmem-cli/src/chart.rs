@@ -1,11 +1,12 @@
 //! chart.svg: the run at a glance (plotters, SVG backend; no font files needed: the backend
 //! writes `<text>` elements and sizes labels with plotters' built-in estimate).
 //!
-//! Ten panels: fault and unused cost relative to the cheapest strategy at each size and
+//! Eleven panels: fault and unused cost relative to the cheapest strategy at each size and
 //! mode; reader and writer throughput kept under contention (the writer side also beside a
 //! large residency scan); VMAs added; batch speedup; residency queries by method, against the
 //! fastest method and against the raw method; the page heap's gain from batching beside the
-//! kernel's, and its time to goal per mode.
+//! kernel's, and its time to goal per mode; RSS over time of one heap trace on osmem-heap and
+//! the Go runtime.
 
 use crate::suite::{BenchResults, Est};
 use crate::verdict::Verdicts;
@@ -503,11 +504,80 @@ fn heap_goal_panel(r: &BenchResults) -> Bars<'static> {
     }
 }
 
+/// RSS over time for each runtime of the heap trace, with the live size.
+fn draw_trace(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    t: &crate::suite::TraceResult,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<_>| format!("chart: {e:?}");
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let t_max = t
+        .runs
+        .iter()
+        .flat_map(|r| r.samples.last().map(|s| s.t))
+        .fold(1.0, f64::max);
+    let y_max = t
+        .runs
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|s| mib(s.rss)))
+        .fold(64.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "heap trace: RSS over time (sizes ÷ {}, phases ÷ {}); dashed: live",
+                t.size_div, t.time_div
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("s")
+        .y_desc("MiB")
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    for (i, r) in t.runs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                r.samples.iter().map(|s| (s.t, mib(s.rss))),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(r.runtime.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+    }
+    if let Some(r) = t.runs.first() {
+        chart
+            .draw_series(DashedLineSeries::new(
+                r.samples.iter().map(|s| (s.t, mib(s.live))),
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK.mix(0.3))
+        .background_style(WHITE.mix(0.8))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 /// Render the chart as an SVG document.
 pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1500, 2350)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1500, 2800)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| format!("chart: {e:?}");
         root.fill(&WHITE).map_err(err)?;
         let verdict = |x: &crate::verdict::Verdict| {
@@ -540,7 +610,7 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
             .map_err(err)?;
         top.draw(&Text::new(sub, (12, 36), ("sans-serif", 16)))
             .map_err(err)?;
-        let panels = root.split_evenly((5, 2));
+        let panels = root.split_evenly((6, 2));
         let specs = [
             cost_panel(r, "fault"),
             cost_panel(r, "unused"),
@@ -555,6 +625,9 @@ pub fn svg(r: &BenchResults, v: &Verdicts) -> Result<String, String> {
         ];
         for (area, spec) in panels.iter().zip(&specs) {
             draw_bars(area, spec)?;
+        }
+        if let (Some(t), Some(area)) = (&r.trace, panels.get(specs.len())) {
+            draw_trace(area, t)?;
         }
         root.present().map_err(err)?;
     }

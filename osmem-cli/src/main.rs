@@ -114,6 +114,11 @@ impl From<io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // The heap trace's osmem-heap runs happen in a fresh process of this binary, as the Go
+    // program's do (RSS is the whole process's): see `suite::trace_child`.
+    if let Some(spec) = std::env::var_os(suite::TRACE_CHILD_ENV) {
+        return suite::trace_child(&spec.to_string_lossy());
+    }
     let cli = Cli::parse();
     // A measurement that fails panics inside osmem-bench (a syscall refused, a fallback where
     // none was expected). Say what failed in one line, without a trace.

@@ -241,6 +241,9 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
         write_contention(out, c)?;
     }
     write_heap(out, r, h)?;
+    if let Some(t) = &r.trace {
+        write_trace(out, t, h)?;
+    }
 
     writeln!(out)?;
     writeln!(out, "{h} Rankings")?;
@@ -549,6 +552,64 @@ fn write_heap(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Result<()>
                 }
             )?;
         }
+    }
+    Ok(())
+}
+
+fn secs(t: &Option<f64>) -> String {
+    t.map_or("not reached".to_owned(), |t| format!("{t:.2} s"))
+}
+
+/// The heap trace on each runtime, side by side.
+fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(out, "{h} One heap trace, osmem-heap and the Go runtime")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "The same seeded schedule on each (event hash `{}`; sizes ÷ {}, phases ÷ {}): grow to \
+         1 GiB live in 2 s, hold 1 s, shrink to 128 MiB in 0.5 s, hold 8 s, grow to 512 MiB, \
+         hold 1 s, shrink to 64 MiB in 0.5 s, hold 8 s; buffers of 64 KiB–1 MiB, every page \
+         written; 64 MiB/s of churn; a mutator thread writing its own 32 MiB. osmem-heap's \
+         scavenger runs at 1% of all CPUs; the Go-faithful heap is fed the Go run's GC ends \
+         and heap goals. `area` = ∫ max(RSS − live, 0) dt; `90%` = time from a shrink's start \
+         until RSS has come down by 90% of the live drop; `settled` = RSS ÷ live at the end \
+         of the hold.",
+        t.hash, t.size_div, t.time_div
+    )?;
+    writeln!(out)?;
+    if let Err(e) = &t.go {
+        writeln!(out, "Go runtime: not run — {e}.")?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "| runtime | events | area GiB·s | 90% (1st / 2nd shrink) | settled ÷ live | scavenger CPU | minor faults | mutator Mpages/s |"
+    )?;
+    writeln!(out, "|---|---|---:|---|---|---:|---:|---:|")?;
+    for r in &t.runs {
+        let f = &r.figures;
+        writeln!(
+            out,
+            "| {} | {} | {:.2} | {} / {} | {} | {:.3} s | {} | {:.1} |",
+            r.runtime,
+            if r.hash == t.hash {
+                "same"
+            } else {
+                "**differ**"
+            },
+            f.area_gib_s,
+            secs(f.time_to_90.first().unwrap_or(&None)),
+            secs(f.time_to_90.get(1).unwrap_or(&None)),
+            f.settled_over_live
+                .iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            r.scavenger_s,
+            f.minor_faults,
+            f.mutator_pages_per_s / 1e6
+        )?;
     }
     Ok(())
 }

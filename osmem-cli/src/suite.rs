@@ -173,6 +173,8 @@ pub struct BenchResults {
     pub heap_goal: Vec<osmem_bench::HeapGoal>,
     /// The page heap's run search against a first-fit bitmap, per thread count.
     pub heap_alloc: Vec<osmem_bench::HeapAlloc>,
+    /// One heap trace on osmem-heap (default, Go-faithful) and the real Go runtime.
+    pub trace: Option<TraceResult>,
     /// Every ranking of this run, by name: what repeated runs must agree on.
     pub rankings: Vec<Ranking>,
 }
@@ -328,6 +330,7 @@ enum Step {
     HeapRelease,
     HeapGoal,
     HeapAlloc,
+    Trace,
 }
 
 impl Step {
@@ -356,6 +359,7 @@ impl Step {
             Step::HeapRelease => "page heap: release efficiency".to_owned(),
             Step::HeapGoal => "page heap: time to goal".to_owned(),
             Step::HeapAlloc => "page heap: run search vs first fit".to_owned(),
+            Step::Trace => "heap trace: osmem-heap and the Go runtime".to_owned(),
         }
     }
 
@@ -374,6 +378,7 @@ impl Step {
             Step::HeapRelease => 12,
             Step::HeapGoal => 12,
             Step::HeapAlloc => 8,
+            Step::Trace => 60,
         }
     }
 }
@@ -400,6 +405,7 @@ fn plan() -> Vec<Step> {
     v.push(Step::HeapRelease);
     v.push(Step::HeapGoal);
     v.push(Step::HeapAlloc);
+    v.push(Step::Trace);
     for op in BatchOp::ALL {
         if !op.is_supported() {
             continue;
@@ -457,6 +463,7 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
         heap_release: Vec::new(),
         heap_goal: Vec::new(),
         heap_alloc: Vec::new(),
+        trace: None,
         rankings: Vec::new(),
     };
     for step in &steps {
@@ -502,6 +509,7 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
             Step::HeapRelease => r.heap_release = osmem_bench::heap_release(heap_plan(level)),
             Step::HeapGoal => r.heap_goal = osmem_bench::heap_goal(heap_plan(level)),
             Step::HeapAlloc => r.heap_alloc = osmem_bench::heap_alloc(heap_plan(level)),
+            Step::Trace => r.trace = Some(trace_step(level)),
         }
         bar.inc(step.weight());
     }
@@ -509,6 +517,150 @@ pub fn run(level: Level, progress: bool) -> BenchResults {
     r.rankings = rankings(&r);
     r.seconds = start.elapsed().as_secs_f64();
     r
+}
+
+/// The heap trace: its runs, and how Go was found (or how to get it).
+#[derive(Serialize)]
+pub struct TraceResult {
+    /// Sizes and durations divided by these (1 and 1 in the full run).
+    pub size_div: u64,
+    pub time_div: u64,
+    /// The event hash every run must replay.
+    pub hash: String,
+    /// The Go runtime used, or why there is none.
+    pub go: Result<String, String>,
+    pub runs: Vec<TraceRow>,
+}
+
+#[derive(Serialize)]
+pub struct TraceRow {
+    /// `osmem-heap default`, `osmem-heap go-faithful`, `Go 1.x`, `Go 1.x FreeOSMemory`.
+    pub runtime: String,
+    pub hash: String,
+    pub figures: osmem_bench::TraceFigures,
+    /// The scavenger's CPU: osmem-heap's background work, or Go's runtime/metrics.
+    pub scavenger_s: f64,
+    pub samples: Vec<osmem_bench::TraceSample>,
+}
+
+fn trace_step(level: Level) -> TraceResult {
+    let (sd, td) = match level {
+        Level::Full => (1, 1),
+        Level::Quick => (4, 4),
+        Level::Smoke => (16, 16),
+    };
+    let schedule = osmem_bench::trace_schedule(sd, td);
+    let (_, hash, _) = osmem_bench::trace_events(sd, td);
+    let mut runs = Vec::new();
+    let go = match osmem_bench::find_go() {
+        None => Err(
+            "no Go toolchain found: `bash scripts/go.sh` installs the pinned one (or set OSMEM_GO)"
+                .to_owned(),
+        ),
+        Some(go) => osmem_bench::go_trace(&go, sd, td, false).map(|g| (go, g)),
+    };
+    let mut gc_ends = Vec::new();
+    let go = match go {
+        Ok((path, g)) => {
+            let name = g.runtime.clone();
+            gc_ends = g.gc_ends.clone();
+            runs.push(TraceRow {
+                runtime: format!("{name} (GC at each shrink)"),
+                hash: g.hash.clone(),
+                figures: osmem_bench::trace_figures(&g.samples, &schedule),
+                scavenger_s: g.scavenger_s,
+                samples: g.samples,
+            });
+            if let Ok(b) = osmem_bench::go_trace(&path, sd, td, true) {
+                runs.push(TraceRow {
+                    runtime: format!("{name} (FreeOSMemory at each shrink)"),
+                    hash: b.hash.clone(),
+                    figures: osmem_bench::trace_figures(&b.samples, &schedule),
+                    scavenger_s: b.scavenger_s,
+                    samples: b.samples,
+                });
+            }
+            Ok(name)
+        }
+        Err(e) => Err(e),
+    };
+    for (mode, ends) in [("default", &[][..]), ("go-faithful", &gc_ends[..])] {
+        match trace_in_child(mode, sd, td, ends) {
+            Ok(t) => runs.push(TraceRow {
+                runtime: format!("osmem-heap {}", t.mode),
+                hash: t.hash.clone(),
+                figures: osmem_bench::trace_figures(&t.samples, &schedule),
+                scavenger_s: t.scavenger_s,
+                samples: t.samples,
+            }),
+            Err(e) => eprintln!("heap trace, osmem-heap {mode}: {e}"),
+        }
+    }
+    TraceResult {
+        size_div: sd,
+        time_div: td,
+        hash: format!("{hash:016x}"),
+        go,
+        runs,
+    }
+}
+
+/// The environment variable that makes this binary run one osmem-heap trace and print it.
+pub const TRACE_CHILD_ENV: &str = "OSMEM_TRACE_CHILD";
+
+/// In the child: `mode,size_div,time_div,tick:goal;tick:goal…` → the run as JSON on stdout.
+pub fn trace_child(spec: &str) -> std::process::ExitCode {
+    let mut it = spec.splitn(4, ',');
+    let mode = match it.next() {
+        Some("go-faithful") => osmem_heap::Mode::GoFaithful,
+        _ => osmem_heap::Mode::Batched,
+    };
+    let mut num = || it.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(1);
+    let (sd, td) = (num(), num());
+    let ends: Vec<(usize, u64)> = spec
+        .splitn(4, ',')
+        .nth(3)
+        .unwrap_or("")
+        .split(';')
+        .filter_map(|p| {
+            let (a, b) = p.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    let run = osmem_bench::trace_run(mode, sd, td, &ends);
+    match serde_json::to_writer(std::io::stdout(), &run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
+/// Run one osmem-heap trace in a fresh process of this binary.
+fn trace_in_child(
+    mode: &str,
+    sd: u64,
+    td: u64,
+    ends: &[(usize, u64)],
+) -> Result<TraceRunOwned, String> {
+    let ends: Vec<String> = ends.iter().map(|(t, g)| format!("{t}:{g}")).collect();
+    let spec = format!("{mode},{sd},{td},{}", ends.join(";"));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .env(TRACE_CHILD_ENV, spec)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// A trace run read back from the child.
+#[derive(serde::Deserialize)]
+struct TraceRunOwned {
+    mode: String,
+    hash: String,
+    samples: Vec<osmem_bench::TraceSample>,
+    scavenger_s: f64,
 }
 
 /// The page heap's sizes at each level.
