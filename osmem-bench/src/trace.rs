@@ -9,7 +9,6 @@
 //! and re-allocations of as much); ticks of 10 ms, each tick's events decided by the tick
 //! alone (never by how late it runs); a sample every 50 ms.
 
-use crate::raw::{self, MADV_POPULATE_WRITE};
 use osmem_heap::{Heap, HeapConfig, Mode};
 use std::time::{Duration, Instant};
 
@@ -313,8 +312,12 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
                 TraceEvent::Alloc(size) => {
                     let pages = size as usize / ps;
                     let r = heap.alloc(pages).expect("room in the heap");
-                    // SAFETY: the run is ours; populate writes every page.
-                    unsafe { raw::madvise(r.addr, pages * ps, MADV_POPULATE_WRITE) };
+                    // One byte per page, as gotrace writes its buffers (no madvise of our
+                    // own: the madvise-family calls counted are the heap's).
+                    for p in 0..pages {
+                        // SAFETY: the run is ours; a volatile write the optimiser must keep.
+                        unsafe { ((r.addr + p * ps) as *mut u8).write_volatile(1) };
+                    }
                     live.push((r.addr, pages));
                     live_bytes += size;
                 }
@@ -389,6 +392,8 @@ pub struct GoRun {
     /// The runtime's own scavenger CPU (runtime/metrics `/cpu/classes/scavenge/total`),
     /// seconds.
     pub scavenger_s: f64,
+    /// What the kernel saw of its madvise-family calls (`None` without perf).
+    pub madvise: Option<crate::MadviseTrace>,
 }
 
 /// Find a Go toolchain: `$OSMEM_GO`, `.tools/go/bin/go` (what `scripts/go.sh` installs,
@@ -451,7 +456,7 @@ pub fn go_trace(
     if free_os_memory {
         cmd.arg("-free-os-memory");
     }
-    let out = cmd.output().map_err(|e| format!("gotrace: {e}"))?;
+    let (out, madvise) = crate::traced(cmd).map_err(|e| format!("gotrace: {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
         return Err(format!("gotrace: {}", String::from_utf8_lossy(&out.stderr)));
@@ -490,6 +495,7 @@ pub fn go_trace(
         samples,
         gc_ends,
         scavenger_s: num(&v, "scavenge_total_cpu_s"),
+        madvise,
     })
 }
 

@@ -582,16 +582,29 @@ fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> 
         writeln!(out, "Go runtime: not run — {e}.")?;
         writeln!(out)?;
     }
-    writeln!(
-        out,
-        "| runtime | events | area GiB·s | 90% (1st / 2nd shrink) | settled ÷ live | scavenger CPU | minor faults | mutator Mpages/s |"
-    )?;
-    writeln!(out, "|---|---|---:|---|---|---:|---:|---:|")?;
-    for r in &t.runs {
-        let f = &r.figures;
+    if t.runs.iter().all(|r| r.madvise.is_none()) {
         writeln!(
             out,
-            "| {} | {} | {:.2} | {} / {} | {} | {:.3} s | {} | {:.1} |",
+            "madvise-family calls: not counted — `perf` (Debian's `linux-perf`) is missing or \
+             cannot read the syscall tracepoints here."
+        )?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "| runtime | events | area GiB·s | 90% (1st / 2nd shrink) | settled ÷ live | scavenger CPU | madvise-family calls | mean bytes per call | time in them | TLB shootdowns per GiB advised | minor faults | mutator Mpages/s |"
+    )?;
+    writeln!(
+        out,
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for r in &t.runs {
+        let f = &r.figures;
+        let m = r.madvise.as_ref();
+        let na = || "—".to_owned();
+        writeln!(
+            out,
+            "| {} | {} | {:.2} | {} / {} | {} | {:.3} s | {} | {} | {} | {} | {} | {:.1} |",
             r.runtime,
             if r.hash == t.hash {
                 "same"
@@ -607,6 +620,21 @@ fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> 
                 .collect::<Vec<_>>()
                 .join(" / "),
             r.scavenger_s,
+            m.map_or_else(na, |m| m.calls.to_string()),
+            m.map_or_else(na, |m| if m.calls > 0 {
+                kib(m.bytes / m.calls)
+            } else {
+                "—".to_owned()
+            }),
+            m.map_or_else(na, |m| format!("{:.1} ms", m.time_s * 1e3)),
+            m.map_or_else(na, |m| if m.bytes > 0 {
+                format!(
+                    "{:.0}",
+                    m.tlb_shootdowns as f64 / (m.bytes as f64 / (1u64 << 30) as f64)
+                )
+            } else {
+                "—".to_owned()
+            }),
             f.minor_faults,
             f.mutator_pages_per_s / 1e6
         )?;

@@ -540,6 +540,8 @@ pub struct TraceRow {
     pub figures: osmem_bench::TraceFigures,
     /// The scavenger's CPU: osmem-heap's background work, or Go's runtime/metrics.
     pub scavenger_s: f64,
+    /// What the kernel saw of its madvise-family calls (`None` without perf).
+    pub madvise: Option<osmem_bench::MadviseTrace>,
     pub samples: Vec<osmem_bench::TraceSample>,
 }
 
@@ -569,6 +571,7 @@ fn trace_step(level: Level) -> TraceResult {
                 hash: g.hash.clone(),
                 figures: osmem_bench::trace_figures(&g.samples, &schedule),
                 scavenger_s: g.scavenger_s,
+                madvise: g.madvise,
                 samples: g.samples,
             });
             if let Ok(b) = osmem_bench::go_trace(&path, sd, td, true) {
@@ -577,6 +580,7 @@ fn trace_step(level: Level) -> TraceResult {
                     hash: b.hash.clone(),
                     figures: osmem_bench::trace_figures(&b.samples, &schedule),
                     scavenger_s: b.scavenger_s,
+                    madvise: b.madvise,
                     samples: b.samples,
                 });
             }
@@ -591,6 +595,7 @@ fn trace_step(level: Level) -> TraceResult {
                 hash: t.hash.clone(),
                 figures: osmem_bench::trace_figures(&t.samples, &schedule),
                 scavenger_s: t.scavenger_s,
+                madvise: t.madvise,
                 samples: t.samples,
             }),
             Err(e) => eprintln!("heap trace, osmem-heap {mode}: {e}"),
@@ -644,14 +649,15 @@ fn trace_in_child(
     let ends: Vec<String> = ends.iter().map(|(t, g)| format!("{t}:{g}")).collect();
     let spec = format!("{mode},{sd},{td},{}", ends.join(";"));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = std::process::Command::new(exe)
-        .env(TRACE_CHILD_ENV, spec)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(TRACE_CHILD_ENV, spec);
+    let (out, madvise) = osmem_bench::traced(cmd).map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    let mut run: TraceRunOwned = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    run.madvise = madvise;
+    Ok(run)
 }
 
 /// A trace run read back from the child.
@@ -661,6 +667,8 @@ struct TraceRunOwned {
     hash: String,
     samples: Vec<osmem_bench::TraceSample>,
     scavenger_s: f64,
+    #[serde(skip)]
+    madvise: Option<osmem_bench::MadviseTrace>,
 }
 
 /// The page heap's sizes at each level.

@@ -1,0 +1,173 @@
+//! One instrument for every runtime: the kernel's syscall tracepoints, read with `perf`
+//! (Debian's `linux-perf`), which do not slow the traced process the way `strace` does
+//! (measured on the Go runtime: strace halves its madvise calls and disturbs its pacing).
+//! Counts madvise-family calls (`madvise`, `process_madvise`), the bytes each advised and the
+//! time inside them, and TLB-shootdown interrupts (the `TLB` line of `/proc/interrupts`,
+//! system-wide) over the process's life.
+
+use std::process::{Command, Output};
+
+/// What the kernel saw of one process's madvise-family calls.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MadviseTrace {
+    /// `madvise` and `process_madvise` calls.
+    pub calls: u64,
+    /// Of those, `process_madvise`.
+    pub process_madvise_calls: u64,
+    /// Bytes advised (madvise's length; process_madvise's return value).
+    pub bytes: u64,
+    /// Time inside the calls, seconds (enter to exit, per thread).
+    pub time_s: f64,
+    /// TLB-shootdown interrupts on all CPUs while the process ran (system-wide: other
+    /// processes' shootdowns count too).
+    pub tlb_shootdowns: u64,
+}
+
+/// The sum of the `TLB` line of /proc/interrupts.
+pub fn tlb_shootdowns() -> u64 {
+    std::fs::read_to_string("/proc/interrupts")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.trim_start().starts_with("TLB:"))?;
+            Some(
+                line.split_whitespace()
+                    .skip(1)
+                    .map_while(|x| x.parse::<u64>().ok())
+                    .sum(),
+            )
+        })
+        .unwrap_or(0)
+}
+
+const EVENTS: &str = "syscalls:sys_enter_madvise,syscalls:sys_exit_madvise,\
+syscalls:sys_enter_process_madvise,syscalls:sys_exit_process_madvise";
+
+/// Whether `perf` can read the syscall tracepoints here.
+pub fn perf_works() -> bool {
+    Command::new("perf")
+        .args([
+            "stat",
+            "-x,",
+            "-e",
+            "syscalls:sys_enter_madvise",
+            "--",
+            "true",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Run `cmd` under `perf record` of the madvise-family tracepoints; its output, and what the
+/// kernel saw (`None` where perf cannot trace).
+pub fn traced(mut cmd: Command) -> std::io::Result<(Output, Option<MadviseTrace>)> {
+    if !perf_works() {
+        let out = cmd.output()?;
+        return Ok((out, None));
+    }
+    let data = std::env::temp_dir().join(format!("osmem-perf-{}.data", std::process::id()));
+    let mut perf = Command::new("perf");
+    perf.arg("record")
+        .arg("-q")
+        .arg("-o")
+        .arg(&data)
+        .arg("-e")
+        .arg(EVENTS)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => perf.env(k, v),
+            None => perf.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        perf.current_dir(d);
+    }
+    let tlb0 = tlb_shootdowns();
+    let out = perf.output()?;
+    let tlb = tlb_shootdowns() - tlb0;
+    let script = Command::new("perf")
+        .args(["script", "-F", "tid,time,event,trace", "-i"])
+        .arg(&data)
+        .output()?;
+    let _ = std::fs::remove_file(&data);
+    let mut t = parse_script(&String::from_utf8_lossy(&script.stdout));
+    t.tlb_shootdowns = tlb;
+    Ok((out, Some(t)))
+}
+
+/// `perf script -F tid,time,event,trace` lines → the counts.
+pub fn parse_script(text: &str) -> MadviseTrace {
+    let mut t = MadviseTrace::default();
+    // Per thread: the time of its pending enter, and the madvise length it gave.
+    let mut pending: std::collections::HashMap<u64, (f64, u64)> = Default::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(tid), Some(time)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let (Ok(tid), Ok(time)) = (
+            tid.parse::<u64>(),
+            time.trim_end_matches(':').parse::<f64>(),
+        ) else {
+            continue;
+        };
+        let Some(event) = it.next() else { continue };
+        let rest: Vec<&str> = it.collect();
+        let hex = |key: &str| {
+            rest.iter()
+                .position(|w| *w == key)
+                .and_then(|i| rest.get(i + 1))
+                .and_then(|v| {
+                    u64::from_str_radix(v.trim_end_matches(',').trim_start_matches("0x"), 16).ok()
+                })
+        };
+        match event.trim_end_matches(':') {
+            "syscalls:sys_enter_madvise" => {
+                pending.insert(tid, (time, hex("len_in:").unwrap_or(0)));
+            }
+            "syscalls:sys_enter_process_madvise" => {
+                pending.insert(tid, (time, 0));
+            }
+            e @ ("syscalls:sys_exit_madvise" | "syscalls:sys_exit_process_madvise") => {
+                let Some((t0, len)) = pending.remove(&tid) else {
+                    continue;
+                };
+                let ret = rest
+                    .first()
+                    .and_then(|v| i64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or(-1);
+                t.calls += 1;
+                t.time_s += time - t0;
+                if e.ends_with("process_madvise") {
+                    t.process_madvise_calls += 1;
+                    if ret > 0 {
+                        t.bytes += ret as u64;
+                    }
+                } else if ret == 0 {
+                    t.bytes += len;
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn perf_script_lines_are_counted() {
+        let text = "\
+23283 18197.511904:         syscalls:sys_enter_madvise: start: 0x7f9c6e26d000, len_in: 0x00001000, behavior: 0x00000004
+23283 18197.511917:          syscalls:sys_exit_madvise: 0x0
+23283 18197.511938: syscalls:sys_enter_process_madvise: pidfd: 0xffffd8ef, vec: 0x7fffa83f85b0, vlen: 0x00000002, behavior: 0x00000004, flags: 0x00000000
+23283 18197.511948:  syscalls:sys_exit_process_madvise: 0x3000
+";
+        let t = super::parse_script(text);
+        assert_eq!((t.calls, t.process_madvise_calls, t.bytes), (2, 1, 0x4000));
+        assert!((t.time_s - 0.000023).abs() < 1e-9, "{}", t.time_s);
+    }
+}
