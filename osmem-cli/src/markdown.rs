@@ -621,11 +621,8 @@ fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> 
                 .join(" / "),
             r.scavenger_s,
             m.map_or_else(na, |m| m.calls.to_string()),
-            m.map_or_else(na, |m| if m.calls > 0 {
-                kib(m.bytes / m.calls)
-            } else {
-                "—".to_owned()
-            }),
+            m.and_then(|m| m.bytes.checked_div(m.calls))
+                .map_or_else(na, kib),
             m.map_or_else(na, |m| format!("{:.1} ms", m.time_s * 1e3)),
             m.map_or_else(na, |m| if m.bytes > 0 {
                 format!(
