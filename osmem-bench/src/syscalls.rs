@@ -11,8 +11,12 @@ use std::process::{Command, Output};
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MadviseTrace {
-    /// `madvise` and `process_madvise` calls.
+    /// `madvise` and `process_madvise` calls that release memory (MADV_DONTNEED, MADV_FREE,
+    /// MADV_DONTNEED_LOCKED); everything below counts those only.
     pub calls: u64,
+    /// Other madvise-family calls (hints such as MADV_NOHUGEPAGE over a whole reservation:
+    /// they advise address space, not memory, and would swamp the bytes per call).
+    pub other_calls: u64,
     /// Of those, `process_madvise`.
     pub process_madvise_calls: u64,
     /// Bytes advised (madvise's length; process_madvise's return value).
@@ -98,11 +102,17 @@ pub fn traced(mut cmd: Command) -> std::io::Result<(Output, Option<MadviseTrace>
     Ok((out, Some(t)))
 }
 
+/// MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED.
+fn releases(advice: u64) -> bool {
+    matches!(advice, 4 | 8 | 24)
+}
+
 /// `perf script -F tid,time,event,trace` lines → the counts.
 pub fn parse_script(text: &str) -> MadviseTrace {
     let mut t = MadviseTrace::default();
-    // Per thread: the time of its pending enter, and the madvise length it gave.
-    let mut pending: std::collections::HashMap<u64, (f64, u64)> = Default::default();
+    // Per thread: the time of its pending enter, the madvise length it gave, and whether
+    // its advice releases memory.
+    let mut pending: std::collections::HashMap<u64, (f64, u64, bool)> = Default::default();
     for line in text.lines() {
         let mut it = line.split_whitespace();
         let (Some(tid), Some(time)) = (it.next(), it.next()) else {
@@ -126,15 +136,21 @@ pub fn parse_script(text: &str) -> MadviseTrace {
         };
         match event.trim_end_matches(':') {
             "syscalls:sys_enter_madvise" => {
-                pending.insert(tid, (time, hex("len_in:").unwrap_or(0)));
+                let release = hex("behavior:").is_some_and(releases);
+                pending.insert(tid, (time, hex("len_in:").unwrap_or(0), release));
             }
             "syscalls:sys_enter_process_madvise" => {
-                pending.insert(tid, (time, 0));
+                let release = hex("behavior:").is_some_and(releases);
+                pending.insert(tid, (time, 0, release));
             }
             e @ ("syscalls:sys_exit_madvise" | "syscalls:sys_exit_process_madvise") => {
-                let Some((t0, len)) = pending.remove(&tid) else {
+                let Some((t0, len, release)) = pending.remove(&tid) else {
                     continue;
                 };
+                if !release {
+                    t.other_calls += 1;
+                    continue;
+                }
                 let ret = rest
                     .first()
                     .and_then(|v| i64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
@@ -163,11 +179,14 @@ mod tests {
         let text = "\
 23283 18197.511904:         syscalls:sys_enter_madvise: start: 0x7f9c6e26d000, len_in: 0x00001000, behavior: 0x00000004
 23283 18197.511917:          syscalls:sys_exit_madvise: 0x0
+23283 18197.511918:         syscalls:sys_enter_madvise: start: 0x7f9c6e26d000, len_in: 0x40000000, behavior: 0x0000000f
+23283 18197.511920:          syscalls:sys_exit_madvise: 0x0
 23283 18197.511938: syscalls:sys_enter_process_madvise: pidfd: 0xffffd8ef, vec: 0x7fffa83f85b0, vlen: 0x00000002, behavior: 0x00000004, flags: 0x00000000
 23283 18197.511948:  syscalls:sys_exit_process_madvise: 0x3000
 ";
         let t = super::parse_script(text);
         assert_eq!((t.calls, t.process_madvise_calls, t.bytes), (2, 1, 0x4000));
+        assert_eq!(t.other_calls, 1, "MADV_NOHUGEPAGE is not a release");
         assert!((t.time_s - 0.000023).abs() < 1e-9, "{}", t.time_s);
     }
 }

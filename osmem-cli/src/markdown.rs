@@ -636,5 +636,128 @@ fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> 
             f.mutator_pages_per_s / 1e6
         )?;
     }
+    write_trace_verdicts(out, t)?;
+    Ok(())
+}
+
+/// `a / b` within ±25%.
+fn within_25(a: f64, b: f64) -> bool {
+    b > 0.0 && (a / b - 1.0).abs() <= 0.25
+}
+
+/// The comparison's claims, each judged on this run's numbers: the Go-faithful heap against
+/// the real runtime (faithfulness), and the default against the real runtime (targets).
+fn write_trace_verdicts(out: &mut impl Write, t: &crate::suite::TraceResult) -> io::Result<()> {
+    let find = |p: &str| t.runs.iter().find(|r| r.runtime.contains(p));
+    let (Some(go), Some(def), Some(faithful)) = (
+        find("GC at each shrink"),
+        find("osmem-heap default"),
+        find("osmem-heap go-faithful"),
+    ) else {
+        return Ok(());
+    };
+    let best = find("FreeOSMemory");
+    writeln!(out)?;
+    let t90 = |r: &crate::suite::TraceRow| r.figures.time_to_90.first().copied().flatten();
+    let calls = |r: &crate::suite::TraceRow| r.madvise.as_ref().map(|m| m.calls as f64);
+    let mean = |r: &crate::suite::TraceRow| {
+        r.madvise
+            .as_ref()
+            .and_then(|m| m.bytes.checked_div(m.calls))
+            .map(|b| b as f64)
+    };
+    let judge = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!(
+            "{:.2} ({})",
+            a / b,
+            if within_25(a, b) {
+                "within ±25%"
+            } else {
+                "**outside ±25%**"
+            }
+        ),
+        _ => "not measured".to_owned(),
+    };
+    writeln!(
+        out,
+        "Faithfulness (Go-faithful ÷ the Go runtime, target within ±25%): time to 90% of the \
+         first drop {}; madvise-family release calls {}; mean bytes per call {}.",
+        judge(t90(faithful), t90(go)),
+        judge(calls(faithful), calls(go)),
+        judge(mean(faithful), mean(go))
+    )?;
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    };
+    let gib = |r: &crate::suite::TraceRow| {
+        r.madvise
+            .as_ref()
+            .map(|m| m.bytes as f64 / (1u64 << 30) as f64)
+    };
+    let per_gib = |x: f64, r: &crate::suite::TraceRow| gib(r).filter(|g| *g > 0.0).map(|g| x / g);
+    let tlb = |r: &crate::suite::TraceRow| {
+        r.madvise
+            .as_ref()
+            .and_then(|m| per_gib(m.tlb_shootdowns as f64, r))
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Targets, the default against the Go runtime (this run):"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "- 90% of the first drop back in ≤ 0.5 s{}: {}",
+        if t.size_div != 1 {
+            " (the full run's schedule; this one is scaled)"
+        } else {
+            ""
+        },
+        verdict(Some(t90(def).is_some_and(|x| x <= 0.5)))
+    )?;
+    writeln!(
+        out,
+        "- scavenger CPU per GiB released ≤ Go's: {}",
+        verdict(
+            per_gib(def.scavenger_s, def)
+                .zip(per_gib(go.scavenger_s, go))
+                .map(|(a, b)| a <= b)
+        )
+    )?;
+    writeln!(
+        out,
+        "- RSS-over-live area ≤ Go's best path (FreeOSMemory at each shrink): {:.2} vs {} GiB·s: {}",
+        def.figures.area_gib_s,
+        best.map_or("—".to_owned(), |b| format!("{:.2}", b.figures.area_gib_s)),
+        verdict(best.map(|b| def.figures.area_gib_s <= b.figures.area_gib_s))
+    )?;
+    writeln!(
+        out,
+        "- madvise-family release calls ≤ 1/100 of Go's: {}",
+        verdict(calls(def).zip(calls(go)).map(|(a, b)| a * 100.0 <= b))
+    )?;
+    writeln!(
+        out,
+        "- TLB shootdowns per GiB ≤ 1/5 of Go's: {}",
+        verdict(tlb(def).zip(tlb(go)).map(|(a, b)| a * 5.0 <= b))
+    )?;
+    writeln!(
+        out,
+        "- minor faults no more than Go's: {} vs {}: {}",
+        def.figures.minor_faults,
+        go.figures.minor_faults,
+        verdict(Some(def.figures.minor_faults <= go.figures.minor_faults))
+    )?;
+    writeln!(
+        out,
+        "- mutator rate ≥ 95% of its rate beside Go: {:.1}%: {}",
+        100.0 * def.figures.mutator_pages_per_s / go.figures.mutator_pages_per_s.max(1.0),
+        verdict(Some(
+            def.figures.mutator_pages_per_s >= 0.95 * go.figures.mutator_pages_per_s
+        ))
+    )?;
     Ok(())
 }
