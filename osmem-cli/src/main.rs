@@ -63,7 +63,7 @@ struct ProbeArgs {
 
 #[derive(Args)]
 struct LevelArgs {
-    /// A shorter run (under 30 s; fewer rounds, so more results are ties).
+    /// A shorter run (under a minute; fewer rounds, so more results are ties).
     #[arg(long)]
     quick: bool,
     /// Each measurement minimally (seconds): for tests of the command itself.
