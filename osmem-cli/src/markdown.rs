@@ -251,9 +251,9 @@ pub fn write_bench(out: &mut impl Write, r: &BenchResults, h: &str) -> io::Resul
     writeln!(
         out,
         "`a < b`: a is cheaper (or adds fewer VMAs); `a > b`: a keeps more throughput; \
-         `a ≈ b`: the run does not separate the two neighbours (the ~95% interval of their \
-         side-by-side ratio contains 1, or they differ by less than {:.0}% for costs; for \
-         contention ratios the whole interval must clear {:.0}%).",
+         `a ≈ b`: the run does not separate b from the first of its tier (the ~95% interval \
+         of their side-by-side ratio contains 1, or they differ by less than {:.0}% for costs; \
+         for contention ratios the whole interval must clear {:.0}%).",
         100.0 * r.min_gap.cost,
         100.0 * r.min_gap.throughput
     )?;

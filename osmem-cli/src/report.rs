@@ -201,10 +201,11 @@ fn write_markdown(
         out,
         "- `1.70 [1.69–1.73]` is the median of the per-round ratios and its ~95% interval. \
          Rankings use tiers, in order of the side-by-side ratios: `guard < protect ≈ go` means \
-         guard is clearly cheaper than its neighbour protect, and the run cannot separate \
-         protect from go (their ratio's interval contains 1, or they differ by less than \
-         {:.0}%; for contention ratios the whole interval must clear {:.0}%). Only neighbours \
-         are compared, so members of a tier can differ by more than that in total.",
+         guard is clearly cheaper than protect, and the run cannot separate go from protect, \
+         the first of its tier (their ratio's interval contains 1, or they differ by less \
+         than {:.0}%; for contention ratios the whole interval must clear {:.0}%). Every member \
+         of a tier is within that of the tier's first, so \"top tier\" means \"cannot be told \
+         from the best\".",
         100.0 * r.min_gap.cost,
         100.0 * r.min_gap.throughput
     )?;
