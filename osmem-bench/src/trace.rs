@@ -79,50 +79,25 @@ pub struct Phase {
 /// assert_eq!(s.iter().map(|p| p.ms).sum::<u64>(), 22_000);
 /// ```
 pub fn trace_schedule(size_div: u64, time_div: u64) -> Vec<Phase> {
-    let g = |b: u64| b / size_div;
-    let t = |ms: u64| ms / time_div;
-    vec![
-        Phase {
-            ms: t(2000),
-            target: g(1 << 30),
-            shrink: false,
-        },
-        Phase {
-            ms: t(1000),
-            target: g(1 << 30),
-            shrink: false,
-        },
-        Phase {
-            ms: t(500),
-            target: g(128 << 20),
-            shrink: true,
-        },
-        Phase {
-            ms: t(8000),
-            target: g(128 << 20),
-            shrink: false,
-        },
-        Phase {
-            ms: t(1000),
-            target: g(512 << 20),
-            shrink: false,
-        },
-        Phase {
-            ms: t(1000),
-            target: g(512 << 20),
-            shrink: false,
-        },
-        Phase {
-            ms: t(500),
-            target: g(64 << 20),
-            shrink: true,
-        },
-        Phase {
-            ms: t(8000),
-            target: g(64 << 20),
-            shrink: false,
-        },
-    ]
+    // (duration ms, live bytes at the end, a shrink).
+    const PHASES: [(u64, u64, bool); 8] = [
+        (2000, 1 << 30, false),
+        (1000, 1 << 30, false),
+        (500, 128 << 20, true),
+        (8000, 128 << 20, false),
+        (1000, 512 << 20, false),
+        (1000, 512 << 20, false),
+        (500, 64 << 20, true),
+        (8000, 64 << 20, false),
+    ];
+    PHASES
+        .iter()
+        .map(|&(ms, target, shrink)| Phase {
+            ms: ms / time_div,
+            target: target / size_div,
+            shrink,
+        })
+        .collect()
 }
 
 /// What one tick does: buffers allocated (sizes) and freed (indices into the live list, at

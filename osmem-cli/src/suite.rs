@@ -562,27 +562,21 @@ fn trace_step(level: Level) -> TraceResult {
         Some(go) => osmem_bench::go_trace(&go, sd, td, false).map(|g| (go, g)),
     };
     let mut gc_ends = Vec::new();
+    let go_row = |label: String, g: osmem_bench::GoRun| TraceRow {
+        runtime: label,
+        hash: g.hash.clone(),
+        figures: osmem_bench::trace_figures(&g.samples, &schedule),
+        scavenger_s: g.scavenger_s,
+        madvise: g.madvise,
+        samples: g.samples,
+    };
     let go = match go {
         Ok((path, g)) => {
             let name = g.runtime.clone();
             gc_ends = g.gc_ends.clone();
-            runs.push(TraceRow {
-                runtime: format!("{name} (GC at each shrink)"),
-                hash: g.hash.clone(),
-                figures: osmem_bench::trace_figures(&g.samples, &schedule),
-                scavenger_s: g.scavenger_s,
-                madvise: g.madvise,
-                samples: g.samples,
-            });
+            runs.push(go_row(format!("{name} (GC at each shrink)"), g));
             if let Ok(b) = osmem_bench::go_trace(&path, sd, td, true) {
-                runs.push(TraceRow {
-                    runtime: format!("{name} (FreeOSMemory at each shrink)"),
-                    hash: b.hash.clone(),
-                    figures: osmem_bench::trace_figures(&b.samples, &schedule),
-                    scavenger_s: b.scavenger_s,
-                    madvise: b.madvise,
-                    samples: b.samples,
-                });
+                runs.push(go_row(format!("{name} (FreeOSMemory at each shrink)"), b));
             }
             Ok(name)
         }
