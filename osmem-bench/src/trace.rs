@@ -213,6 +213,8 @@ pub struct TraceRun {
     pub hash: String,
     /// Samples every 50 ms.
     pub samples: Vec<TraceSample>,
+    /// The mutator's rate alone, before the trace starts (pages per second).
+    pub mutator_alone_pages_per_s: f64,
     /// The background scavenger's work, seconds, and bytes.
     pub scavenger_s: f64,
     /// See `scavenger_s`.
@@ -276,6 +278,15 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
     let mut live: Vec<(usize, usize)> = Vec::new();
     let mut live_bytes = 0u64;
     let mut samples = Vec::new();
+    // The mutator alone first (300 ms, after 50 ms to start), as gotrace does.
+    std::thread::sleep(Duration::from_millis(50));
+    let (m0, a0) = (
+        mutator_pages.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let alone = (mutator_pages.load(std::sync::atomic::Ordering::Relaxed) - m0) as f64
+        / a0.elapsed().as_secs_f64();
     let start = Instant::now();
     // Ticks are 10 ms at every scale (`time_div` shortens the phases, not the ticks), as in
     // gotrace.
@@ -340,6 +351,7 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
         mode: crate::mode_name(mode),
         hash: format!("{hash:016x}"),
         samples,
+        mutator_alone_pages_per_s: alone,
         scavenger_s: st.background_work_ns as f64 / 1e9,
         scavenged_bytes: st.background_released_bytes,
         release_calls: st.release_calls,
@@ -362,6 +374,8 @@ pub struct GoRun {
     pub hash: String,
     /// Samples every 50 ms.
     pub samples: Vec<TraceSample>,
+    /// The mutator's rate alone, before the trace starts (pages per second).
+    pub mutator_alone_pages_per_s: f64,
     /// GC ends: (tick, heap goal), to feed the Go-faithful heap's `cycle`.
     pub gc_ends: Vec<(usize, u64)>,
     /// The runtime's own scavenger CPU (runtime/metrics `/cpu/classes/scavenge/total`),
@@ -468,6 +482,7 @@ pub fn go_trace(
         runtime: v["runtime"].as_str().unwrap_or("?").to_owned(),
         hash: v["hash"].as_str().unwrap_or("?").to_owned(),
         samples,
+        mutator_alone_pages_per_s: num(&v, "mutator_alone_pages_per_s"),
         gc_ends,
         scavenger_s: num(&v, "scavenge_total_cpu_s"),
         madvise,
@@ -489,13 +504,19 @@ pub struct TraceFigures {
     pub minor_faults: u64,
     /// The mutator's pages per second over the run.
     pub mutator_pages_per_s: f64,
+    /// That over its rate alone in the same process before the trace: the share it kept.
+    pub mutator_kept: f64,
     /// Process CPU over the run, seconds.
     pub cpu_s: f64,
 }
 
-/// Compute a run's figures; `shrink_ends` are the ticks at which each shrink ends (from
-/// [`trace_events`]), `schedule` the same scaling's phases.
-pub fn trace_figures(samples: &[TraceSample], schedule: &[Phase]) -> TraceFigures {
+/// Compute a run's figures from its samples, the schedule at the same scaling and the
+/// mutator's rate alone in that process.
+pub fn trace_figures(
+    samples: &[TraceSample],
+    schedule: &[Phase],
+    mutator_alone_pages_per_s: f64,
+) -> TraceFigures {
     let gib = (1u64 << 30) as f64;
     let mut area = 0.0;
     for w in samples.windows(2) {
@@ -538,6 +559,10 @@ pub fn trace_figures(samples: &[TraceSample], schedule: &[Phase]) -> TraceFigure
         settled.push(s_end as f64 / after.max(1) as f64);
     }
     let (first, last) = (samples.first(), samples.last());
+    let rate = match (first, last) {
+        (Some(a), Some(b)) if b.t > a.t => (b.mutator_pages - a.mutator_pages) as f64 / (b.t - a.t),
+        _ => 0.0,
+    };
     TraceFigures {
         area_gib_s: area,
         time_to_90,
@@ -546,12 +571,8 @@ pub fn trace_figures(samples: &[TraceSample], schedule: &[Phase]) -> TraceFigure
             (Some(a), Some(b)) => b.minflt - a.minflt,
             _ => 0,
         },
-        mutator_pages_per_s: match (first, last) {
-            (Some(a), Some(b)) if b.t > a.t => {
-                (b.mutator_pages - a.mutator_pages) as f64 / (b.t - a.t)
-            }
-            _ => 0.0,
-        },
+        mutator_pages_per_s: rate,
+        mutator_kept: rate / mutator_alone_pages_per_s.max(1.0),
         cpu_s: match (first, last) {
             (Some(a), Some(b)) => b.cpu - a.cpu,
             _ => 0.0,

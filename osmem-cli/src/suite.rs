@@ -565,7 +565,7 @@ fn trace_step(level: Level) -> TraceResult {
     let go_row = |label: String, g: osmem_bench::GoRun| TraceRow {
         runtime: label,
         hash: g.hash.clone(),
-        figures: osmem_bench::trace_figures(&g.samples, &schedule),
+        figures: osmem_bench::trace_figures(&g.samples, &schedule, g.mutator_alone_pages_per_s),
         scavenger_s: g.scavenger_s,
         madvise: g.madvise,
         samples: g.samples,
@@ -587,7 +587,11 @@ fn trace_step(level: Level) -> TraceResult {
             Ok(t) => runs.push(TraceRow {
                 runtime: format!("osmem-heap {}", t.mode),
                 hash: t.hash.clone(),
-                figures: osmem_bench::trace_figures(&t.samples, &schedule),
+                figures: osmem_bench::trace_figures(
+                    &t.samples,
+                    &schedule,
+                    t.mutator_alone_pages_per_s,
+                ),
                 scavenger_s: t.scavenger_s,
                 madvise: t.madvise,
                 samples: t.samples,
@@ -660,6 +664,7 @@ struct TraceRunOwned {
     mode: String,
     hash: String,
     samples: Vec<osmem_bench::TraceSample>,
+    mutator_alone_pages_per_s: f64,
     scavenger_s: f64,
     #[serde(skip)]
     madvise: Option<osmem_bench::MadviseTrace>,
