@@ -923,13 +923,7 @@ impl Heap {
                 // one huge page again).
                 cb.alloc = [u64::MAX; WORDS];
                 cb.hide = [u64::MAX; WORDS];
-                let p = c * CHUNK_PAGES;
-                if n > 0 && runs[n - 1].0 == p + CHUNK_PAGES {
-                    runs[n - 1] = (p, runs[n - 1].1 + CHUNK_PAGES);
-                } else {
-                    runs[n] = (p, CHUNK_PAGES);
-                    n += 1;
-                }
+                push_run(runs, &mut n, c * CHUNK_PAGES, CHUNK_PAGES);
                 *budget = budget.saturating_sub(CHUNK_PAGES);
                 if clear_above {
                     i.scav_top = c;
@@ -981,14 +975,7 @@ impl Heap {
                 cand &= !m;
                 cb.alloc[w] |= m;
                 cb.hide[w] |= m;
-                let p = c * CHUNK_PAGES + w * 64 + a;
-                // Merge with the run found just above it.
-                if *n > 0 && runs[*n - 1].0 == p + len {
-                    runs[*n - 1] = (p, runs[*n - 1].1 + len);
-                } else {
-                    runs[*n] = (p, len);
-                    *n += 1;
-                }
+                push_run(runs, n, c * CHUNK_PAGES + w * 64 + a, len);
                 *budget -= len;
             }
         }
@@ -1195,6 +1182,17 @@ impl Heap {
             };
         }
         None
+    }
+}
+
+/// Add the run `[p, p + len)` to `runs[..n]`, collected highest first: merged into the last
+/// one when it ends where that one starts.
+fn push_run(runs: &mut [(usize, usize)], n: &mut usize, p: usize, len: usize) {
+    if *n > 0 && runs[*n - 1].0 == p + len {
+        runs[*n - 1] = (p, runs[*n - 1].1 + len);
+    } else {
+        runs[*n] = (p, len);
+        *n += 1;
     }
 }
 
