@@ -88,12 +88,7 @@ fn thread_cpu_ns() -> u64 {
 
 /// The process's minor faults so far.
 fn minor_faults() -> u64 {
-    // SAFETY: getrusage fills the struct.
-    unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u.ru_minflt as u64
-    }
+    crate::trace::usage().0
 }
 
 /// Write one byte in every page of `[addr, addr + len)` through the kernel (populate), so the
@@ -365,7 +360,7 @@ pub struct HeapGoal {
 }
 
 /// A thread writing one byte per page over its own 32 MiB, counting pages.
-struct Mutator {
+pub(crate) struct Mutator {
     pages: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -374,7 +369,7 @@ struct Mutator {
 impl Mutator {
     const BYTES: usize = 32 << 20;
 
-    fn start() -> Mutator {
+    pub(crate) fn start() -> Mutator {
         let pages = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (pages.clone(), stop.clone());
@@ -401,7 +396,7 @@ impl Mutator {
         }
     }
 
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.pages.load(Ordering::Relaxed)
     }
 }

@@ -230,7 +230,8 @@ fn statm_rss() -> u64 {
         .map_or(0, |p| p * osmem::page_size() as u64)
 }
 
-fn usage() -> (u64, f64) {
+/// The process's minor faults and CPU seconds so far (getrusage).
+pub(crate) fn usage() -> (u64, f64) {
     // SAFETY: getrusage fills the struct.
     let u = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -256,37 +257,15 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
     let heap = Heap::create(HeapConfig::new((2usize << 30) / size_div as usize).mode(mode))
         .expect("a heap");
     let scav = heap.start_scavenger(0.01).expect("a scavenger thread");
-    let mutator_pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mutator = {
-        let (pages, stop) = (mutator_pages.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mem = osmem::Reservation::alloc(32 << 20).expect("mutator memory");
-            let base = mem.as_ptr() as usize;
-            let n = (32 << 20) / ps;
-            let mut k = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for _ in 0..64 {
-                    // SAFETY: our own mapping; a volatile write the optimiser must keep.
-                    unsafe { ((base + (k % n) * ps) as *mut u8).write_volatile(k as u8) };
-                    k += 1;
-                }
-                pages.fetch_add(64, std::sync::atomic::Ordering::Relaxed);
-            }
-        })
-    };
+    let mutator = crate::heap::Mutator::start();
     let mut live: Vec<(usize, usize)> = Vec::new();
     let mut live_bytes = 0u64;
     let mut samples = Vec::new();
     // The mutator alone first (300 ms, after 50 ms to start), as gotrace does.
     std::thread::sleep(Duration::from_millis(50));
-    let (m0, a0) = (
-        mutator_pages.load(std::sync::atomic::Ordering::Relaxed),
-        Instant::now(),
-    );
+    let (m0, a0) = (mutator.count(), Instant::now());
     std::thread::sleep(Duration::from_millis(300));
-    let alone = (mutator_pages.load(std::sync::atomic::Ordering::Relaxed) - m0) as f64
-        / a0.elapsed().as_secs_f64();
+    let alone = (mutator.count() - m0) as f64 / a0.elapsed().as_secs_f64();
     let start = Instant::now();
     // Ticks are 10 ms at every scale (`time_div` shortens the phases, not the ticks), as in
     // gotrace.
@@ -337,13 +316,12 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
                 cpu,
                 released: st.released_bytes as u64,
                 free: st.free_bytes as u64,
-                mutator_pages: mutator_pages.load(std::sync::atomic::Ordering::Relaxed),
+                mutator_pages: mutator.count(),
             });
         }
     }
     scav.stop();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = mutator.join();
+    drop(mutator); // stops and joins the thread
     let st = heap.stats();
     // SAFETY: the scavenger and the trace are done with the heap.
     unsafe { Heap::destroy(heap) };
