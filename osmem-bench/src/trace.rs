@@ -247,6 +247,14 @@ pub(crate) fn usage() -> (u64, f64) {
 /// of all CPUs and a mutator thread; `gc_ends` (tick, heap goal), from a Go run, are fed to
 /// [`Heap::cycle`] at their ticks.
 ///
+/// With `gc_ends`, the replay also frees as a garbage-collected runtime does: a buffer the
+/// trace drops is returned to the heap at the next GC end (after `cycle`, as Go's sweep
+/// follows its mark termination), not at once. Go's scavenger sees a heap shaped that way —
+/// holes opened in bulk at each GC, "in use" counting unswept garbage at the cycle — and its
+/// call count and sizes depend on it: replayed with immediate frees, churn reopened and
+/// refilled small holes between cycles and the Go-faithful heap made twice Go's calls at
+/// half its bytes per call.
+///
 /// ```no_run
 /// let r = osmem_bench::trace_run(osmem_heap::Mode::Batched, 4, 4, &[]);
 /// assert!(!r.samples.is_empty());
@@ -254,8 +262,11 @@ pub(crate) fn usage() -> (u64, f64) {
 pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u64)]) -> TraceRun {
     let ps = osmem::page_size();
     let (ticks, hash, _) = trace_events(size_div, time_div);
-    let heap = Heap::create(HeapConfig::new((2usize << 30) / size_div as usize).mode(mode))
+    // Room for the live peak (1 GiB) and, with GC-timed frees, the garbage beside it.
+    let heap = Heap::create(HeapConfig::new((4usize << 30) / size_div as usize).mode(mode))
         .expect("a heap");
+    let gc_frees = !gc_ends.is_empty();
+    let mut garbage: Vec<(usize, usize)> = Vec::new();
     let scav = heap.start_scavenger(0.01).expect("a scavenger thread");
     let mutator = crate::heap::Mutator::start();
     let mut live: Vec<(usize, usize)> = Vec::new();
@@ -288,7 +299,11 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
                 }
                 TraceEvent::Free(i) => {
                     let (a, n) = live.swap_remove(i);
-                    heap.free(a, n).expect("our run");
+                    if gc_frees {
+                        garbage.push((a, n));
+                    } else {
+                        heap.free(a, n).expect("our run");
+                    }
                     live_bytes -= (n * ps) as u64;
                 }
             }
@@ -299,6 +314,10 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
                 break;
             }
             heap.cycle(goal as usize);
+            // The sweep: what became garbage before this GC end goes back to the heap.
+            for (a, n) in garbage.drain(..) {
+                heap.free(a, n).expect("our run");
+            }
             gc.next();
         }
         let due = start + tick_len * tick as u32;
@@ -531,7 +550,12 @@ pub fn trace_figures(
             samples
                 .iter()
                 .find(|s| s.t >= start && s.t <= until && s.rss <= threshold)
-                .map(|s| s.t - start),
+                // A sample shows the state at the end of its tick: it is taken on waking at
+                // the tick's due time, a few hundred µs late at most. Judged at that tick, so
+                // that the jitter of the wake-up does not move a time across a boundary.
+                .map(|s| {
+                    ((s.t - start) * 1000.0 / TICK_MS as f64).round() * TICK_MS as f64 / 1000.0
+                }),
         );
         let s_end = rss_at(until);
         settled.push(s_end as f64 / after.max(1) as f64);

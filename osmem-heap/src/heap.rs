@@ -379,6 +379,11 @@ impl Heap {
 
     /// Account background work (the scavenger thread).
     #[allow(dead_code)] // without the std feature nothing calls it
+    /// GC cycles reported so far (see [`cycle`](Self::cycle)).
+    pub(crate) fn generation(&self) -> u32 {
+        self.locked(|i| i.gen)
+    }
+
     pub(crate) fn note_background(&self, bytes: usize, ns: u64) {
         self.locked(|i| {
             i.bg_released += bytes as u64;

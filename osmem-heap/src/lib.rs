@@ -39,7 +39,13 @@
 //! The background thread ([`Heap::start_scavenger`], `std` feature) uses 1% of all CPUs by
 //! default, counted as Go counts it. The default [`BudgetPacer`] lets that budget accrue
 //! over a 10 s window and spends it at once when memory is to be released (the same average
-//! as Go's, without Go's seconds-long ramp-up); Go-faithful mode uses Go's [`GoPacer`].
+//! as Go's, without Go's seconds-long ramp-up). The default thread works in episodes: one
+//! starts when the excess over the goal reaches a quarter of the memory held (or any excess
+//! of 2 MiB or more has lasted 5 s) and releases the excess it started with, in a few
+//! `process_madvise` calls; under steady churn the heap therefore sits up to a quarter above
+//! its goal instead of releasing memory the churn allocates again at once. Go-faithful mode
+//! uses Go's [`GoPacer`] and, as Go, parks after a step that released nothing until the
+//! next [`Heap::cycle`].
 //! Runtimes that schedule their own work call [`Heap::scavenge`] with a byte budget.
 //! [`Heap::release_all`] is Go's `debug.FreeOSMemory` without the GC.
 //!
@@ -98,9 +104,10 @@ pub use scavenger::Scavenger;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Mode {
-    /// The default. Releases the highest free runs, up to 64 per call, through osmem's
-    /// `Batch`: one `process_madvise` (osmem falls back to one `madvise` per run where the
-    /// kernel lacks it). A chunk entirely free and unreleased (one huge page) goes out whole,
+    /// The default. Releases the highest free runs, up to 1024 per call (64 in the
+    /// synchronous release inside an allocation), through osmem's `Batch`: one
+    /// `process_madvise` (osmem falls back to one `madvise` per run where the kernel lacks
+    /// it). A chunk entirely free and unreleased (one huge page) goes out whole,
     /// as in Go. Density gate on the present: a chunk dense now is skipped.
     Batched,
     /// Go's scavenger: one candidate per step (a 64 KiB quantum from the top of the highest
