@@ -26,6 +26,62 @@ pub struct MadviseTrace {
     /// TLB-shootdown interrupts on all CPUs while the process ran (system-wide: other
     /// processes' shootdowns count too).
     pub tlb_shootdowns: u64,
+    /// Each release call: (CLOCK_MONOTONIC seconds at entry, seconds inside, bytes, whether
+    /// it was `process_madvise`), for [`within`](Self::within).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub log: Vec<(f64, f64, u64, bool)>,
+}
+
+impl MadviseTrace {
+    /// The release calls made between `from` and `to` (CLOCK_MONOTONIC seconds, as
+    /// [`monotonic_s`] reads it): a trace's own calls, without the process's start-up (osmem
+    /// probing which advices the kernel knows, on one page) and exit (the C library releasing
+    /// thread stacks). The TLB count stays the process's whole life.
+    ///
+    /// ```
+    /// let t = osmem_bench::parse_script(
+    ///     "1 10.0: syscalls:sys_enter_madvise: start: 0x1000, len_in: 0x00001000, behavior: 0x00000004\n\
+    ///      1 10.1: syscalls:sys_exit_madvise: 0x0\n\
+    ///      1 20.0: syscalls:sys_enter_madvise: start: 0x1000, len_in: 0x00002000, behavior: 0x00000004\n\
+    ///      1 20.1: syscalls:sys_exit_madvise: 0x0\n",
+    /// );
+    /// assert_eq!(t.calls, 2);
+    /// let w = t.within(15.0, 25.0);
+    /// assert_eq!((w.calls, w.bytes), (1, 0x2000));
+    /// ```
+    pub fn within(&self, from: f64, to: f64) -> MadviseTrace {
+        let mut t = MadviseTrace {
+            other_calls: self.other_calls,
+            tlb_shootdowns: self.tlb_shootdowns,
+            ..Default::default()
+        };
+        for &(at, dt, bytes, pm) in &self.log {
+            if at >= from && at <= to {
+                t.calls += 1;
+                t.time_s += dt;
+                t.bytes += bytes;
+                t.process_madvise_calls += pm as u64;
+                t.log.push((at, dt, bytes, pm));
+            }
+        }
+        t
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock `perf` records the calls with here (`-k`), so a
+/// traced program can say when its trace started and ended.
+///
+/// ```
+/// assert!(osmem_bench::monotonic_s() > 0.0);
+/// ```
+pub fn monotonic_s() -> f64 {
+    // SAFETY: clock_gettime fills the struct.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts
+    };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// The sum of the `TLB` line of /proc/interrupts.
@@ -73,6 +129,8 @@ pub fn traced(mut cmd: Command) -> std::io::Result<(Output, Option<MadviseTrace>
     let mut perf = Command::new("perf");
     perf.arg("record")
         .arg("-q")
+        // Timestamps in CLOCK_MONOTONIC, comparable with the traced program's own clock.
+        .args(["-k", "CLOCK_MONOTONIC"])
         .arg("-o")
         .arg(&data)
         .arg("-e")
@@ -155,16 +213,17 @@ pub fn parse_script(text: &str) -> MadviseTrace {
                     .first()
                     .and_then(|v| i64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
                     .unwrap_or(-1);
+                let pm = e.ends_with("process_madvise");
+                let bytes = match (pm, ret) {
+                    (true, r) if r > 0 => r as u64,
+                    (false, 0) => len,
+                    _ => 0,
+                };
                 t.calls += 1;
                 t.time_s += time - t0;
-                if e.ends_with("process_madvise") {
-                    t.process_madvise_calls += 1;
-                    if ret > 0 {
-                        t.bytes += ret as u64;
-                    }
-                } else if ret == 0 {
-                    t.bytes += len;
-                }
+                t.process_madvise_calls += pm as u64;
+                t.bytes += bytes;
+                t.log.push((t0, time - t0, bytes, pm));
             }
             _ => {}
         }

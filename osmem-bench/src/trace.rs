@@ -1,5 +1,5 @@
 //! One heap trace for two runtimes: the seeded schedule of allocations and frees that
-//! `gotrace/` (a Go program, standard library only) runs on the real Go runtime, run here on
+//! `osmem-bench/gotrace/` (a Go program, standard library only) runs on the real Go runtime, run here on
 //! osmem-heap. Both sides draw from the same generator (splitmix64) and hash the same events
 //! (FNV-1a), so a run can prove it replayed exactly the Go run's sequence.
 //!
@@ -221,6 +221,9 @@ pub struct TraceRun {
     pub scavenged_bytes: u64,
     /// Release calls made.
     pub release_calls: u64,
+    /// When the trace started and ended (CLOCK_MONOTONIC seconds, [`crate::monotonic_s`]):
+    /// the window in which the kernel's count of madvise-family calls is taken.
+    pub window: (f64, f64),
 }
 
 fn statm_rss() -> u64 {
@@ -278,6 +281,7 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
     std::thread::sleep(Duration::from_millis(300));
     let alone = (mutator.count() - m0) as f64 / a0.elapsed().as_secs_f64();
     let start = Instant::now();
+    let window_start = crate::monotonic_s();
     // Ticks are 10 ms at every scale (`time_div` shortens the phases, not the ticks), as in
     // gotrace.
     let tick_len = Duration::from_millis(TICK_MS);
@@ -339,6 +343,7 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
             });
         }
     }
+    let window = (window_start, crate::monotonic_s());
     scav.stop();
     drop(mutator); // stops and joins the thread
     let st = heap.stats();
@@ -352,14 +357,15 @@ pub fn trace_run(mode: Mode, size_div: u64, time_div: u64, gc_ends: &[(usize, u6
         scavenger_s: st.background_work_ns as f64 / 1e9,
         scavenged_bytes: st.background_released_bytes,
         release_calls: st.release_calls,
+        window,
     }
 }
 
 // ----- the real Go runtime, and the figures of a run -----
 
 /// The Go program, embedded so the report can run it from anywhere.
-const GOTRACE_MAIN: &str = include_str!("../../gotrace/main.go");
-const GOTRACE_MOD: &str = include_str!("../../gotrace/go.mod");
+const GOTRACE_MAIN: &str = include_str!("../gotrace/main.go");
+const GOTRACE_MOD: &str = include_str!("../gotrace/go.mod");
 
 /// A run of gotrace on the real Go runtime.
 #[derive(Clone, Debug)]
@@ -378,7 +384,8 @@ pub struct GoRun {
     /// The runtime's own scavenger CPU (runtime/metrics `/cpu/classes/scavenge/total`),
     /// seconds.
     pub scavenger_s: f64,
-    /// What the kernel saw of its madvise-family calls (`None` without perf).
+    /// What the kernel saw of its madvise-family calls between the trace's start and end
+    /// (`None` without perf).
     pub madvise: Option<crate::MadviseTrace>,
 }
 
@@ -482,7 +489,11 @@ pub fn go_trace(
         mutator_alone_pages_per_s: num(&v, "mutator_alone_pages_per_s"),
         gc_ends,
         scavenger_s: num(&v, "scavenge_total_cpu_s"),
-        madvise,
+        // The calls of the trace itself, as on the osmem-heap side.
+        madvise: madvise.map(|m| match v["window"].as_array().map(|w| w.as_slice()) {
+            Some([a, b]) => m.within(a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(f64::MAX)),
+            _ => m,
+        }),
     })
 }
 

@@ -29,7 +29,7 @@ fn go() -> Option<PathBuf> {
     found
 }
 
-/// A value Go printed for this scaling (`go run . -size-div 4 -time-div 4` in gotrace/,
+/// A value Go printed for this scaling (`go run . -size-div 4 -time-div 4` in osmem-bench/gotrace/,
 /// Go 1.27.3): the Rust generator must keep producing it even where Go is absent.
 #[test]
 fn the_events_hash_to_what_the_go_program_printed() {
@@ -47,7 +47,7 @@ fn the_go_program_replays_the_same_events() {
     };
     let out = Command::new(&go)
         .args(["run", ".", "-size-div", "16", "-time-div", "16"])
-        .current_dir(root().join("gotrace"))
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gotrace"))
         .env("GOTOOLCHAIN", "local")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=mod")

@@ -576,7 +576,9 @@ fn write_trace(out: &mut impl Write, t: &crate::suite::TraceResult, h: &str) -> 
          the next GC end). `area` = ∫ max(RSS − live, 0) dt; `90%` = time from a shrink's start \
          until RSS has come down by 90% of the live drop; `settled` = RSS ÷ live at the end \
          of the hold; `mutator kept` = the mutator's rate during the trace ÷ its rate alone in \
-         the same process just before.",
+         the same process just before. madvise-family calls are the kernel's count (syscall \
+         tracepoints read with `perf`) of release advices between the trace's start and end, \
+         on both sides; TLB shootdowns are counted over each process's life.",
         t.hash, t.size_div, t.time_div
     )?;
     writeln!(out)?;

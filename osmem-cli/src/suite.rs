@@ -654,7 +654,9 @@ fn trace_in_child(
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let mut run: TraceRunOwned = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    run.madvise = madvise;
+    // The calls of the trace itself (not osmem's start-up probe of the advices, nor the C
+    // library releasing thread stacks at exit), as on the Go side.
+    run.madvise = madvise.map(|m| m.within(run.window.0, run.window.1));
     Ok(run)
 }
 
@@ -666,6 +668,7 @@ struct TraceRunOwned {
     samples: Vec<osmem_bench::TraceSample>,
     mutator_alone_pages_per_s: f64,
     scavenger_s: f64,
+    window: (f64, f64),
     #[serde(skip)]
     madvise: Option<osmem_bench::MadviseTrace>,
 }

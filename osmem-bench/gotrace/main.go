@@ -18,7 +18,17 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
+
+// monotonic is CLOCK_MONOTONIC in seconds: the clock perf records the madvise calls with, so
+// the report counts the calls made between the trace's start and end only (not the runtime's
+// start-up or exit).
+func monotonic() float64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0)
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
+}
 
 const page = 4096
 
@@ -178,6 +188,7 @@ func main() {
 	time.Sleep(300 * time.Millisecond)
 	alone := float64(mutated.Load()-m0) / time.Since(a0).Seconds()
 	start := time.Now()
+	windowStart := monotonic()
 	var lastCycles uint64
 	tick := int64(0)
 	from := uint64(0)
@@ -236,6 +247,7 @@ func main() {
 		}
 		from = p.target
 	}
+	windowEnd := monotonic()
 	close(stop)
 	metrics.Read(end)
 	out := map[string]any{
@@ -245,6 +257,7 @@ func main() {
 		"samples":                   samples,
 		"mutator_alone_pages_per_s": alone,
 		"gc_ends":                   gcs,
+		"window":                    []float64{windowStart, windowEnd},
 		"scavenge_background_cpu_s": end[0].Value.Float64(),
 		"scavenge_assist_cpu_s":     end[1].Value.Float64(),
 		"scavenge_total_cpu_s":      end[2].Value.Float64(),
