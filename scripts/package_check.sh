@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Are the crates ready for crates.io? `cargo publish --workspace --dry-run` must pass with no
+# warning, and the packaged osmem and osmem-heap must pass their own tests from their unpacked
+# .crate files — what a user who downloads them gets — with each other and osmem-testkit
+# taken from the local packages instead of crates.io (`[patch.crates-io]`).
+# Extra arguments go to `cargo publish` (e.g. --allow-dirty while working).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo publish --workspace --dry-run "$@" 2>&1 | tee "$log"
+if grep -q '^warning' "$log"; then
+    echo "cargo publish --dry-run printed warnings (above)" >&2
+    exit 1
+fi
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' osmem/Cargo.toml | head -1)
+work=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$work"' EXIT
+for c in osmem osmem-heap osmem-testkit; do
+    tar -xzf "target/package/$c-$version.crate" -C "$work"
+done
+cat >"$work/Cargo.toml" <<TOML
+[workspace]
+resolver = "2"
+members = ["osmem-$version", "osmem-heap-$version", "osmem-testkit-$version"]
+
+[patch.crates-io]
+osmem = { path = "osmem-$version" }
+osmem-heap = { path = "osmem-heap-$version" }
+osmem-testkit = { path = "osmem-testkit-$version" }
+TOML
+# The packaged crates' own tests, examples and doc tests (a separate target directory: the
+# workspace's would mix the two builds).
+(cd "$work" && CARGO_TARGET_DIR="$work/target" cargo test -p osmem -p osmem-heap)
+echo "packaged osmem and osmem-heap $version: tests pass from the .crate files"
