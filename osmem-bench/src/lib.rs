@@ -5,7 +5,7 @@
 //! figure means the same thing wherever it is printed. The API is plain functions returning
 //! numbers: nothing here prints, and no benchmark-harness type appears in it.
 //!
-//! What is measured (DESIGN.md §2 has the C reference figures):
+//! What is measured:
 //!
 //! - [`paired`]: one [`Op`] (fault with each strategy, unused with each advice) done through
 //!   osmem and as the raw libc call sequence osmem makes for it, alternating on the **same**
@@ -49,7 +49,10 @@
 //! }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("osmem-bench supports Linux only: it measures Linux system calls (madvise, process_madvise, mprotect, mmap).");
 
 mod batch;
 mod contention;

@@ -164,7 +164,7 @@ impl Flavour {
 ///
 /// The measured range sits in the middle of a larger RW mapping, as a heap span sits inside an
 /// arena: strategies that change protection or remap then split the VMA in three and the
-/// restore merges it back, the cost DESIGN.md §2 measures. (A range that was a whole VMA would
+/// restore merges it back, a cost a runtime pays. (A range that was a whole VMA would
 /// make mprotect/remap look cheaper than they are in a runtime.)
 pub const PAD: usize = 2 << 20;
 

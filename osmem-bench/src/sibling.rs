@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 /// While alive, a thread of this process spins on another core (a busy loop on an
 /// [`AtomicBool`] with [`spin_loop`]).
 ///
-/// Why it matters (DESIGN.md §2): the kernel must shoot down stale TLB entries on every CPU
+/// Why it matters: the kernel must shoot down stale TLB entries on every CPU
 /// currently running the process's address space. Alone, that is a local flush; with a
 /// sibling thread running on the other core, every `madvise(DONTNEED)` / `mprotect` that
 /// drops or changes PTEs sends an inter-processor interrupt and waits for it. Purging 1024

@@ -97,7 +97,7 @@ pub const FAULT_OPS: [Op; 4] = [
 ];
 pub const UNUSED_OPS: [Op; 3] = [Op::UnusedFree, Op::UnusedDontNeed, Op::UnusedRemap];
 
-/// The mutator range size of the contention measurement (DESIGN.md §2's figure).
+/// The mutator range size of the contention measurement (one span of a runtime's heap).
 pub const CONTENTION_SIZE: usize = 64 << 10;
 /// VMA growth: every other chunk of this mapping is faulted.
 pub const VMA_REGION: usize = 64 << 20;

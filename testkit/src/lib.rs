@@ -24,6 +24,10 @@
 //! is meant for the parent. Closures passed to the `in_child*` helpers must
 //! follow the same rule.
 
+#![deny(missing_docs)]
+#[cfg(not(target_os = "linux"))]
+compile_error!("osmem-testkit supports Linux only: it reads /proc/self/smaps and maps, calls mincore and installs seccomp filters.");
+
 mod child;
 mod mem;
 mod procfs;
