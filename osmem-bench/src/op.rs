@@ -323,6 +323,7 @@ impl OpBench {
                 UnusedAdvice::Free => UnusedHow::Free,
                 UnusedAdvice::DontNeed => UnusedHow::DontNeed,
                 UnusedAdvice::Remap => UnusedHow::Remap,
+                other => unreachable!("no unused op uses {other:?}"),
             };
             match u {
                 Ok(u) if u.how == expect && !u.protected => t,

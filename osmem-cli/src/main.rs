@@ -326,6 +326,7 @@ fn gather() -> ProbeReport {
                 ProcessMadvise::Unsupported => None,
                 ProcessMadvise::PidfdSelf => Some("pidfd_self"),
                 ProcessMadvise::PidfdOpen => Some("pidfd_open"),
+                _ => Some("other"),
             },
         },
         anon_name: p.anon_name,
@@ -402,6 +403,7 @@ fn problem_hint(kind: ProblemKind, item: &str) -> String {
                 None => keys,
             }
         }
+        _ => keys,
     }
 }
 
@@ -410,6 +412,7 @@ fn problem_kind_name(k: ProblemKind) -> &'static str {
         ProblemKind::UnknownKey => "unknown_key",
         ProblemKind::BadValue => "bad_value",
         ProblemKind::Malformed => "malformed",
+        _ => "other",
     }
 }
 
@@ -419,6 +422,7 @@ fn thp_mode_name(t: ThpMode) -> &'static str {
         ThpMode::Madvise => "madvise",
         ThpMode::Never => "never",
         ThpMode::Unavailable => "unavailable",
+        _ => "other",
     }
 }
 
@@ -428,6 +432,7 @@ fn overcommit_name(o: Overcommit) -> &'static str {
         Overcommit::Always => "always",
         Overcommit::Never => "never",
         Overcommit::Unknown => "unknown",
+        _ => "other",
     }
 }
 
@@ -437,6 +442,7 @@ fn overcommit_number(o: Overcommit) -> &'static str {
         Overcommit::Always => "1",
         Overcommit::Never => "2",
         Overcommit::Unknown => "?",
+        _ => "?",
     }
 }
 
@@ -446,6 +452,7 @@ fn unused_how_name(u: UnusedHow) -> &'static str {
         UnusedHow::DontNeed => "dontneed",
         UnusedHow::DontNeedLocked => "dontneed-locked",
         UnusedHow::Remap => "remap",
+        _ => "other",
     }
 }
 
@@ -478,6 +485,7 @@ fn reasons(p: &Probe, cfg: &osmem::Config, sel: &Selected) -> Reasons {
         (UnusedHow::Remap, _) => "madvise was downgraded: mmap(RW, MAP_FIXED) replaces the \
                                   range (last link)"
             .to_owned(),
+        (other, _) => format!("{other:?}"),
     };
 
     let guard = p.advice.guard_install;
@@ -516,6 +524,7 @@ fn reasons(p: &Probe, cfg: &osmem::Config, sel: &Selected) -> Reasons {
                                       zap under mmap_lock(W), returns the commit charge"
             .to_owned(),
         (FaultStrategy::Auto, _) => "unresolved (library bug: selected() returned auto)".to_owned(),
+        (other, _) => format!("{other:?}"),
     };
 
     let harddecommit = if sel.harddecommit {
@@ -540,6 +549,7 @@ fn reasons(p: &Probe, cfg: &osmem::Config, sel: &Selected) -> Reasons {
         Thp::Never => "thp=never (Go's disablethp): hints are counted no-ops, new reservations \
                        get MADV_NOHUGEPAGE"
             .to_owned(),
+        other => format!("{other:?}"),
     };
 
     Reasons {

@@ -409,6 +409,7 @@ pub fn unused(r: &BenchResults, sel: osmem::UnusedHow, knob: UnusedAdvice) -> Ve
         osmem::UnusedHow::Free => "free",
         osmem::UnusedHow::DontNeed | osmem::UnusedHow::DontNeedLocked => "dontneed",
         osmem::UnusedHow::Remap => "remap",
+        _ => "other",
     }
     .to_owned();
     let because = match knob {
@@ -511,6 +512,11 @@ pub fn batch(r: &BenchResults) -> Verdict {
             "loop",
             "process_madvise is not usable here, so osmem's Batch falls back to one call per \
              range",
+        ),
+        _ => (
+            "process_madvise",
+            "osmem's Batch issues one process_madvise per <= 1024 ranges wherever the kernel \
+             has it",
         ),
     };
     let b1 = pm != ProcessMadvise::Unsupported;

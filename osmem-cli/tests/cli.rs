@@ -97,6 +97,7 @@ fn probe_json_has_the_keys_and_agrees_with_the_library() {
         osmem::ProcessMadvise::Unsupported => Value::Null,
         osmem::ProcessMadvise::PidfdSelf => "pidfd_self".into(),
         osmem::ProcessMadvise::PidfdOpen => "pidfd_open".into(),
+        _ => "other".into(),
     };
     assert_eq!(pm["via"], via);
     assert_eq!(pm["supported"], !via.is_null());

@@ -1,4 +1,4 @@
-//! madvise under the errno rules of DESIGN.md §3, shared by every chain that advises.
+//! madvise under the errno rules below, shared by every chain that advises.
 //!
 //! Go downgrades the whole process for ever on *any* madvise error, even a transient EAGAIN
 //! or an EINVAL that only meant "this range is mlocked". Here each errno means what the

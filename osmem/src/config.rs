@@ -18,8 +18,24 @@
 use crate::once::Once;
 use core::sync::atomic::Ordering;
 
-/// Which advice `unused` starts its chain with.
+/// Which advice `unused` starts its chain with: the `unused` knob ([`Config::unused`],
+/// `OSMEM=unused=…`), or per call with
+/// [`Reservation::unused_with`](crate::Reservation::unused_with).
+/// Whatever it starts with, the chain goes on to the next link where a link fails, and the
+/// [`Unused`](crate::Unused) result says which one ran.
+///
+/// ```
+/// use osmem::{Reservation, UnusedAdvice, UnusedHow};
+/// let r = Reservation::alloc(1 << 16)?;
+/// // SAFETY: nothing refers to the range.
+/// let u = unsafe { r.unused_with(0, 1 << 16, UnusedAdvice::Free)? };
+/// // MADV_FREE where the kernel has it (the pages may keep their data), else MADV_DONTNEED.
+/// assert!(matches!(u.how, UnusedHow::Free | UnusedHow::DontNeed));
+/// assert_eq!(u.zeroed, u.how != UnusedHow::Free);
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnusedAdvice {
     /// `MADV_DONTNEED` (default): RSS drops at once and the range reads zero. Go's default
     /// since 1.16, because MADV_FREE's lazily-dropped pages confused every RSS-based monitor.
@@ -32,8 +48,22 @@ pub enum UnusedAdvice {
     Remap,
 }
 
-/// How `fault` makes a range trap.
+/// How `fault` makes a range trap: the `fault` knob ([`Config::fault`], `OSMEM=fault=…`),
+/// or per call with [`Reservation::fault_with`](crate::Reservation::fault_with). Each strategy
+/// falls back to the next where the kernel refuses it, and [`Faulted`](crate::Faulted) says
+/// which link ran; [`selected`](crate::selected) says what `Auto` resolves to here.
+///
+/// ```
+/// use osmem::{FaultHow, FaultStrategy, Reservation};
+/// let r = Reservation::alloc(1 << 16)?;
+/// // SAFETY: nothing refers to the range.
+/// let f = unsafe { r.fault_with(0, 1 << 16, FaultStrategy::Protect)? };
+/// assert!(f.traps());
+/// assert!(matches!(f.how, FaultHow::Protect | FaultHow::Guard | FaultHow::Remap));
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FaultStrategy {
     /// Pick by probe: [`Guard`](Self::Guard) where the kernel has guard markers, else
     /// [`Protect`](Self::Protect).
@@ -44,15 +74,30 @@ pub enum FaultStrategy {
     /// the write lock is held only for the (now cheap) protection change. Safe because the
     /// range is dead: nothing may touch it between the two calls.
     Protect,
-    /// Go's order (seed 1): `mprotect(PROT_NONE)` then `MADV_DONTNEED`. Kept for comparison.
+    /// What Go's sysFault does today: `mprotect(PROT_NONE)` then `MADV_DONTNEED`, so two TLB
+    /// shootdowns, the first with the write lock held while the protection of every present
+    /// page is rewritten. Kept for comparison.
     Go,
-    /// Go before seed 1: `mmap(PROT_NONE, MAP_FIXED)`; holds mmap_lock for writing through the
-    /// whole zap, but releases the commit charge.
+    /// What Go's sysFault did before it moved to `mprotect`: replace the range with
+    /// `mmap(PROT_NONE, MAP_FIXED)`. Holds mmap_lock for writing through the whole zap of the
+    /// old pages, but gives back the commit charge (which counts under
+    /// `vm.overcommit_memory=2`).
     Remap,
 }
 
-/// Transparent-huge-page policy for osmem's own hints.
+/// Transparent-huge-page policy for osmem's own hints: the `thp` knob ([`Config::thp`],
+/// `OSMEM=thp=…`).
+///
+/// ```
+/// use osmem::{Config, Reservation, Thp};
+/// let r = Reservation::reserve_aligned(4 << 20, 2 << 20)?
+///     .with_config(Config::new().thp(Thp::Never));
+/// r.hugepage(0, 4 << 20)?; // a counted no-op under thp=never
+/// assert_eq!(r.selected().thp, Thp::Never);
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Thp {
     /// Hints are passed to the kernel as asked.
     Default,
@@ -439,7 +484,15 @@ impl Local {
     }
 }
 
-/// The keys `OSMEM` accepts, in the order the README lists them.
+/// The keys the `OSMEM` environment variable (and [`Config::parse`]) accepts, one per knob:
+/// `unused` ([`UNUSED_VALUES`]), `fault` ([`FAULT_VALUES`]), `harddecommit`, `prefault` and
+/// `checked` ([`BOOL_VALUES`]), `thp` ([`THP_VALUES`]). [`Config::sets`] takes the same names.
+///
+/// ```
+/// assert!(osmem::KEYS.contains(&"harddecommit"));
+/// let (_, report) = osmem::Config::parse(b"nonsense=1");
+/// assert_eq!(report.problems()[0].kind(), osmem::ProblemKind::UnknownKey);
+/// ```
 pub const KEYS: &[&str] = &[
     "unused",
     "fault",
@@ -449,13 +502,26 @@ pub const KEYS: &[&str] = &[
     "checked",
 ];
 
-/// The accepted spellings of each knob's values, in one place for parsing and for help text.
+/// Values of the `unused` knob, as `(spelling, value)`. These tables are what parsing accepts,
+/// in one place for parsing and for help text.
+///
+/// ```
+/// let names: Vec<&str> = osmem::UNUSED_VALUES.iter().map(|&(name, _)| name).collect();
+/// assert!(names.contains(&"free"));
+/// let (cfg, _) = osmem::Config::parse(b"unused=free");
+/// assert_eq!(cfg.unused_advice(), osmem::UnusedAdvice::Free);
+/// ```
 pub const UNUSED_VALUES: &[(&str, UnusedAdvice)] = &[
     ("dontneed", UnusedAdvice::DontNeed),
     ("free", UnusedAdvice::Free),
     ("remap", UnusedAdvice::Remap),
 ];
-/// Values of the `fault` knob.
+/// Values of the `fault` knob, as `(spelling, value)`.
+///
+/// ```
+/// let (name, _) = osmem::FAULT_VALUES[0];
+/// assert_eq!(name, "auto");
+/// ```
 pub const FAULT_VALUES: &[(&str, FaultStrategy)] = &[
     ("auto", FaultStrategy::Auto),
     ("guard", FaultStrategy::Guard),
@@ -463,9 +529,19 @@ pub const FAULT_VALUES: &[(&str, FaultStrategy)] = &[
     ("go", FaultStrategy::Go),
     ("remap", FaultStrategy::Remap),
 ];
-/// Values of the `thp` knob.
+/// Values of the `thp` knob, as `(spelling, value)`.
+///
+/// ```
+/// assert!(osmem::THP_VALUES.contains(&("never", osmem::Thp::Never)));
+/// ```
 pub const THP_VALUES: &[(&str, Thp)] = &[("default", Thp::Default), ("never", Thp::Never)];
-/// Values of the boolean knobs (`harddecommit`, `prefault`, `checked`).
+/// Values of the boolean knobs (`harddecommit`, `prefault`, `checked`), as
+/// `(spelling, value)`.
+///
+/// ```
+/// let (cfg, _) = osmem::Config::parse(b"harddecommit=true,prefault=0");
+/// assert!(cfg.is_harddecommit() && !cfg.is_prefault());
+/// ```
 pub const BOOL_VALUES: &[(&str, bool)] =
     &[("0", false), ("1", true), ("false", false), ("true", true)];
 
@@ -490,7 +566,15 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// What kind of problem an `OSMEM` item has.
+///
+/// ```
+/// use osmem::ProblemKind;
+/// let (_, r) = osmem::Config::parse(b"unused=never,thp");
+/// let kinds: Vec<ProblemKind> = r.problems().iter().map(|p| p.kind()).collect();
+/// assert_eq!(kinds, [ProblemKind::BadValue, ProblemKind::Malformed]);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProblemKind {
     /// The key is not a knob osmem knows.
     UnknownKey,
@@ -504,6 +588,12 @@ const ITEM_MAX: usize = 48;
 const PROBLEMS_MAX: usize = 8;
 
 /// One rejected `OSMEM` item (truncated to 48 bytes).
+///
+/// ```
+/// let (_, r) = osmem::Config::parse(b"fault=fast");
+/// let p = r.problems()[0];
+/// assert_eq!((p.kind(), p.item()), (osmem::ProblemKind::BadValue, "fault=fast"));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     kind: ProblemKind,
@@ -537,7 +627,13 @@ impl Problem {
     }
 }
 
-/// The problems found in `OSMEM` (at most 8 are kept; [`EnvReport::dropped`] counts the rest).
+/// The problems found in `OSMEM` (at most 8 are kept; [`EnvReport::dropped`] counts the rest):
+/// what [`env_report`] returns for the variable, and [`Config::parse`] for any string.
+///
+/// ```
+/// let (_, r) = osmem::Config::parse(b"unused=free,bogus=1");
+/// assert_eq!((r.problems().len(), r.dropped()), (1, 0));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct EnvReport {
     problems: [Problem; PROBLEMS_MAX],

@@ -6,8 +6,15 @@ use crate::region::State;
 pub use crate::sys::linux::{Errno, Syscall};
 use core::fmt;
 
-/// The osmem operation an error is about.
+/// The osmem operation an error is about ([`Error::op`]).
+///
+/// ```
+/// let r = osmem::Reservation::reserve(4096)?;
+/// assert_eq!(r.used(0, 4096).unwrap_err().op(), osmem::Op::Used);
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Op {
     /// [`Reservation::alloc`](crate::Reservation::alloc): None → Ready.
     Alloc,
@@ -242,5 +249,61 @@ impl fmt::Display for Error {
     }
 }
 
+/// Available with the `std` feature (on by default).
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
+
+/// Available with the `std` feature (on by default), for code that reports errors as
+/// [`std::io::Error`] (and the `?` operator in functions returning `io::Result`).
+///
+/// - [`Error::Os`] keeps the kernel's errno: the result is
+///   [`io::Error::from_raw_os_error`](std::io::Error::from_raw_os_error), so
+///   [`raw_os_error`](std::io::Error::raw_os_error) and [`kind`](std::io::Error::kind) are
+///   those of the failed system call (`ENOMEM` is `OutOfMemory`, `EPERM` `PermissionDenied`…).
+/// - Every other variant carries no errno: the result wraps the osmem error itself, so its
+///   message is osmem's and [`get_ref`](std::io::Error::get_ref) gives it back. Its kind:
+///   - `InvalidInput` for bad arguments ([`Error::Unaligned`], [`Error::ZeroLength`],
+///     [`Error::Overflow`], [`Error::OutOfRange`]) and for pages in a state the transition does
+///     not start from ([`Error::WrongState`]): the call can never succeed as made;
+///   - `WouldBlock` for [`Error::Busy`]: another transition holds the pages, and the same
+///     call may succeed once it is done;
+///   - `Unsupported` for [`Error::Unsupported`] and [`Error::Locked`]: this kernel lacks what
+///     the call needs;
+///   - `Other` for [`Error::Unverified`].
+///
+/// ```
+/// use std::io;
+/// let ps = osmem::page_size();
+/// let r = osmem::Reservation::reserve(4 * ps)?;
+///
+/// // No errno: the kind says what went wrong, the message is osmem's.
+/// let e: io::Error = r.map(1, ps).unwrap_err().into();
+/// assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+/// assert_eq!(e.raw_os_error(), None);
+/// assert!(e.to_string().contains("page-aligned"));
+///
+/// // A failed system call: its errno.
+/// let taken = r.as_ptr() as usize;
+/// let e: io::Error = osmem::Reservation::reserve_fixed(taken, ps).unwrap_err().into();
+/// assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+/// assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+/// # Ok::<(), osmem::Error>(())
+/// ```
+#[cfg(feature = "std")]
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> std::io::Error {
+        use std::io::{Error as IoError, ErrorKind};
+        let kind = match e {
+            Error::Os { errno, .. } => return IoError::from_raw_os_error(errno.0),
+            Error::Unaligned { .. }
+            | Error::ZeroLength { .. }
+            | Error::Overflow { .. }
+            | Error::OutOfRange { .. }
+            | Error::WrongState { .. } => ErrorKind::InvalidInput,
+            Error::Busy { .. } => ErrorKind::WouldBlock,
+            Error::Unsupported { .. } | Error::Locked { .. } => ErrorKind::Unsupported,
+            Error::Unverified { .. } => ErrorKind::Other,
+        };
+        IoError::new(kind, e)
+    }
+}

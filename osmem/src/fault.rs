@@ -1,15 +1,16 @@
 //! The fault chain (Ready → Faulted): drop the pages and make any access trap.
 //!
-//! Strategies (DESIGN.md §2 has the measurements):
+//! Strategies (measured with osmem-bench on Linux 6.18):
 //! - `Guard`: `MADV_GUARD_INSTALL`. No VMA split, never takes mmap_lock for writing, and
 //!   66k guards cost 0 VMAs, so it cannot run into `vm.max_map_count`. EINVAL on mlocked
 //!   ranges, so a per-call failure falls to `Protect`.
 //! - `Protect`: `MADV_DONTNEED` then `mprotect(PROT_NONE)`. One TLB shootdown (the zap);
 //!   the protection change then has no PTEs to rewrite, so the write-lock hold is tiny.
-//! - `Go` (seed 1): `mprotect(PROT_NONE)` then `MADV_DONTNEED`: two shootdowns, and 427 µs
-//!   under mmap_lock(W) at 64 MiB. Kept selectable for comparison.
-//! - `Remap`: `mmap(PROT_NONE, MAP_FIXED)`: Go before seed 1; the whole zap under the write
-//!   lock, but it also returns the commit charge.
+//! - `Go`: what Go's sysFault does since it stopped remapping: `mprotect(PROT_NONE)` then
+//!   `MADV_DONTNEED`: two shootdowns, and 427 µs under mmap_lock(W) at 64 MiB. Kept
+//!   selectable for comparison.
+//! - `Remap`: `mmap(PROT_NONE, MAP_FIXED)`, what Go's sysFault did before that; the whole
+//!   zap under the write lock, but it also returns the commit charge.
 //!
 //! Fallback rules: when the protecting step fails (ENOMEM at the VMA limit, or policy), the
 //! memory is still released with DONTNEED, guard markers (which need no VMA) are tried, and
@@ -24,8 +25,22 @@ use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 
-/// How `fault` left the range.
+/// How `fault` left the range: the link of the fault chain that ran ([`Faulted::how`]).
+///
+/// ```
+/// use osmem::{FaultHow, Reservation};
+/// let r = Reservation::alloc(4096)?;
+/// // SAFETY: nothing refers to the range.
+/// let f = unsafe { r.fault(0, 4096)? };
+/// match f.how {
+///     FaultHow::Guard => println!("guard markers: no VMA split"),
+///     FaultHow::ReleasedOnly => println!("released, but it does not trap"),
+///     other => println!("PROT_NONE ({other:?})"),
+/// }
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FaultHow {
     /// Guard markers: access raises SIGSEGV with `SEGV_MAPERR`.
     Guard,

@@ -8,7 +8,14 @@ use crate::once::Once;
 use crate::sys::linux as sys;
 
 /// The kernel's transparent-huge-page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+///
+/// ```
+/// if osmem::probe().thp == osmem::ThpMode::Madvise {
+///     println!("huge pages only where Reservation::hugepage asks for them");
+/// }
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ThpMode {
     /// THP for every anonymous mapping.
     Always,
@@ -20,8 +27,14 @@ pub enum ThpMode {
     Unavailable,
 }
 
-/// `vm.overcommit_memory`.
+/// `vm.overcommit_memory`: under `Never` (strict accounting) every Ready byte is charged,
+/// and reserving more than the commit limit as Ready fails.
+///
+/// ```
+/// println!("overcommit: {:?}", osmem::probe().overcommit);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Overcommit {
     /// 0: heuristic (the default); huge RW mappings without MAP_NORESERVE may be refused.
     Heuristic,
@@ -33,8 +46,16 @@ pub enum Overcommit {
     Unknown,
 }
 
-/// How osmem can reach `process_madvise` on its own process.
+/// How osmem can reach `process_madvise` on its own process (what [`Batch`](crate::Batch)
+/// uses).
+///
+/// ```
+/// use osmem::ProcessMadvise;
+/// let batched = osmem::probe().process_madvise != ProcessMadvise::Unsupported;
+/// println!("a Batch makes {} per 1024 ranges", if batched { "one call" } else { "1024 calls" });
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProcessMadvise {
     /// Not usable (absent, refused, or rejecting the own process).
     Unsupported,
@@ -44,8 +65,16 @@ pub enum ProcessMadvise {
     PidfdOpen,
 }
 
-/// Which advice values work here.
+/// Which advice values work here, as the probe found them at first use (part of
+/// [`Probe`]). A later failure may turn one off for the rest of the process;
+/// [`selected`](crate::selected) reflects that.
+///
+/// ```
+/// let a = osmem::probe().advice;
+/// println!("MADV_FREE {}, guard markers {}", a.free, a.guard_install);
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Advices {
     /// `MADV_FREE` (Linux ≥ 4.5).
     pub free: bool,
@@ -316,7 +345,7 @@ fn read_number(path: &core::ffi::CStr) -> Option<u64> {
     any.then_some(v)
 }
 
-/// Is `advice` known to the kernel? The tie-breaker of the EINVAL rule (DESIGN §3): EINVAL
+/// Is `advice` known to the kernel? The tie-breaker of the EINVAL rule (advise.rs): EINVAL
 /// from a real call may mean "unknown advice" or "bad argument for this range"; a zero-length
 /// call at the same (aligned) address fails only in the first case.
 pub(crate) fn advice_known(addr: usize, advice: i32) -> bool {

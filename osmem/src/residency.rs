@@ -39,7 +39,15 @@ use crate::sys::linux::{self as sys, Errno, Syscall};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// How a residency query asks the kernel.
+///
+/// ```
+/// use osmem::ResidencyMethod;
+/// for m in ResidencyMethod::ALL {
+///     println!("{}: works here: {}", m.name(), osmem::probe().residency.works(m));
+/// }
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResidencyMethod {
     /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` (Linux ≥ 6.7): runs of pages by
     /// category in one call.
@@ -52,6 +60,11 @@ pub enum ResidencyMethod {
 
 impl ResidencyMethod {
     /// Every method, fastest first (the order of the chain).
+    ///
+    /// ```
+    /// use osmem::ResidencyMethod;
+    /// assert_eq!(ResidencyMethod::ALL.last(), Some(&ResidencyMethod::Mincore));
+    /// ```
     pub const ALL: [ResidencyMethod; 3] = [
         ResidencyMethod::PagemapScan,
         ResidencyMethod::Pagemap,
@@ -80,8 +93,19 @@ impl ResidencyMethod {
     }
 }
 
-/// What the kernel holds for a run of pages.
+/// What the kernel holds for a run of pages ([`PageRun::residence`]).
+///
+/// ```
+/// use osmem::{PageRun, Reservation, Residence};
+/// let ps = osmem::page_size();
+/// let r = Reservation::alloc(ps)?;
+/// let mut runs = [PageRun::EMPTY; 1];
+/// r.residency(0, ps, &mut runs)?;
+/// assert_eq!(runs[0].residence, Residence::None); // never touched
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Residence {
     /// Memory of the process's own is mapped (where the method cannot tell the zero page
     /// apart, the zero page too: see [`Tells`]).
@@ -99,7 +123,18 @@ pub enum Residence {
 }
 
 /// Which categories a method tells apart on this kernel. `Present` and `None` it always does.
+///
+/// ```
+/// let r = osmem::Reservation::alloc(4096)?;
+/// let mut runs = [osmem::PageRun::EMPTY; 1];
+/// let q = r.residency(0, 4096, &mut runs)?;
+/// if !q.tells.zero_page {
+///     println!("{:?} reads the shared zero page as Present", q.method);
+/// }
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tells {
     /// The zero page ([`Residence::ZeroPage`]); otherwise it reads as `Present`.
     pub zero_page: bool,
@@ -111,7 +146,19 @@ pub struct Tells {
 }
 
 /// A run of pages in one category: `[offset, offset + len)` of the reservation.
+///
+/// Queries fill a buffer of these ([`Reservation::residency`](crate::Reservation::residency));
+/// start it with [`PageRun::EMPTY`], and build one to compare with [`PageRun::new`] (the
+/// struct may gain fields, so it cannot be written as a literal outside osmem).
+///
+/// ```
+/// use osmem::{PageRun, Residence};
+/// let mut runs = [PageRun::EMPTY; 16];
+/// runs[0] = PageRun::new(0, 4096, Residence::Present);
+/// assert_eq!(runs[0].residence, Residence::Present);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PageRun {
     /// Offset of the run's first page in the reservation.
     pub offset: usize,
@@ -123,14 +170,54 @@ pub struct PageRun {
 
 impl PageRun {
     /// An empty run, to fill an output buffer with.
-    pub const EMPTY: PageRun = PageRun {
-        offset: 0,
-        len: 0,
-        residence: Residence::None,
-    };
+    ///
+    /// ```
+    /// let runs = [osmem::PageRun::EMPTY; 8];
+    /// assert_eq!(runs[7].len, 0);
+    /// ```
+    pub const EMPTY: PageRun = PageRun::new(0, 0, Residence::None);
+
+    /// The run of `len` bytes at `offset` of the reservation, in `residence`.
+    ///
+    /// ```
+    /// use osmem::{PageRun, Reservation, Residence};
+    /// let ps = osmem::page_size();
+    /// let r = Reservation::alloc(2 * ps)?;
+    /// unsafe { r.as_ptr().write(1) }; // the first page only
+    /// let mut runs = [PageRun::EMPTY; 2];
+    /// r.residency(0, 2 * ps, &mut runs)?;
+    /// assert_eq!(runs[0], PageRun::new(0, ps, Residence::Present));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub const fn new(offset: usize, len: usize, residence: Residence) -> PageRun {
+        PageRun {
+            offset,
+            len,
+            residence,
+        }
+    }
 }
 
 /// What a residency query returned.
+///
+/// ```
+/// use osmem::{PageRun, Reservation};
+/// let ps = osmem::page_size();
+/// let r = Reservation::alloc(8 * ps)?;
+/// for i in (0..8).step_by(2) {
+///     unsafe { r.as_ptr().add(i * ps).write(1) }; // every other page
+/// }
+/// let mut runs = [PageRun::EMPTY; 3]; // too small for all 8 runs
+/// let mut at = 0;
+/// let mut total = 0;
+/// while at < 8 * ps {
+///     let q = r.residency(at, 8 * ps - at, &mut runs)?;
+///     total += q.runs;
+///     at = q.end; // continue where the buffer filled up
+/// }
+/// assert_eq!(total, 8);
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Residency {
@@ -147,7 +234,13 @@ pub struct Residency {
 }
 
 /// What the probe found about residency queries (part of [`probe()`](crate::probe())).
+///
+/// ```
+/// let p = osmem::probe().residency;
+/// println!("PAGEMAP_SCAN {}, pagemap {}, mincore {}", p.pagemap_scan, p.pagemap, p.mincore);
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ResidencyProbe {
     /// The PAGEMAP_SCAN ioctl works.
     pub pagemap_scan: bool,
@@ -166,7 +259,17 @@ pub struct ResidencyProbe {
 }
 
 impl ResidencyProbe {
-    fn works(&self, m: ResidencyMethod) -> bool {
+    /// Whether method `m` worked when the kernel was probed (a later failure may have
+    /// downgraded it since: [`residency_method`] says which one queries use now).
+    ///
+    /// ```
+    /// use osmem::ResidencyMethod;
+    /// let p = osmem::probe().residency;
+    /// for m in ResidencyMethod::ALL.into_iter().filter(|&m| p.works(m)) {
+    ///     println!("{} works here, telling apart {:?}", m.name(), p.tells(m));
+    /// }
+    /// ```
+    pub fn works(&self, m: ResidencyMethod) -> bool {
         match m {
             ResidencyMethod::PagemapScan => self.pagemap_scan,
             ResidencyMethod::Pagemap => self.pagemap,
@@ -175,6 +278,12 @@ impl ResidencyProbe {
     }
 
     /// What method `m` tells apart here.
+    ///
+    /// ```
+    /// use osmem::ResidencyMethod;
+    /// let t = osmem::probe().residency.tells(ResidencyMethod::Mincore);
+    /// assert!(!t.zero_page && !t.swapped && !t.guard); // mincore: resident or not
+    /// ```
     pub fn tells(&self, m: ResidencyMethod) -> Tells {
         match m {
             ResidencyMethod::PagemapScan => Tells {

@@ -18,9 +18,10 @@
 //! - an operation on a range touches the entries along the two edges of the range: O(depth)
 //!   words, depth ≤ 7 for 1 TiB;
 //! - scattered use costs about one node per isolated mixed area (measured: under 64 bytes
-//!   per isolated page, see BENCHMARKS.md), and gives it back when the area is uniform again.
+//!   per isolated page: 49 bytes for 100 000 random pages of a TiB), and gives it back when
+//!   the area is uniform again.
 //!
-//! Why this shape (measured alternatives in BENCHMARKS.md): a flat table of a byte per page
+//! Why this shape (the alternatives were measured too): a flat table of a byte per page
 //! costs 256 MiB for 1 TiB and a write per page for every large transition; a run-length map
 //! in a B-tree is compact but makes every small operation a tree search and every scattered
 //! batch a sequence of inserts; direct-indexed radix levels with wide nodes cost one wide node

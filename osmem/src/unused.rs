@@ -28,8 +28,18 @@ use crate::error::{Error, Op, Syscall};
 use crate::stats::{self, Counter};
 use crate::sys::linux as sys;
 
-/// Which link of the chain released the range.
+/// Which link of the unused chain released the range ([`Unused::how`]).
+///
+/// ```
+/// use osmem::{Reservation, UnusedAdvice, UnusedHow};
+/// let r = Reservation::alloc(4096)?;
+/// // SAFETY: nothing refers to the range.
+/// let u = unsafe { r.unused_with(0, 4096, UnusedAdvice::Remap)? };
+/// assert_eq!(u.how, UnusedHow::Remap);
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnusedHow {
     /// `MADV_FREE`: released lazily; RSS drops only under memory pressure.
     Free,
@@ -75,9 +85,9 @@ pub struct Unused {
 /// owned by osmem. Returns the link and whether the kernel really dropped the pages.
 // Inlined into its callers, like every function on an operation's path that carries this
 // note: each call frame there costs about 6 ns on the machines this was measured on (a chain
-// of nested calls around one system call, and the same chain without it; BENCHMARKS.md),
-// which is as much as osmem's own work on a small range. Fewer frames was the largest single
-// saving in osmem's cost per call.
+// of nested calls around one system call, and the same chain without it: osmem-bench's
+// `call_depth` example), which is as much as osmem's own work on a small range. Fewer frames
+// was the largest single saving in osmem's cost per call.
 #[inline(always)]
 pub(crate) fn release(
     addr: usize,

@@ -282,6 +282,7 @@ fn a_locked_range_in_the_middle_of_a_batch_is_released_by_the_chain() {
         let want = match kind {
             BatchKind::Unused(_) => State::Prepared,
             BatchKind::Fault(_) => State::Faulted,
+            other => unreachable!("a batch kind these tests do not know: {other:?}"),
         };
         for i in 0..8 {
             assert_eq!(r.state(i * ps), Some(want), "{kind:?}: page {i}");

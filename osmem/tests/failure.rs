@@ -238,6 +238,7 @@ fn strategy(s: FaultStrategy) -> u64 {
         FaultStrategy::Protect => 2,
         FaultStrategy::Go => 3,
         FaultStrategy::Remap => 4,
+        other => unreachable!("a strategy these tests do not know: {other:?}"),
     }
 }
 
@@ -436,7 +437,8 @@ macro_rules! delta {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1. Seed 2 under real failure
+// 1. The advice fallbacks of Go's sysUnused under real failure: MADV_FREE refused (EINVAL),
+//    then MADV_DONTNEED missing (ENOSYS), so the chain ends on the remap
 
 #[test]
 fn seed2_free_einval_dontneed_enosys() {
@@ -601,7 +603,7 @@ fn dontneed_eperm_is_sticky_for_dontneed_only() {
         ("d_mmap_calls", 1),
         ("how1", U_FREE),
         ("zeroed1", 0),
-        // MADV_FREE keeps RSS (DESIGN §2): every page still resident, all of it LazyFree.
+        // MADV_FREE keeps RSS (pages go only under memory pressure): every page still resident, all of it LazyFree.
         ("s1_resident", SLOT_PAGES as u64),
         ("s1_rss_kb", slot_kb()),
         ("s1_lazy_kb", slot_kb()),

@@ -1,4 +1,4 @@
-//! The failure matrix (issue 4, item 3): every syscall and advice osmem issues × {ENOSYS,
+//! The failure matrix: every syscall and advice osmem issues × {ENOSYS,
 //! EINVAL, EPERM, EAGAIN-once-then-success}, each with its expected outcome, checked against
 //! the KERNEL's view in a forked child.
 //!
@@ -1758,6 +1758,7 @@ fn batch(c: &mut Ctx<'_>, kind: BatchKind) {
             c.touch(K::X1, base + (SLOT_PAGES - 2) * ps(), false);
             c.touch(K::X2, base + ps(), false);
         }
+        other => unreachable!("a batch kind this test does not know: {other:?}"),
     }
     c.again(|| {
         let _ = flush(1);

@@ -1,4 +1,4 @@
-//! Model-based property tests (issue 4, item 4): random sequences of operations on random
+//! Model-based property tests: random sequences of operations on random
 //! page ranges of one region, compared AFTER EVERY STEP with a model and with the kernel's own
 //! view.
 //!
@@ -605,6 +605,7 @@ impl Model {
         let op = match kind {
             BatchKind::Unused(_) => OsOp::Unused,
             BatchKind::Fault(_) => OsOp::Fault,
+            other => unreachable!("a batch kind the model does not know: {other:?}"),
         };
         let mut w = BatchWant::default();
         let mut pend = [false; PAGES];
@@ -705,6 +706,7 @@ impl Model {
                     self.settle_fault(f, n, how, d);
                 }
             }
+            other => unreachable!("a batch kind the model does not know: {other:?}"),
         }
         for &(f, n) in queued {
             pend[f..f + n].iter_mut().for_each(|x| *x = false);
@@ -732,6 +734,7 @@ impl core::fmt::Debug for Concrete<'_> {
             Concrete::Batch(BatchKind::Fault(s), rs, e) => {
                 write!(f, "BatchFault({s:?}, {rs:?}, {e:?})")
             }
+            Concrete::Batch(kind, rs, e) => write!(f, "Batch({kind:?}, {rs:?}, {e:?})"),
         }
     }
 }

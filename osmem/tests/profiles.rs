@@ -1,4 +1,4 @@
-//! The complete semantic suite under every emulated kernel and sandbox (issue 4, item 2).
+//! The complete semantic suite under every emulated kernel and sandbox.
 //!
 //! Each `profile_*` test re-executes this test binary with only [`profile_entry`] selected
 //! and `OSMEM_PROFILE=<name>` (testkit's `run_under_profile`). The entry installs the

@@ -1,4 +1,4 @@
-//! Residency queries against independent evidence (issue 9).
+//! Residency queries against independent evidence.
 //!
 //! A known layout is built with plain writes and reads and with osmem's own transitions:
 //! pages written (present), read-touched (the shared zero page), released with DONTNEED
@@ -111,11 +111,7 @@ fn methods() -> Vec<ResidencyMethod> {
     let p = osmem::probe().residency;
     ResidencyMethod::ALL
         .into_iter()
-        .filter(|&m| match m {
-            ResidencyMethod::PagemapScan => p.pagemap_scan,
-            ResidencyMethod::Pagemap => p.pagemap,
-            ResidencyMethod::Mincore => p.mincore,
-        })
+        .filter(|&m| p.works(m))
         .collect()
 }
 

@@ -1,4 +1,4 @@
-//! Concurrency stress (issue 4, item 6): `THREADS` threads on disjoint ranges of ONE
+//! Concurrency stress: `THREADS` threads on disjoint ranges of ONE
 //! reservation, `OPS` random operations each (map / used / unused and unused_with every advice
 //! / fault and fault_with every strategy / batches of unused or fault over several ranges /
 //! writes / huge-page hints, state-directed or random, so refusals are exercised too), each
@@ -344,6 +344,7 @@ impl<'r> Worker<'r> {
                     self.settle_fault(f, n, how);
                 }
             }
+            other => unreachable!("a batch kind this test does not know: {other:?}"),
         }
         for &(f, n) in q {
             pend[f..f + n].iter_mut().for_each(|x| *x = false);
@@ -363,6 +364,7 @@ impl<'r> Worker<'r> {
         let op = match kind {
             BatchKind::Unused(_) => OsOp::Unused,
             BatchKind::Fault(_) => OsOp::Fault,
+            other => unreachable!("a batch kind this test does not know: {other:?}"),
         };
         let count = 1 + self.rng.below(MAX_BATCH);
         let mut ranges = Vec::new();

@@ -1,4 +1,4 @@
-//! Concurrency stress of `Batch` (issue 4, item 6): `THREADS` threads own interleaved pages of
+//! Concurrency stress of `Batch`: `THREADS` threads own interleaved pages of
 //! ONE reservation (page `p` belongs to thread `p % THREADS`, so every leaf of osmem's
 //! page-state tree is shared by all threads) and, round after round, each releases or faults all
 //! of its `PER_THREAD` pages as single-page ranges through one default `Batch` (capacity
@@ -112,6 +112,7 @@ fn worker(t: usize, r: &Reservation, env: Env) -> Expect {
                 e.add("madv_dontneed", n);
             }
             BatchKind::Fault(_) => e.add("mmap_calls", n),
+            other => unreachable!("a batch kind this test does not know: {other:?}"),
         }
         if faulted {
             e.add("fault_ops", n);

@@ -6,9 +6,23 @@
 use crate::stats::{self, Counter};
 use core::ffi::{c_int, c_void};
 
-/// A raw `errno` value returned by a failed syscall.
+/// A raw `errno` value returned by a failed syscall (compare with the `libc::E*` constants).
+///
+/// ```
+/// let ps = osmem::page_size();
+/// let r = osmem::Reservation::reserve(ps)?;
+/// // That address is taken: mmap(MAP_FIXED_NOREPLACE) fails with EEXIST.
+/// let e = osmem::Reservation::reserve_fixed(r.as_ptr() as usize, ps).unwrap_err();
+/// if let osmem::Error::Os { errno, .. } = e {
+///     assert_eq!(errno, osmem::Errno(libc::EEXIST));
+/// }
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
+pub struct Errno(
+    /// The errno number.
+    pub i32,
+);
 
 impl Errno {
     pub(crate) const EPERM: Errno = Errno(libc::EPERM);
@@ -92,8 +106,20 @@ pub(crate) struct PmScanArg {
 pub(crate) const PROT_NONE: c_int = libc::PROT_NONE;
 pub(crate) const PROT_RW: c_int = libc::PROT_READ | libc::PROT_WRITE;
 
-/// Which primitive a counter or an error is about.
+/// Which system call an [`Error::Os`](crate::Error::Os) is about: the one that failed last.
+///
+/// ```
+/// use osmem::{Error, Reservation, Syscall};
+/// let ps = osmem::page_size();
+/// let r = Reservation::reserve(ps)?;
+/// match Reservation::reserve_fixed(r.as_ptr() as usize, ps) {
+///     Err(Error::Os { call, .. }) => assert_eq!(call, Syscall::Mmap),
+///     other => panic!("the address is taken: {other:?}"),
+/// }
+/// # Ok::<(), osmem::Error>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Syscall {
     /// `mmap(2)`.
     Mmap,

@@ -43,6 +43,7 @@ pub fn expected_how_unused(a: UnusedAdvice) -> UnusedHow {
         UnusedAdvice::Free => UnusedHow::Free,
         UnusedAdvice::DontNeed => UnusedHow::DontNeed,
         UnusedAdvice::Remap => UnusedHow::Remap,
+        other => unreachable!("an advice these tests do not know: {other:?}"),
     }
 }
 
@@ -53,6 +54,7 @@ pub fn expected_how_fault(s: FaultStrategy) -> FaultHow {
         FaultStrategy::Protect => FaultHow::Protect,
         FaultStrategy::Go => FaultHow::Go,
         FaultStrategy::Remap => FaultHow::Remap,
+        other => unreachable!("a strategy these tests do not know: {other:?}"),
     }
 }
 
@@ -140,6 +142,7 @@ pub fn op_code(op: Op) -> u64 {
         Op::NoHugePage => 9,
         Op::Collapse => 10,
         Op::Residency => 11,
+        other => unreachable!("an op these tests do not know: {other:?}"),
     }
 }
 
@@ -157,6 +160,7 @@ pub fn call_code(c: Syscall) -> u64 {
         Syscall::Mincore => 9,
         Syscall::Madvise(a) => 100 + a as u64,
         Syscall::ProcessMadvise(a) => 300 + a as u64,
+        other => unreachable!("a syscall these tests do not know: {other:?}"),
     }
 }
 
@@ -177,6 +181,7 @@ pub fn unused_code(h: UnusedHow) -> u64 {
         UnusedHow::DontNeed => U_DONTNEED,
         UnusedHow::DontNeedLocked => U_DONTNEED_LOCKED,
         UnusedHow::Remap => U_REMAP,
+        other => unreachable!("a link these tests do not know: {other:?}"),
     }
 }
 
@@ -187,6 +192,7 @@ pub fn fault_code(h: FaultHow) -> u64 {
         FaultHow::Go => F_GO,
         FaultHow::Remap => F_REMAP,
         FaultHow::ReleasedOnly => F_RELEASED_ONLY,
+        other => unreachable!("a link these tests do not know: {other:?}"),
     }
 }
 
@@ -517,6 +523,7 @@ impl Expect {
                 self.add("fallback_locked", 1);
             }
             UnusedHow::Remap => self.remapped(1, thp_never),
+            other => unreachable!("a link these tests do not know: {other:?}"),
         }
     }
 
@@ -533,6 +540,7 @@ impl Expect {
                 self.add("mprotect_calls", 1);
             }
             FaultHow::Remap | FaultHow::ReleasedOnly => self.remapped(1, thp_never),
+            other => unreachable!("a link these tests do not know: {other:?}"),
         }
     }
 

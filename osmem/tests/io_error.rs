@@ -1,0 +1,128 @@
+//! `impl From<osmem::Error> for std::io::Error`: an OS failure keeps its errno, every other
+//! error keeps osmem's message and maps to a kind that says what went wrong.
+#![cfg(feature = "std")]
+
+use osmem::{Batch, BatchKind, Errno, Error, Op, Reservation, Syscall, UnusedAdvice};
+use std::io::{self, ErrorKind};
+
+/// The conversion, with the checks every non-OS error must pass: no errno, osmem's own
+/// message, and the osmem error itself behind `get_ref`.
+fn wrapped(e: Error, kind: ErrorKind) -> io::Error {
+    let io: io::Error = e.into();
+    assert_eq!(io.kind(), kind, "{e:?}");
+    assert_eq!(io.raw_os_error(), None, "{e:?}: no errno was kept");
+    assert_eq!(io.to_string(), e.to_string(), "{e:?}: osmem's message");
+    let inner = io.get_ref().and_then(|x| x.downcast_ref::<Error>());
+    assert_eq!(inner, Some(&e), "the osmem error is inside");
+    io
+}
+
+#[test]
+fn input_errors_are_invalid_input() {
+    let ps = osmem::page_size();
+    let r = Reservation::reserve(4 * ps).unwrap();
+    let cases = [
+        r.map(1, ps).unwrap_err(),                      // unaligned
+        r.map(0, 0).unwrap_err(),                       // zero length
+        r.map(ps, usize::MAX & !(ps - 1)).unwrap_err(), // overflow
+        r.map(0, 8 * ps).unwrap_err(),                  // out of range
+    ];
+    assert!(matches!(cases[0], Error::Unaligned { .. }));
+    assert!(matches!(cases[1], Error::ZeroLength { .. }));
+    assert!(matches!(cases[2], Error::Overflow { .. }));
+    assert!(matches!(cases[3], Error::OutOfRange { .. }));
+    for e in cases {
+        wrapped(e, ErrorKind::InvalidInput);
+    }
+}
+
+#[test]
+fn a_wrong_state_is_invalid_input() {
+    let ps = osmem::page_size();
+    let r = Reservation::reserve(4 * ps).unwrap();
+    let e = r.used(0, ps).unwrap_err(); // Reserved, not Prepared
+    assert!(matches!(e, Error::WrongState { .. }), "{e:?}");
+    wrapped(e, ErrorKind::InvalidInput);
+}
+
+#[test]
+fn busy_pages_would_block() {
+    let ps = osmem::page_size();
+    let r = Reservation::alloc(4 * ps).unwrap();
+    let mut b: Batch<'_, 4> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    // SAFETY: nothing uses the page.
+    unsafe { b.push(&r, 0, ps).unwrap() };
+    // SAFETY: as above; refused before anything is done.
+    let e = unsafe { r.unused(0, ps) }.unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e:?}");
+    wrapped(e, ErrorKind::WouldBlock);
+    // SAFETY: as above.
+    let rep = unsafe { b.flush() };
+    assert_eq!(rep.ranges, 1);
+}
+
+#[test]
+fn missing_kernel_features_are_unsupported() {
+    wrapped(
+        Error::Unsupported { op: Op::Collapse },
+        ErrorKind::Unsupported,
+    );
+    let locked = Error::Locked {
+        op: Op::Unused,
+        offset: 0,
+        len: 4096,
+    };
+    wrapped(locked, ErrorKind::Unsupported);
+}
+
+#[test]
+fn unverified_is_other() {
+    let e = Error::Unverified {
+        op: Op::Fault,
+        offset: 0,
+        len: 4096,
+    };
+    wrapped(e, ErrorKind::Other);
+}
+
+#[test]
+fn an_os_error_keeps_its_errno() {
+    // A real failure: MAP_FIXED_NOREPLACE over a range that is taken.
+    let ps = osmem::page_size();
+    let r = Reservation::reserve(ps).unwrap();
+    let e = Reservation::reserve_fixed(r.as_ptr() as usize, ps).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EEXIST));
+    let io: io::Error = e.into();
+    assert_eq!(io.raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(io.kind(), ErrorKind::AlreadyExists);
+
+    // Built by hand: each errno gives std's kind for it.
+    for (errno, kind) in [
+        (libc::ENOMEM, ErrorKind::OutOfMemory),
+        (libc::EPERM, ErrorKind::PermissionDenied),
+        (libc::EINVAL, ErrorKind::InvalidInput),
+    ] {
+        let e = Error::Os {
+            op: Op::Map,
+            call: Syscall::Mprotect,
+            errno: Errno(errno),
+            changed: false,
+        };
+        let io = io::Error::from(e);
+        assert_eq!(io.raw_os_error(), Some(errno));
+        assert_eq!(io.kind(), kind, "errno {errno}");
+    }
+}
+
+#[test]
+fn question_mark_converts() {
+    fn reserve_and_map(len: usize) -> io::Result<Reservation> {
+        let r = Reservation::reserve(len)?;
+        r.map(0, len)?;
+        Ok(r)
+    }
+    let ps = osmem::page_size();
+    assert!(reserve_and_map(4 * ps).is_ok());
+    let e = reserve_and_map(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
