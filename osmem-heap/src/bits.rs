@@ -216,6 +216,15 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// The crate docs and `Heap::create` quote the metadata per chunk: keep them true.
+    #[test]
+    fn metadata_per_chunk_is_220_bytes() {
+        assert_eq!(
+            core::mem::size_of::<ChunkBits>() + core::mem::size_of::<Sum>(),
+            220
+        );
+    }
+
     fn rng(s: &mut u64) -> u64 {
         *s ^= *s << 13;
         *s ^= *s >> 7;

@@ -7,7 +7,7 @@
 //! found; `max` (v2) and the v1 "unlimited" value (≥ 2^62) mean none. Read with fixed
 //! buffers: no allocation.
 
-/// Where a cgroup limit came from.
+/// Where a cgroup limit came from. New sources may be added: match with a `_` arm.
 ///
 /// ```
 /// if let Some(l) = osmem_heap::cgroup_memory_limit() {
@@ -15,6 +15,7 @@
 /// }
 /// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CgroupSource {
     /// cgroup v2 `memory.max`.
     Max,
@@ -24,7 +25,7 @@ pub enum CgroupSource {
     V1Limit,
 }
 
-/// A cgroup memory limit.
+/// A cgroup memory limit, as [`cgroup_memory_limit`] found it.
 ///
 /// ```
 /// match osmem_heap::cgroup_memory_limit() {
@@ -33,6 +34,7 @@ pub enum CgroupSource {
 /// }
 /// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CgroupLimit {
     /// The limit in bytes.
     pub bytes: usize,
@@ -42,7 +44,11 @@ pub struct CgroupLimit {
 
 const PATH_MAX: usize = 512;
 
-/// The process's cgroup memory limit, if it has one.
+/// The process's cgroup memory limit, if it has one: the smallest of cgroup v2's
+/// `memory.max` and `memory.high` of the process's cgroup and its ancestors (under
+/// `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts), or cgroup v1's
+/// `memory.limit_in_bytes` of the memory controller's cgroups. `max` and v1's "unlimited"
+/// mean no limit. Read with fixed buffers: nothing is allocated.
 ///
 /// ```
 /// match osmem_heap::cgroup_memory_limit() {

@@ -209,8 +209,9 @@ const REDUCE_EXTRA_PERCENT: usize = 5;
 
 impl Heap {
     /// Reserve a heap: its address space (`max_bytes`, nothing committed) and its metadata
-    /// (two bitmaps of 64 bytes and one 12-byte summary per chunk of 512 pages, plus the
-    /// summary tree: about 0.007% of `max_bytes`, resident only where pages are used).
+    /// (220 bytes per chunk of 512 pages — three 64-byte bitmaps, use counts and a summary —
+    /// plus the summary tree above: about 0.01% of `max_bytes` with 4 KiB pages, resident
+    /// only for chunks the heap has grown into).
     /// Returns a `'static` reference: the heap lives in its own metadata mapping, so an
     /// allocator can keep it in a static without any Rust heap.
     ///
@@ -315,11 +316,13 @@ impl Heap {
         Ok(heap)
     }
 
-    /// Unmap the heap: its pages and its metadata.
+    /// Unmap the heap: its pages and its metadata, in which the `Heap` itself lives.
     ///
     /// # Safety
-    /// Nothing may use the heap or any memory allocated from it any more (every `&Heap`
-    /// obtained from `create` is dangling afterwards).
+    /// Nothing may use the heap or any memory allocated from it any more: every `&Heap`
+    /// obtained from `create` is dangling afterwards, so a background scavenger must be
+    /// stopped first. No other thread may call `fork` while `destroy` runs (the fork
+    /// handlers take the lock of every live heap).
     ///
     /// ```
     /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;
@@ -377,13 +380,14 @@ impl Heap {
         self.mode
     }
 
-    /// Account background work (the scavenger thread).
-    #[allow(dead_code)] // without the std feature nothing calls it
     /// GC cycles reported so far (see [`cycle`](Self::cycle)).
+    #[allow(dead_code)] // without the std feature nothing calls it
     pub(crate) fn generation(&self) -> u32 {
         self.locked(|i| i.gen)
     }
 
+    /// Account background work (the scavenger thread).
+    #[allow(dead_code)] // without the std feature nothing calls it
     pub(crate) fn note_background(&self, bytes: usize, ns: u64) {
         self.locked(|i| {
             i.bg_released += bytes as u64;

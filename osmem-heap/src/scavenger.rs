@@ -71,7 +71,12 @@ impl Drop for Scavenger {
 }
 
 impl Heap {
-    /// Start the background scavenger at `fraction` of all CPUs (Go: 0.01).
+    /// Start the background scavenger: a thread that releases free memory toward
+    /// [`scavenge_goal`](Heap::scavenge_goal) using `fraction` of all CPUs on average (Go:
+    /// 0.01), paced by [`BudgetPacer`](crate::BudgetPacer) in [`Mode::Batched`] and by Go's
+    /// [`GoPacer`](crate::GoPacer) in [`Mode::GoFaithful`]. It runs until the returned
+    /// [`Scavenger`] is stopped or dropped, which must happen before [`Heap::destroy`].
+    /// Fails only if the thread cannot be spawned.
     ///
     /// ```
     /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(64 << 20))?;

@@ -306,3 +306,8 @@ impl Selected {
         }
     }
 }
+
+/// The package README's code, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
