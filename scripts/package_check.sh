@@ -20,7 +20,11 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' osmem/Cargo.toml | head -1)
 work=$(mktemp -d)
 trap 'rm -f "$log"; rm -rf "$work"' EXIT
 for c in osmem osmem-heap osmem-testkit; do
-    tar -xzf "target/package/$c-$version.crate" -C "$work"
+    # `cargo publish --dry-run` leaves the .crate files in target/package/tmp-crate
+    # (`cargo package`, in target/package).
+    crate="target/package/tmp-crate/$c-$version.crate"
+    [ -f "$crate" ] || crate="target/package/$c-$version.crate"
+    tar -xzf "$crate" -C "$work"
 done
 cat >"$work/Cargo.toml" <<TOML
 [workspace]
