@@ -166,9 +166,17 @@ impl Heap {
     }
 
     fn run_go(&self, stop: &AtomicBool, mut pacer: GoPacer, cpus: usize) {
+        // Whether a GC has just woken the thread: Go wakes its scavenger twice per GC, at the
+        // GC's start (`finishsweep_m`) and once the sweep is done (sysmon, within 10 ms of
+        // `scavenger.ready`), so the sleep after the first burst of a GC is cut short by the
+        // second wake. Measured on the real runtime (perf, the heap trace): its release
+        // clusters start at each GC, whatever the controller asked for; without the second
+        // wake the first sleep after a long one lasted ~300 ms (the controller opens one step
+        // late) and the replay released one GC cycle later than Go.
+        let mut gc_woke = false;
         while !stop.load(Ordering::Relaxed) {
             if self.scavenge_goal() == 0 {
-                self.park_go(stop);
+                gc_woke = self.park_go(stop);
                 continue;
             }
             // Go's `run`: 64 KiB steps until at least 1 ms of work, or nothing left.
@@ -187,22 +195,23 @@ impl Heap {
                 // Steering on empty runs wound the controller open during the gate, and the
                 // replayed trace then released in a few large bursts where Go releases
                 // steadily.
-                self.park_go(stop);
+                gc_woke = self.park_go(stop);
                 continue;
             }
             let worked = t0.elapsed().as_nanos() as f64;
             self.note_background(released, worked as u64);
             let sleep = Duration::from_nanos(pacer.sleep_ns(worked) as u64);
             let t1 = Instant::now();
-            // Sleep, unless a stop request or the next GC end comes first: Go's GC calls
-            // `scavenger.wake`, which cuts the scavenger's timed sleep short too (it parks on
-            // the timer), and the controller then sees the shorter sleep. Measured on the real
-            // runtime (perf, the heap trace): its release clusters start at each GC, ~1 s
-            // apart, whatever the controller asked for.
+            // Sleep, unless a stop request or a GC's wake comes first: Go's `scavenger.wake`
+            // cuts the timed sleep short too (the scavenger parks on its timer), and the
+            // controller then sees the shorter sleep.
+            let sleep = if gc_woke { sleep.min(IDLE_POLL) } else { sleep };
             let gen = self.generation();
+            gc_woke = false;
             while !stop.load(Ordering::Relaxed) && t1.elapsed() < sleep {
                 std::thread::park_timeout((sleep - t1.elapsed()).min(IDLE_POLL));
                 if self.generation() != gen {
+                    gc_woke = true;
                     break;
                 }
             }
@@ -213,12 +222,16 @@ impl Heap {
     /// Go parks its scavenger until the sweep after the next GC is done (`scavenger.wake`, or
     /// sysmon within 10 ms of `scavenger.ready`): here, until the next [`Heap::cycle`]. A heap
     /// that has never had a cycle has no GC to wait for, so it looks again every 10 ms.
-    fn park_go(&self, stop: &AtomicBool) {
+    /// Returns whether a GC woke it.
+    fn park_go(&self, stop: &AtomicBool) -> bool {
         let gen = self.generation();
         loop {
             std::thread::park_timeout(IDLE_POLL);
-            if gen == 0 || stop.load(Ordering::Relaxed) || self.generation() != gen {
-                return;
+            if self.generation() != gen {
+                return true;
+            }
+            if gen == 0 || stop.load(Ordering::Relaxed) {
+                return false;
             }
         }
     }
