@@ -17,6 +17,8 @@
 //!
 //! Run it with `cargo run --release -p osmem --example gc_arena`.
 
+mod kernel;
+use kernel::{child_write, smaps_rss, vmas, Ending};
 use osmem::{Config, FaultHow, PageRun, Reservation, Residence, State, UnusedAdvice};
 
 /// Address space reserved for the whole heap (Go reserves its arenas in the same spirit).
@@ -160,14 +162,14 @@ fn main() -> Result<(), osmem::Error> {
 
     // A use after free: a forked child writes into a dead span and must die of SIGSEGV; a
     // write into a live span must go through.
-    let uaf = child_write(arena.as_ptr().wrapping_add(dead[3] * SPAN + 100));
+    let uaf = child_write(arena.as_ptr() as usize + dead[3] * SPAN + 100);
     println!("cycle 2: a child writing into a freed span: {uaf}");
     assert_eq!(
         uaf,
         Ending::Signal(libc::SIGSEGV),
         "the use after free was caught"
     );
-    let ok = child_write(arena.as_ptr().wrapping_add(2 * SPAN + 100));
+    let ok = child_write(arena.as_ptr() as usize + 2 * SPAN + 100);
     println!("cycle 2: a child writing into a live span: {ok}");
     assert_eq!(ok, Ending::Exit(0));
 
@@ -184,7 +186,7 @@ fn main() -> Result<(), osmem::Error> {
     }
     assert_eq!(arena.resident_bytes(0, HEAP_ARENA)?, HEAP_ARENA);
     assert_eq!(smaps_rss(base, base + ARENA), HEAP_ARENA);
-    let again = child_write(arena.as_ptr().wrapping_add(dead[3] * SPAN + 100));
+    let again = child_write(arena.as_ptr() as usize + dead[3] * SPAN + 100);
     assert_eq!(again, Ending::Exit(0), "a reused span is writable");
     println!(
         "cycle 3: the spans are mapped again and reused: {} MiB resident, a child's write: {again}",
@@ -214,91 +216,4 @@ fn check(arena: &Reservation, s: usize, byte: u8) {
         let got = unsafe { arena.as_ptr().add(s * SPAN + off).read_volatile() };
         assert_eq!(got, byte, "span {s}, offset {off:#x}");
     }
-}
-
-/// How a forked child ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ending {
-    Exit(i32),
-    Signal(i32),
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Ending::Exit(c) => write!(f, "exited with status {c}"),
-            Ending::Signal(libc::SIGSEGV) => write!(f, "killed by SIGSEGV"),
-            Ending::Signal(s) => write!(f, "killed by signal {s}"),
-        }
-    }
-}
-
-/// Fork a child that writes one byte at `addr` and exits 0, and say how it ended. The write
-/// lands in the child's copy of the memory; the parent's is untouched. The child makes only
-/// system calls and that one store: a forked copy of a process must not allocate or lock.
-fn child_write(addr: *mut u8) -> Ending {
-    // SAFETY: the child runs only the async-signal-safe code below and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: plain system calls on the child's own state, then the access under test.
-        unsafe {
-            // The crash is expected: no core dump, and the kernel's default action for
-            // SIGSEGV rather than the handler Rust's runtime installs for stack overflows.
-            libc::prctl(libc::PR_SET_DUMPABLE, 0);
-            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-            libc::alarm(10); // a child that hangs dies of SIGALRM instead
-            addr.write_volatile(0x5A);
-            libc::_exit(0);
-        }
-    }
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "waitpid: {e}");
-    }
-    if libc::WIFSIGNALED(status) {
-        Ending::Signal(libc::WTERMSIG(status))
-    } else {
-        Ending::Exit(libc::WEXITSTATUS(status))
-    }
-}
-
-/// The lines of `/proc/self/maps` for mappings that overlap `[start, end)`.
-fn vmas(start: usize, end: usize) -> Vec<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
-    maps.lines()
-        .filter(|l| range_of(l).is_some_and(|(a, b)| a < end && b > start))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The `Rss` of the mappings that overlap `[start, end)`, from `/proc/self/smaps`, in bytes.
-fn smaps_rss(start: usize, end: usize) -> usize {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-    let mut inside = false;
-    let mut rss = 0;
-    for line in smaps.lines() {
-        if let Some((a, b)) = range_of(line) {
-            inside = a < end && b > start;
-        } else if let Some(kb) = line.strip_prefix("Rss:").filter(|_| inside) {
-            let kb = kb.trim().trim_end_matches("kB").trim();
-            rss += kb.parse::<usize>().expect("an Rss figure") << 10;
-        }
-    }
-    rss
-}
-
-/// The address range of a mapping's header line in maps/smaps (`start-end perms ...`).
-fn range_of(line: &str) -> Option<(usize, usize)> {
-    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
-    Some((
-        usize::from_str_radix(a, 16).ok()?,
-        usize::from_str_radix(b, 16).ok()?,
-    ))
 }
