@@ -57,14 +57,20 @@ impl MadviseTrace {
         };
         for &(at, dt, bytes, pm) in &self.log {
             if at >= from && at <= to {
-                t.calls += 1;
-                t.time_s += dt;
-                t.bytes += bytes;
-                t.process_madvise_calls += pm as u64;
-                t.log.push((at, dt, bytes, pm));
+                t.add(at, dt, bytes, pm);
             }
         }
         t
+    }
+
+    /// Count one release call: entered at `at`, `dt` seconds inside, `bytes` released,
+    /// `pm` if it was `process_madvise`.
+    fn add(&mut self, at: f64, dt: f64, bytes: u64, pm: bool) {
+        self.calls += 1;
+        self.time_s += dt;
+        self.bytes += bytes;
+        self.process_madvise_calls += pm as u64;
+        self.log.push((at, dt, bytes, pm));
     }
 }
 
@@ -219,11 +225,7 @@ pub fn parse_script(text: &str) -> MadviseTrace {
                     (false, 0) => len,
                     _ => 0,
                 };
-                t.calls += 1;
-                t.time_s += time - t0;
-                t.process_madvise_calls += pm as u64;
-                t.bytes += bytes;
-                t.log.push((t0, time - t0, bytes, pm));
+                t.add(t0, time - t0, bytes, pm);
             }
             _ => {}
         }
