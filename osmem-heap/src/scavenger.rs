@@ -118,7 +118,7 @@ impl Heap {
             // going on to the goal, the scavenger released what the churn allocated again
             // at once (240 calls, 2.0 GiB released for a 1.5 GiB drop, 20% more minor
             // faults than the Go runtime); at 1/4, with each episode ending at the excess it
-            // started with (excess appearing meanwhile waits for the next one), 14 calls
+            // started with (excess appearing meanwhile waits for the next one), 19 calls
             // release the two drops and the holds need none. A smaller excess that lasts
             // (SETTLE) is released too, so a quiet heap still ends at its goal.
             if goal < MIN_EPISODE {
@@ -206,15 +206,7 @@ impl Heap {
             // cuts the timed sleep short too (the scavenger parks on its timer), and the
             // controller then sees the shorter sleep.
             let sleep = if gc_woke { sleep.min(IDLE_POLL) } else { sleep };
-            let gen = self.generation();
-            gc_woke = false;
-            while !stop.load(Ordering::Relaxed) && t1.elapsed() < sleep {
-                std::thread::park_timeout((sleep - t1.elapsed()).min(IDLE_POLL));
-                if self.generation() != gen {
-                    gc_woke = true;
-                    break;
-                }
-            }
+            gc_woke = self.wait_for_gc(stop, Some(sleep));
             pacer.update(worked, t1.elapsed().as_nanos() as f64, cpus);
         }
     }
@@ -224,13 +216,25 @@ impl Heap {
     /// that has never had a cycle has no GC to wait for, so it looks again every 10 ms.
     /// Returns whether a GC woke it.
     fn park_go(&self, stop: &AtomicBool) -> bool {
+        self.wait_for_gc(stop, None)
+    }
+
+    /// Sleep until `limit` has passed (`None`: no limit, but one poll only on a heap that has
+    /// never had a cycle), a stop request, or the next GC (a [`Heap::cycle`], seen within
+    /// 10 ms as sysmon sees a finished sweep). Returns whether a GC woke the thread.
+    fn wait_for_gc(&self, stop: &AtomicBool, limit: Option<Duration>) -> bool {
         let gen = self.generation();
+        let t0 = Instant::now();
         loop {
-            std::thread::park_timeout(IDLE_POLL);
+            let left = limit.map(|l| l.saturating_sub(t0.elapsed()));
+            if left == Some(Duration::ZERO) || stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::park_timeout(left.map_or(IDLE_POLL, |l| l.min(IDLE_POLL)));
             if self.generation() != gen {
                 return true;
             }
-            if gen == 0 || stop.load(Ordering::Relaxed) {
+            if limit.is_none() && gen == 0 {
                 return false;
             }
         }
