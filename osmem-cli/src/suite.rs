@@ -620,9 +620,8 @@ pub fn trace_child(spec: &str) -> std::process::ExitCode {
     };
     let mut num = || it.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(1);
     let (sd, td) = (num(), num());
-    let ends: Vec<(usize, u64)> = spec
-        .splitn(4, ',')
-        .nth(3)
+    let ends: Vec<(usize, u64)> = it
+        .next()
         .unwrap_or("")
         .split(';')
         .filter_map(|p| {
