@@ -50,6 +50,8 @@ pub(crate) const D_DONTNEED_LOCKED: u32 = 1 << 14;
 /// Residency queries: the PAGEMAP_SCAN ioctl, and reading `/proc/self/pagemap` (residency.rs).
 pub(crate) const D_SCAN: u32 = 1 << 15;
 pub(crate) const D_PAGEMAP: u32 = 1 << 16;
+/// process_madvise with MADV_DONTNEED_LOCKED (a batch over mlocked memory).
+pub(crate) const D_PM_DONTNEED_LOCKED: u32 = 1 << 17;
 
 /// The sticky downgrades: one of the hot words kept beside the counters (stats.rs).
 #[inline(always)]

@@ -27,14 +27,24 @@
 //! The free lists and every reservation's list of chunks are linked through a side table of
 //! one `u32` per chunk, kept in the arena itself (the first chunk of every group of
 //! `page/4` chunks), so linking a released chunk never touches — and never re-populates — it.
+//! Likewise the first node of every chunk holds the free-list links of the chunk's other
+//! nodes: a freed node is never written, so a reader that still walks it (readers of the
+//! page-state map take no lock, see table.rs) reads what it held when it was unlinked.
+//!
+//! Nothing in the arena is ever unmapped, and what has been made read-write stays read-write
+//! ([`node_checked`]): a reader holding a stale node index reads memory that exists, and
+//! finds out from the map's sequence counter that it must read again.
 
 use crate::advise;
-use crate::lock::SpinLock;
+use crate::lock::{Held, SpinLock};
 use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno, Syscall};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A node: 16 words, each read and written atomically (readers take no lock).
+pub(crate) type Node = [AtomicU64; 16];
 
 /// Bytes per node: 16 words.
 pub(crate) const NODE_BYTES: usize = 128;
@@ -65,6 +75,8 @@ struct Arena {
     state: UnsafeCell<State>,
     /// `state.base` once created, readable without the lock (it never changes after).
     base: AtomicUsize,
+    /// `state.committed`, readable without the lock: it only grows.
+    committed: AtomicUsize,
 }
 
 /// Whether the arena has its name: given with the first chunk handed out, not at creation,
@@ -87,14 +99,27 @@ static ARENA: Arena = Arena {
         released: NONE,
     }),
     base: AtomicUsize::new(0),
+    committed: AtomicUsize::new(0),
 };
 
-/// Why metadata memory could not be had: the call and its errno (or `Busy` when the arena's
-/// lock was left held by a thread that does not exist in this forked child).
+/// Why metadata memory could not be had: the call and its errno, or `Busy` when the arena's
+/// lock cannot be waited for (held by the calling thread, which a signal handler interrupted;
+/// left held by a thread of the parent in a child made by `_Fork`), or `Fork` when it is held
+/// across a `fork` in progress (the caller steps back and waits for the fork to end).
 #[derive(Copy, Clone, Debug)]
 pub(crate) enum NoMemory {
     Os(Syscall, Errno),
     Busy,
+    Fork,
+}
+
+impl From<Held> for NoMemory {
+    fn from(h: Held) -> NoMemory {
+        match h {
+            Held::Fork => NoMemory::Fork,
+            _ => NoMemory::Busy,
+        }
+    }
 }
 
 #[inline]
@@ -114,13 +139,40 @@ fn group() -> u32 {
     (chunk_bytes() / 4) as u32
 }
 
-/// The node with this index (chunk `i / chunk_nodes()`).
-///
-/// # Safety
-/// The node must belong to a chunk the caller owns (handed out by [`grab`]).
+/// The node with this index (chunk `i / chunk_nodes()`), which must belong to a chunk the
+/// caller owns (handed out by [`grab`]); writers under their map's lock.
 #[inline]
-pub(crate) unsafe fn node(index: u32) -> *mut [u64; 16] {
-    (ARENA.base.load(Ordering::Relaxed) + index as usize * NODE_BYTES) as *mut [u64; 16]
+pub(crate) fn node(index: u32) -> &'static Node {
+    debug_assert!(node_checked(index).is_some());
+    // SAFETY: a node of a chunk handed out lies in the read-write part of the arena, which is
+    // never unmapped nor made inaccessible again.
+    unsafe { &*((ARENA.base.load(Ordering::Relaxed) + index as usize * NODE_BYTES) as *const Node) }
+}
+
+/// The node with this index if it lies in the arena's read-write part, for readers that take
+/// no lock and may hold a stale index: whatever they read there is memory that exists.
+#[inline]
+pub(crate) fn node_checked(index: u32) -> Option<&'static Node> {
+    let end = (index as usize + 1) * NODE_BYTES;
+    if index == NONE || end > ARENA.committed.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: inside the read-write part (checked above), which only grows.
+    Some(unsafe { &*((ARENA.base.load(Ordering::Relaxed) + end - NODE_BYTES) as *const Node) })
+}
+
+/// The free-list link of node `index`, kept in the first node of its chunk (which is never
+/// handed out as a node), so that freeing a node never writes to it.
+#[inline]
+pub(crate) fn node_link(index: u32) -> &'static AtomicU32 {
+    let per = chunk_nodes();
+    debug_assert!(index % per != 0, "the first node of a chunk holds links");
+    let first = index - index % per;
+    // SAFETY: the first node of a chunk the caller owns: read-write, 128 bytes, room for one
+    // u32 per node of the chunk.
+    unsafe {
+        &*((node(first) as *const Node as usize + (index % per) as usize * 4) as *const AtomicU32)
+    }
 }
 
 /// The link slot of chunk `c`.
@@ -135,6 +187,18 @@ pub(crate) unsafe fn link(c: u32) -> *mut u32 {
     (table + (c % g) as usize * 4) as *mut u32
 }
 
+/// The address of chunk `c` (handed out by [`grab`]).
+#[inline]
+pub(crate) fn chunk_addr(c: u32) -> usize {
+    ARENA.base.load(Ordering::Relaxed) + c as usize * chunk_bytes()
+}
+
+/// Bytes per chunk (the page size).
+#[inline]
+pub(crate) fn chunk_size() -> usize {
+    chunk_bytes()
+}
+
 /// The arena's address range, once made.
 pub(crate) fn range() -> Option<(usize, usize)> {
     let base = ARENA.base.load(Ordering::Acquire);
@@ -146,14 +210,25 @@ pub(crate) fn range() -> Option<(usize, usize)> {
 }
 
 /// `fork` is about to copy the process: hold the arena's lock so no other thread is in the
-/// middle of changing it (the child would inherit it held, and never get a node).
-pub(crate) fn hold_for_fork() {
-    let _ = ARENA.lock.lock();
+/// middle of changing it (the child would inherit it held, and never get a node). `false`: not
+/// taken, because the forking thread itself holds it (a signal handler interrupted it inside
+/// the arena; it lets go when the handler returns, in both processes) or it is orphaned.
+pub(crate) fn hold_for_fork() -> bool {
+    ARENA.lock.lock().is_ok()
 }
 
 /// After `fork`, in parent and child: let go of the lock `hold_for_fork` took.
-pub(crate) fn release_after_fork() {
-    ARENA.lock.unlock();
+pub(crate) fn release_after_fork(taken: bool, me: usize) {
+    if taken {
+        ARENA.lock.unlock();
+    } else {
+        ARENA.lock.adopt_in_child(me);
+    }
+}
+
+/// The thread holding the arena's lock (0: none).
+pub(crate) fn lock_owner() -> usize {
+    ARENA.lock.owner()
 }
 
 /// Create the arena (once per process; later calls are one load). Called when the first
@@ -199,6 +274,7 @@ fn create(s: &mut State) -> Result<(), NoMemory> {
                 s.len = len;
                 s.committed = first;
                 ARENA.base.store(base, Ordering::Release);
+                ARENA.committed.store(first, Ordering::Release);
                 return Ok(());
             }
             Err(e) => last = e,
@@ -210,7 +286,7 @@ fn create(s: &mut State) -> Result<(), NoMemory> {
 /// Hand out one chunk (its link set to `NONE`). Resident free chunks first, then released
 /// ones, then new address space (growing the read-write part if needed).
 pub(crate) fn grab() -> Result<u32, NoMemory> {
-    ARENA.lock.lock().map_err(|_| NoMemory::Busy)?;
+    ARENA.lock.lock()?;
     // SAFETY: lock held.
     let r = unsafe { grab_locked(&mut *ARENA.state.get()) };
     ARENA.lock.unlock();
@@ -258,6 +334,7 @@ unsafe fn grab_locked(s: &mut State) -> Result<u32, NoMemory> {
             })
             .map_err(|e| NoMemory::Os(Syscall::Mprotect, e))?;
             s.committed += grow;
+            ARENA.committed.store(s.committed, Ordering::Release);
         }
         s.bump = c + 1;
         c
@@ -269,10 +346,13 @@ unsafe fn grab_locked(s: &mut State) -> Result<u32, NoMemory> {
 /// Take back a list of chunks (linked through their links, ending in `NONE`). Keeps at most
 /// [`RESIDENT_FREE_MAX`] free chunks resident and releases the rest to the kernel now, one
 /// `MADV_DONTNEED` per run of adjacent chunks (a reservation's chunks are mostly adjacent).
-pub(crate) fn give_back(mut head: u32) {
-    if head == NONE || ARENA.lock.lock().is_err() {
-        return;
+/// `Err`: the arena's lock cannot be waited for (see [`NoMemory`]); the chunks are still the
+/// caller's.
+pub(crate) fn give_back(mut head: u32) -> Result<(), Held> {
+    if head == NONE {
+        return Ok(());
     }
+    ARENA.lock.lock()?;
     let bytes = chunk_bytes();
     let mut n = 0u64;
     // The run of adjacent chunks waiting to be released: [lo, hi).
@@ -315,4 +395,5 @@ pub(crate) fn give_back(mut head: u32) {
     }
     ARENA.lock.unlock();
     stats::sub(Counter::MetadataBytes, n * bytes as u64);
+    Ok(())
 }

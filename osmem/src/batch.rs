@@ -6,34 +6,56 @@
 //! process_madvise (6.7× and 80×, measured with osmem-bench on Linux 6.18), because the kernel
 //! gathers the whole vector under one mmu_gather and flushes once.
 //!
+//! **Claims at flush.** `push` validates a range and queues it; it claims nothing, so a batch
+//! that is leaked (`mem::forget`) leaves no page held. The flush claims each reservation's
+//! ranges in one section of its map (a range another transition holds, or that is not Ready,
+//! or that overlaps a range queued before it in the same batch, is refused and left as it
+//! was), issues the system calls for the claimed ones, and settles each reservation's ranges
+//! in one more section. Claiming at push cost 12–15 ns per range (a lock per range); in bulk
+//! it is a few word operations per range.
+//!
+//! A fork in progress: ranges of a reservation whose map is held across the fork are claimed
+//! after it, in a second round; the first round's claims are settled before the flush waits,
+//! because the fork waits for them.
+//!
 //! Fallback rules (next to the code that applies them, in `submit`):
 //! - The kernel stops at the first iovec that fails and returns the bytes advised before it
-//!   (or -1 with errno when it is the first): the ranges before it are done, the failing one
-//!   goes through the per-range chain, and the call resumes after it.
+//!   (or -1 with errno when it is the first): the ranges before it are done; the call resumes
+//!   at the failing one, whose errno the next call then tells.
+//! - `EINVAL` at the first iovec: the advice may be one process_madvise does not take on
+//!   this kernel (before 6.13 it took only COLD/PAGEOUT/WILLNEED/COLLAPSE), or the range is
+//!   mlocked (DONTNEED and FREE refuse `VM_LOCKED`). madvise on that range decides: if it
+//!   takes the advice, process_madvise does not → sticky downgrade for that advice (the range
+//!   is done); if it refuses too, the range is locked: a DONTNEED call goes on with
+//!   `MADV_DONTNEED_LOCKED` for the rest (the same as DONTNEED on unlocked memory), a FREE call
+//!   releases that range alone with `MADV_DONTNEED_LOCKED` and goes on with FREE. Locked
+//!   memory is remembered: later DONTNEED batches start with `MADV_DONTNEED_LOCKED`. So a
+//!   batch over locked memory makes at most three calls more than over unlocked memory, never
+//!   more than the per-range loop.
 //! - `ENOSYS`, `EPERM`/`EACCES`, `ESRCH`: process_madvise is unusable here → sticky downgrade,
 //!   every later range goes through the per-range chain (the madvise loop).
 //! - `EBADF`/`EINVAL` with the `PIDFD_SELF` sentinel on its first use: a kernel before 6.15
 //!   → sticky downgrade of the sentinel; batches open a pidfd of the own process instead.
-//! - `EINVAL` at the first iovec: the advice may be one process_madvise does not take on
-//!   this kernel (before 6.13 it took only COLD/PAGEOUT/WILLNEED/COLLAPSE) or the range may be
-//!   bad. madvise on that range decides: if madvise takes it, process_madvise does not take
-//!   the advice → sticky downgrade for that advice.
 //! - `EAGAIN`/`EINTR`: retried a bounded number of times.
 //!
 //! Faults are batched the way that measured best: one batched DONTNEED empties every range
 //! (one flush), then guard markers go on the emptied ranges (no PTEs left, so no flush), also
-//! batched. Without guards, the emptied ranges get `mprotect(PROT_NONE)` one by one (cheap:
-//! nothing to flush). `Go` and `Remap` are not batched: they exist for comparison.
+//! batched. Without guards — or for mlocked ranges, which the kernel refuses guard markers
+//! on — the emptied ranges get `mprotect(PROT_NONE)` one by one (cheap: nothing to flush),
+//! and the report says which ranges took that link. `Go` and `Remap` are not batched: they
+//! exist for comparison.
 
-use crate::advise::{self, D_PM, D_PM_DONTNEED, D_PM_FREE, D_PM_GUARD, D_PM_SELF};
+use crate::advise::{self, D_DONTNEED_LOCKED, D_PM, D_PM_DONTNEED, D_PM_DONTNEED_LOCKED};
+use crate::advise::{D_PM_FREE, D_PM_GUARD, D_PM_SELF};
 use crate::config::{self, FaultStrategy, UnusedAdvice};
-use crate::error::{Error, Op};
-use crate::fault::{self, FaultHow};
+use crate::error::{Error, Op, Syscall};
+use crate::fault::{self, FaultHow, Faulted};
 use crate::probe::{self, ProcessMadvise};
-use crate::region::{self, Reservation};
+use crate::region::{self, Reservation, State};
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
-use crate::unused::{self, UnusedHow};
+use crate::table::{Deferred, Guard, Job};
+use crate::unused::{self, Unused, UnusedHow};
 use core::mem::MaybeUninit;
 
 /// `UIO_MAXIOV`: the most iovecs one process_madvise takes, and the default capacity of a
@@ -77,10 +99,57 @@ struct Iov {
 /// flushes the batch first.
 const REGIONS: usize = 8;
 
-/// `Iov::base` bit: the batched call released the range (addresses are page-aligned).
+// Tags in a queued range's address (page-aligned: its low 12 bits are free).
+/// The batched call applied its advice.
 const DONE: usize = 1;
+/// ... and that advice was MADV_DONTNEED_LOCKED.
+const LOCKED: usize = 2;
+/// Checked mode: settled, but the kernel does not show it (the note has the error).
+const UNVERIFIED: usize = 4;
+const BASE_TAGS: usize = DONE | LOCKED | UNVERIFIED;
 
-/// The totals of one or more flushes ([`Batch::flush`]).
+// Tags in a queued range's length, once its outcome is known.
+/// The range's new code.
+const CODE: usize = 0xF;
+/// Its release failed: Ready again, unchanged (the note has the error).
+const FAILED: usize = 1 << 4;
+/// Not zero-filled (MADV_FREE) / does not trap.
+const OPEN: usize = 1 << 5;
+/// Not claimed: another transition holds a page, a page is not Ready (the note says which).
+const REFUSED: usize = 1 << 6;
+/// Not claimed yet: queued (set by `push`), or waiting for a fork to end.
+const PENDING: usize = 1 << 7;
+/// The link that ran: an `UnusedHow` / `FaultHow` index.
+const HOW_SHIFT: usize = 8;
+const HOW: usize = 0x7 << HOW_SHIFT;
+/// Unused: the kernel still holds the pages.
+const KEPT: usize = 1 << 11;
+const TAGS: usize = 0xFFF;
+
+const UNUSED_HOWS: [UnusedHow; 4] = [
+    UnusedHow::Free,
+    UnusedHow::DontNeed,
+    UnusedHow::DontNeedLocked,
+    UnusedHow::Remap,
+];
+const FAULT_HOWS: [FaultHow; 5] = [
+    FaultHow::Guard,
+    FaultHow::Protect,
+    FaultHow::Go,
+    FaultHow::Remap,
+    FaultHow::ReleasedOnly,
+];
+
+fn unused_how_tag(h: UnusedHow) -> usize {
+    UNUSED_HOWS.iter().position(|&x| x == h).unwrap_or(1) << HOW_SHIFT
+}
+
+fn fault_how_tag(h: FaultHow) -> usize {
+    FAULT_HOWS.iter().position(|&x| x == h).unwrap_or(1) << HOW_SHIFT
+}
+
+/// The totals of one or more flushes ([`Batch::flush`]). Every range pushed is counted once
+/// in `ranges` (acted on), `refused` or `failed`.
 ///
 /// ```
 /// use osmem::{Batch, BatchKind, Reservation, UnusedAdvice};
@@ -93,7 +162,7 @@ const DONE: usize = 1;
 ///     b.push(&r, 2 * ps, ps)?;
 /// }
 /// let rep = unsafe { b.flush() };
-/// assert_eq!((rep.ranges, rep.bytes, rep.failed), (2, 2 * ps, 0));
+/// assert_eq!((rep.ranges, rep.bytes, rep.failed, rep.refused), (2, 2 * ps, 0, 0));
 /// assert!(rep.error.is_none());
 /// # Ok::<(), osmem::Error>(())
 /// ```
@@ -115,24 +184,67 @@ pub struct BatchReport {
     pub not_released: usize,
     /// Fault: ranges released but not trapping (see [`FaultHow::ReleasedOnly`]).
     pub not_trapping: usize,
+    /// Fault: ranges that took another link than the batch's strategy asked for (guard
+    /// markers are refused on mlocked memory, so those ranges were made `PROT_NONE`); each
+    /// range's [`FaultHow`] is in [`Batch::flush_with`]'s report.
+    pub other_link: usize,
+    /// Ranges not acted on because a page of theirs was held by another transition (or by an
+    /// earlier range of the same flush that overlaps them) or not Ready: nothing changed for
+    /// them. See `error`.
+    pub refused: usize,
     /// Ranges whose release failed; they are Ready again, unchanged. See `error`.
     pub failed: usize,
     /// Checked mode: ranges settled whose effect the kernel does not show. See `error`.
     pub unverified: usize,
-    /// The first error, if any range failed or was unverified.
+    /// The first error, if any range was refused, failed or was unverified.
     pub error: Option<Error>,
+}
+
+/// What a flush did to one range ([`BatchRange::result`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchDone {
+    /// Released (a [`BatchKind::Unused`] batch), as [`Reservation::unused`] says it.
+    Unused(Unused),
+    /// Faulted (a [`BatchKind::Fault`] batch), as [`Reservation::fault`] says it.
+    Faulted(Faulted),
+}
+
+/// One range of a flush and what became of it, given to [`Batch::flush_with`]'s callback.
+#[derive(Copy, Clone, Debug)]
+#[non_exhaustive]
+pub struct BatchRange<'r> {
+    /// The reservation it was pushed with.
+    pub region: &'r Reservation,
+    /// Its offset in that reservation.
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
+    /// What was done, or why nothing was: `Busy` or `WrongState` for a range refused before
+    /// any system call (unchanged), the error of the per-range chain for one whose release
+    /// failed (unchanged), `Unverified` in checked mode.
+    pub result: Result<BatchDone, Error>,
 }
 
 /// Collects ranges of one or several [`Reservation`]s (up to 8 at a time) and releases (or
 /// faults) them together, with one `process_madvise` per ≤ 1024 ranges. Storage is inline,
-/// 17 bytes per range plus about 160: 17.2 KiB at the default `N` = 1024 (one full
-/// `process_madvise`), 1.2 KiB for `Batch<'_, 64>` on a small stack. Nothing is allocated,
+/// 25 bytes per range plus about 200: 25.2 KiB at the default `N` = 1024 (one full
+/// `process_madvise`), 1.8 KiB for `Batch<'_, 64>` on a small stack. Nothing is allocated,
 /// and [`new`](Self::new) does not even clear the storage. When it fills, or a range of a
-/// ninth reservation comes, [`push`](Self::push) flushes first. Dropping a batch flushes what
-/// is queued.
+/// ninth reservation comes, [`push`](Self::push) flushes first.
 ///
-/// Queued pages count as Ready, but no other transition may start from them until the
-/// batch settles them.
+/// `push` claims nothing: the flush claims every range (checks that it is Ready and holds
+/// it), issues the system calls and settles. A range that another transition holds at that
+/// moment, or that is not Ready, is refused and left unchanged ([`BatchReport::refused`]); so
+/// is a range that overlaps one pushed before it in the same batch (the first one is acted
+/// on; an exact duplicate is an overlap too). A batch that is never flushed — dropped after a
+/// panic, or leaked with `mem::forget` — holds nothing.
+///
+/// What happened to each range: [`flush_with`](Self::flush_with) reports every range to a
+/// callback, without allocating. [`flush`](Self::flush) returns the totals only (and the
+/// first error). Dropping a batch flushes what is queued and discards the report; ranges
+/// flushed by `push` because the batch was full are counted in the totals of the next
+/// `flush`, not reported one by one.
 ///
 /// Knobs: the batch's [`BatchKind`] (advice or fault strategy) applies to every range, as
 /// [`Reservation::unused_with`] / [`Reservation::fault_with`] do; everything else a
@@ -164,13 +276,16 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     /// range is the first reservation's, and the array is not touched).
     iov: [MaybeUninit<Iov>; N],
     idx: [MaybeUninit<u8>; N],
+    /// For a range refused, failed or unverified: its error, packed (see `pack`).
+    note: [MaybeUninit<u64>; N],
 }
 
-/// The reservation of each queued range.
+/// The queued ranges' reservations and notes.
 struct Regions<'a, 'r> {
     regions: &'a [Option<&'r Reservation>],
     /// One index per range when there are several reservations.
     idx: Option<&'a mut [u8]>,
+    note: &'a mut [MaybeUninit<u64>],
 }
 
 impl<'r> Regions<'_, 'r> {
@@ -197,6 +312,107 @@ impl<'r> Regions<'_, 'r> {
         if let Some(idx) = self.idx.as_mut() {
             idx.swap(i, j);
         }
+        self.note.swap(i, j);
+    }
+
+    /// The note of range `i` (set with `note_set` before it is read).
+    fn note(&self, i: usize) -> u64 {
+        // SAFETY: read only for ranges whose tags say a note was written.
+        unsafe { self.note[i].assume_init() }
+    }
+
+    fn note_set(&mut self, i: usize, v: u64) {
+        self.note[i] = MaybeUninit::new(v);
+    }
+}
+
+// ----- an error of one range, in one word -----
+//
+// bits 0-2: kind (1 Busy, 2 WrongState, 3 Os, 4 Locked, 5 Unverified)
+// Busy, WrongState: bits 3-4 the state found; bits 32-63 the page of the range it is about.
+// Os: bit 3 changed; bits 8-11 the call; bits 12-19 its advice; bits 32-63 the errno.
+
+fn pack(e: &Error, range_offset: usize, shift: u32) -> u64 {
+    let page = |o: usize| ((o.saturating_sub(range_offset) >> shift) as u64 & 0xFFFF_FFFF) << 32;
+    match *e {
+        Error::Busy { offset, .. } => 1 | page(offset),
+        Error::WrongState { offset, found, .. } => 2 | (found as u64) << 3 | page(offset),
+        Error::Os {
+            call,
+            errno,
+            changed,
+            ..
+        } => {
+            let (c, a) = match call {
+                Syscall::Mmap => (0, 0),
+                Syscall::Munmap => (1, 0),
+                Syscall::Mprotect => (2, 0),
+                Syscall::Madvise(a) => (3, a),
+                Syscall::ProcessMadvise(a) => (4, a),
+                Syscall::PidfdOpen => (5, 0),
+                Syscall::Prctl => (6, 0),
+                Syscall::OpenPagemap => (7, 0),
+                Syscall::PagemapScan => (8, 0),
+                Syscall::PagemapRead => (9, 0),
+                Syscall::Mincore => (10, 0),
+            };
+            3 | (changed as u64) << 3
+                | (c as u64) << 8
+                | ((a as u64) & 0xFF) << 12
+                | (errno.0 as u32 as u64) << 32
+        }
+        Error::Locked { .. } => 4,
+        _ => 5,
+    }
+}
+
+fn unpack(n: u64, op: Op, range_offset: usize, len: usize, shift: u32) -> Error {
+    let offset = range_offset + (((n >> 32) as usize) << shift);
+    let state = |s: u64| match s & 3 {
+        0 => State::Reserved,
+        1 => State::Prepared,
+        2 => State::Ready,
+        _ => State::Faulted,
+    };
+    match n & 7 {
+        1 => Error::Busy { op, offset },
+        2 => Error::WrongState {
+            op,
+            offset,
+            found: state(n >> 3),
+        },
+        3 => {
+            let a = ((n >> 12) & 0xFF) as i32;
+            let call = match (n >> 8) & 0xF {
+                0 => Syscall::Mmap,
+                1 => Syscall::Munmap,
+                2 => Syscall::Mprotect,
+                3 => Syscall::Madvise(a),
+                4 => Syscall::ProcessMadvise(a),
+                5 => Syscall::PidfdOpen,
+                6 => Syscall::Prctl,
+                7 => Syscall::OpenPagemap,
+                8 => Syscall::PagemapScan,
+                9 => Syscall::PagemapRead,
+                _ => Syscall::Mincore,
+            };
+            Error::Os {
+                op,
+                call,
+                errno: Errno((n >> 32) as u32 as i32),
+                changed: n & 8 != 0,
+            }
+        }
+        4 => Error::Locked {
+            op,
+            offset: range_offset,
+            len,
+        },
+        _ => Error::Unverified {
+            op,
+            offset: range_offset,
+            len,
+        },
     }
 }
 
@@ -222,6 +438,7 @@ impl<'r, const N: usize> Batch<'r, N> {
             // SAFETY: an array of MaybeUninit needs no initialisation.
             iov: unsafe { MaybeUninit::uninit().assume_init() },
             idx: unsafe { MaybeUninit::uninit().assume_init() },
+            note: unsafe { MaybeUninit::uninit().assume_init() },
         }
     }
 
@@ -245,9 +462,17 @@ impl<'r, const N: usize> Batch<'r, N> {
         self.len == 0
     }
 
-    /// Queue `[offset, offset+len)` of `region`, which must be Ready (validated now, with
-    /// the same typed errors as the direct transitions; nothing is queued on error). Flushes
-    /// first if the batch is full.
+    fn op(&self) -> Op {
+        match self.kind {
+            BatchKind::Unused(_) => Op::Unused,
+            BatchKind::Fault(_) => Op::Fault,
+        }
+    }
+
+    /// Queue `[offset, offset+len)` of `region`. The range is checked now (alignment, length,
+    /// inside the region: the same typed errors as the direct transitions; nothing is queued
+    /// on error); its pages' states are checked when the batch is flushed, which claims them
+    /// (see [`Batch`]). Flushes first if the batch is full.
     ///
     /// # Safety
     /// As for [`Reservation::unused`] / [`Reservation::fault`]: from this call on, the range's
@@ -258,9 +483,14 @@ impl<'r, const N: usize> Batch<'r, N> {
     /// let ps = osmem::page_size();
     /// let r = osmem::Reservation::reserve(4 * ps)?;
     /// let mut b: osmem::Batch<'_, 8> = osmem::Batch::new(osmem::BatchKind::Unused(osmem::UnusedAdvice::DontNeed));
-    /// // Reserved, not Ready: refused, nothing queued.
-    /// assert!(matches!(unsafe { b.push(&r, 0, ps) }, Err(osmem::Error::WrongState { .. })));
+    /// // Outside the region: refused, nothing queued.
+    /// assert!(matches!(unsafe { b.push(&r, 4 * ps, ps) }, Err(osmem::Error::OutOfRange { .. })));
     /// assert!(b.is_empty());
+    /// // Reserved, not Ready: queued, and refused by the flush, which changes nothing.
+    /// unsafe { b.push(&r, 0, ps)? };
+    /// let rep = unsafe { b.flush() };
+    /// assert_eq!((rep.ranges, rep.refused), (0, 1));
+    /// assert!(matches!(rep.error, Some(osmem::Error::WrongState { .. })));
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn push(
@@ -269,12 +499,9 @@ impl<'r, const N: usize> Batch<'r, N> {
         offset: usize,
         len: usize,
     ) -> Result<(), Error> {
-        let op = match self.kind {
-            BatchKind::Unused(_) => Op::Unused,
-            BatchKind::Fault(_) => Op::Fault,
-        };
+        let addr = region.check_range(self.op(), offset, len)?;
         if self.len == N {
-            self.flush_inner();
+            self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
         }
         let k = match self.regions[..self.nregions]
             .iter()
@@ -283,7 +510,7 @@ impl<'r, const N: usize> Batch<'r, N> {
             Some(k) => k,
             None => {
                 if self.nregions == REGIONS {
-                    self.flush_inner();
+                    self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
                 }
                 if self.nregions == 1 {
                     // A second reservation: from now on each range records whose it is.
@@ -296,8 +523,10 @@ impl<'r, const N: usize> Batch<'r, N> {
                 self.nregions - 1
             }
         };
-        let addr = region.claim(op, offset, len)?;
-        self.iov[self.len] = MaybeUninit::new(Iov { base: addr, len });
+        self.iov[self.len] = MaybeUninit::new(Iov {
+            base: addr,
+            len: len | PENDING,
+        });
         if self.nregions > 1 {
             self.idx[self.len] = MaybeUninit::new(k as u8);
         }
@@ -322,22 +551,84 @@ impl<'r, const N: usize> Batch<'r, N> {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn flush(&mut self) -> BatchReport {
-        self.flush_inner();
+        self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
         core::mem::take(&mut self.report)
     }
 
-    fn flush_inner(&mut self) {
+    /// [`flush`](Self::flush), calling `each` with every range this flush acted on or
+    /// refused, once each, after the flush has settled them all (so `each` sees the states
+    /// the ranges are in now and may call osmem). Nothing is allocated. Ranges of one
+    /// reservation come in the order they were pushed unless some were refused.
+    ///
+    /// # Safety
+    /// The contract of [`push`](Self::push) applies to every queued range.
+    ///
+    /// ```
+    /// use osmem::{Batch, BatchDone, BatchKind, Reservation, UnusedAdvice, UnusedHow};
+    /// let ps = osmem::page_size();
+    /// let r = Reservation::alloc(8 * ps)?;
+    /// let mut b: Batch<'_, 8> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    /// unsafe {
+    ///     b.push(&r, 0, 2 * ps)?;
+    ///     b.push(&r, ps, ps)?; // overlaps the first: refused, untouched
+    /// }
+    /// let mut seen = [(0, None); 2];
+    /// let mut n = 0;
+    /// let rep = unsafe {
+    ///     b.flush_with(|range| {
+    ///         seen[n] = (range.offset, range.result.ok());
+    ///         n += 1;
+    ///     })
+    /// };
+    /// assert_eq!((rep.ranges, rep.refused, n), (1, 1, 2));
+    /// assert!(seen.iter().any(|&(o, d)| o == 0
+    ///     && matches!(d, Some(BatchDone::Unused(u)) if u.how == UnusedHow::DontNeed)));
+    /// assert!(seen.iter().any(|&(o, d)| o == ps && d.is_none()));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub unsafe fn flush_with(&mut self, mut each: impl FnMut(BatchRange<'r>)) -> BatchReport {
+        self.flush_inner(Some(&mut each));
+        core::mem::take(&mut self.report)
+    }
+
+    fn flush_inner<F: FnMut(BatchRange<'r>)>(&mut self, mut each: Option<&mut F>) {
         if self.len == 0 {
             return;
         }
         stats::bump(Counter::BatchFlushes);
-        let mut pidfd = Pidfd::new();
-        match self.kind {
-            BatchKind::Unused(advice) => self.flush_unused(advice, &mut pidfd),
-            BatchKind::Fault(strategy) => self.flush_fault(strategy, &mut pidfd),
-        }
-        pidfd.close();
         stats::add(Counter::BatchRanges, self.len as u64);
+        let me = crate::thread::me();
+        loop {
+            self.claim_all(me);
+            let nc = self.claimed_first();
+            let mut uniform = None;
+            if nc > 0 {
+                let mut pidfd = Pidfd::new();
+                uniform = match self.kind {
+                    BatchKind::Unused(advice) => self.flush_unused(advice, nc, &mut pidfd),
+                    BatchKind::Fault(strategy) => self.flush_fault(strategy, nc, &mut pidfd),
+                };
+                pidfd.close();
+                self.settle(nc, uniform, me);
+                self.verify(nc, uniform);
+            }
+            if let Some(f) = each.as_mut() {
+                self.report_each(nc, uniform, f);
+            }
+            // What is left: ranges a fork in progress kept from being claimed. This round's
+            // claims are all settled, so this thread may wait for the fork now, unless the
+            // fork waits for it (a signal handler on a thread inside osmem).
+            if self.keep_pending() == 0 {
+                break;
+            }
+            if crate::fork::wait_end().is_err() {
+                self.refuse_pending_busy();
+                if let Some(f) = each.as_mut() {
+                    self.report_each(0, None, f);
+                }
+                break;
+            }
+        }
         self.len = 0;
         self.regions = [None; REGIONS];
         self.nregions = 0;
@@ -357,120 +648,234 @@ impl<'r, const N: usize> Batch<'r, N> {
                 Regions {
                     regions: &self.regions,
                     idx,
+                    note: &mut self.note[..n],
                 },
             )
         }
     }
 
-    fn flush_unused(&mut self, advice: UnusedAdvice, pidfd: &mut Pidfd) {
-        let madv = match advice {
-            UnusedAdvice::Free => Some(sys::MADV_FREE),
-            UnusedAdvice::DontNeed => Some(sys::MADV_DONTNEED),
-            UnusedAdvice::Remap => None,
-        };
+    /// Claim every pending range: one section per reservation. Ranges of a reservation whose
+    /// map is held across a fork in progress stay pending.
+    fn claim_all(&mut self, me: usize) {
+        let op = self.op();
+        let nregions = self.nregions;
         let mut report = core::mem::take(&mut self.report);
-        let before = report.ranges;
-        let (iov, regs) = self.queued();
-        let knobs = regs.knobs();
-        let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
-        let done = match madv {
-            Some(madv) => submit(iov, madv, pidfd, &mut report.batch_calls),
-            None => 0,
-        };
-        let batched_how = if madv == Some(sys::MADV_FREE) {
-            UnusedHow::Free
-        } else {
-            UnusedHow::DontNeed
-        };
-        // The usual outcome: every range released by the batched calls, and no reservation
-        // asking for harddecommit or checks: one code for all, settled in one pass.
-        let plain =
-            |k: &Option<config::Knobs>| k.map_or(true, |k| !k.harddecommit() && !k.checked());
-        if done == iov.len() && knobs.iter().all(plain) {
-            let code = region::code_after_unused(batched_how, false);
-            for v in iov.iter() {
-                report.settled(v.len);
-            }
-            if batched_how == UnusedHow::Free {
-                report.not_zeroed += iov.len();
-            }
-            settle_all_to(iov, &regs, code);
-            stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
-            self.report = report;
-            return;
-        }
-        mark_done(iov, done);
-        // Per range, without any lock: the per-range chain where the batch did not release
-        // it, harddecommit, and the outcome, kept in the iovec's low bits for the settling.
-        for (i, v) in iov.iter_mut().enumerate() {
-            let how = if v.base & DONE != 0 {
-                v.base &= !DONE;
-                Ok((batched_how, true))
-            } else {
-                if madv.is_some() {
-                    report.per_range += 1;
-                    stats::bump(Counter::FallbackBatchRange);
-                }
-                let r = regs.get(i);
-                unused::release(v.base, v.len, r.offset_of(v.base), advice, r.remap_how())
+        let (iov, mut regs) = self.queued();
+        for k in 0..nregions {
+            let r = regs.regions[k].expect("a reservation of the batch");
+            let mine = |regs: &Regions<'_, 'r>, i: usize, v: &Iov| {
+                v.len & PENDING != 0 && regs.index(i) == k
             };
-            match how {
-                Ok((how, released)) => {
-                    let protected =
-                        k(i).harddecommit() && regs.get(i).protect_released(v.base, v.len);
-                    report.settled(v.len);
-                    report.not_released += usize::from(!released);
-                    v.len |= region::code_after_unused(how, protected) as usize;
-                    if how == UnusedHow::Free {
-                        report.not_zeroed += 1;
-                        v.len |= OPEN;
-                    }
-                }
-                Err(err) => report.failed(v, err),
+            if !iov.iter().enumerate().any(|(i, v)| mine(&regs, i, v)) {
+                continue;
             }
-        }
-        settle_all(iov, &regs);
-        stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
-        {
-            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && k(*i).checked();
-            for (i, v) in iov.iter().enumerate().filter(checked) {
-                // Only "zero-filled" has something to check (MADV_FREE keeps pages resident).
-                let u = unused::Unused {
-                    how: UnusedHow::DontNeed,
-                    zeroed: v.len & OPEN == 0,
-                    protected: false,
-                    released: true,
-                };
-                if let Err(err) = regs.get(i).verify_unused_at(v.base, v.len & !TAGS, &u) {
-                    report.unverified(err);
+            let mut claims = match r.begin_claims(me) {
+                Ok(c) => Some(c),
+                Err(true) => continue,
+                Err(false) => None,
+            };
+            for (i, v) in iov.iter_mut().enumerate() {
+                if !mine(&regs, i, v) {
+                    continue;
                 }
+                let len = v.len & !TAGS;
+                let refused = match claims.as_mut() {
+                    // The lock cannot be had at all: this thread holds it (a signal handler).
+                    None => Error::Busy {
+                        op,
+                        offset: r.offset_of(v.base),
+                    },
+                    Some(c) => match c.claim(op, v.base, len) {
+                        Ok(()) => {
+                            v.len = len;
+                            continue;
+                        }
+                        Err(Some(e)) => e,
+                        // The arena is held across a fork: the rest after it.
+                        Err(None) => break,
+                    },
+                };
+                regs.note_set(i, pack(&refused, r.offset_of(v.base), r.page_shift()));
+                v.len = len | REFUSED;
+                report.refused += 1;
+                report.error.get_or_insert(refused);
             }
         }
         self.report = report;
     }
 
-    fn flush_fault(&mut self, strategy: FaultStrategy, pidfd: &mut Pidfd) {
+    /// Move the claimed ranges to the front (keeping their order), and return how many.
+    fn claimed_first(&mut self) -> usize {
+        let (iov, mut regs) = self.queued();
+        let mut nc = 0;
+        for i in 0..iov.len() {
+            if iov[i].len & (REFUSED | PENDING) == 0 {
+                if i != nc {
+                    // Rotate [nc, i] right by one: the refused ones between keep their order.
+                    for j in (nc..i).rev() {
+                        iov.swap(j, j + 1);
+                        regs.swap(j, j + 1);
+                    }
+                }
+                nc += 1;
+            }
+        }
+        nc
+    }
+
+    /// Drop every range but the pending ones, which move to the front; their number.
+    fn keep_pending(&mut self) -> usize {
+        let (iov, mut regs) = self.queued();
+        let mut n = 0;
+        for i in 0..iov.len() {
+            if iov[i].len & PENDING != 0 {
+                iov.swap(i, n);
+                regs.swap(i, n);
+                n += 1;
+            }
+        }
+        self.len = n;
+        n
+    }
+
+    /// This thread cannot wait for the fork in progress (it is inside osmem): refuse the
+    /// ranges still pending with `Busy`.
+    fn refuse_pending_busy(&mut self) {
+        let op = self.op();
+        let mut report = core::mem::take(&mut self.report);
+        let (iov, mut regs) = self.queued();
+        for (i, v) in iov.iter_mut().enumerate() {
+            let r = regs.get(i);
+            let e = Error::Busy {
+                op,
+                offset: r.offset_of(v.base),
+            };
+            regs.note_set(i, pack(&e, r.offset_of(v.base), r.page_shift()));
+            v.len = (v.len & !TAGS) | REFUSED;
+            report.refused += 1;
+            report.error.get_or_insert(e);
+        }
+        self.report = report;
+    }
+
+    /// The system calls of an unused flush on the claimed ranges `[0, nc)`, and each range's
+    /// outcome in its tags. `Some((code, how))`: every range came out the same (released by
+    /// the batched calls, no harddecommit, no checks), and no tag was written.
+    fn flush_unused(
+        &mut self,
+        advice: UnusedAdvice,
+        nc: usize,
+        pidfd: &mut Pidfd,
+    ) -> Option<(u8, usize)> {
+        let madv = match advice {
+            UnusedAdvice::Free => Some(sys::MADV_FREE),
+            UnusedAdvice::DontNeed => Some(dontneed_advice()),
+            UnusedAdvice::Remap => None,
+        };
+        let mut report = core::mem::take(&mut self.report);
+        let before = report.ranges;
+        let (iov, mut regs) = self.queued();
+        let iov = &mut iov[..nc];
+        let knobs = regs.knobs();
+        let done = match madv {
+            Some(madv) => submit(iov, madv, pidfd, &mut report.batch_calls),
+            None => 0,
+        };
+        let batched_how = match madv {
+            Some(sys::MADV_FREE) => UnusedHow::Free,
+            Some(sys::MADV_DONTNEED_LOCKED) => UnusedHow::DontNeedLocked,
+            _ => UnusedHow::DontNeed,
+        };
+        // The usual outcome: every range released by the batched calls, and no reservation
+        // asking for harddecommit or checks: one code for all, settled in one pass.
+        let plain =
+            |k: &Option<config::Knobs>| k.map_or(true, |k| !k.harddecommit() && !k.checked());
+        if done == nc && knobs.iter().all(plain) {
+            for v in iov.iter() {
+                report.settled(v.len);
+            }
+            if batched_how == UnusedHow::Free {
+                report.not_zeroed += nc;
+            }
+            stats::add(Counter::UnusedOps, nc as u64);
+            self.report = report;
+            return Some((
+                region::code_after_unused(batched_how, false),
+                unused_how_tag(batched_how),
+            ));
+        }
+        mark_done(iov, done);
+        // Per range, without any lock: the per-range chain where the batch did not release
+        // it, harddecommit, and the outcome, kept in the range's tags for the settling.
+        for (i, v) in iov.iter_mut().enumerate() {
+            let r = regs.get(i);
+            let how = if v.base & DONE != 0 {
+                let how = if v.base & LOCKED != 0 {
+                    UnusedHow::DontNeedLocked
+                } else {
+                    batched_how
+                };
+                v.base &= !(DONE | LOCKED);
+                Ok((how, true))
+            } else {
+                if madv.is_some() {
+                    report.per_range += 1;
+                    stats::bump(Counter::FallbackBatchRange);
+                }
+                unused::release(v.base, v.len, r.offset_of(v.base), advice, r.remap_how())
+            };
+            match how {
+                Ok((how, released)) => {
+                    let k = knobs[regs.index(i)].expect("a queued range's knobs");
+                    let protected = k.harddecommit() && r.protect_released(v.base, v.len);
+                    report.settled(v.len);
+                    report.not_released += usize::from(!released);
+                    v.len |= region::code_after_unused(how, protected) as usize
+                        | unused_how_tag(how)
+                        | if released { 0 } else { KEPT };
+                    if how == UnusedHow::Free {
+                        report.not_zeroed += 1;
+                        v.len |= OPEN;
+                    }
+                }
+                Err(err) => report.failed(v, i, &mut regs, r, err),
+            }
+        }
+        stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
+        self.report = report;
+        None
+    }
+
+    /// The system calls of a fault flush on the claimed ranges `[0, nc)` (see
+    /// `flush_unused`).
+    fn flush_fault(
+        &mut self,
+        strategy: FaultStrategy,
+        nc: usize,
+        pidfd: &mut Pidfd,
+    ) -> Option<(u8, usize)> {
         let strategy = fault::resolve(strategy);
         let batched = matches!(strategy, FaultStrategy::Guard | FaultStrategy::Protect);
         let mut report = core::mem::take(&mut self.report);
         let before = report.ranges;
         let (iov, mut regs) = self.queued();
+        let iov = &mut iov[..nc];
         let knobs = regs.knobs();
         let mut emptied = 0;
         let mut guarded_all = false;
         if batched {
             // Phase 1: empty every range with one batched DONTNEED (one TLB flush).
-            let done = submit(iov, sys::MADV_DONTNEED, pidfd, &mut report.batch_calls);
+            let done = submit(iov, dontneed_advice(), pidfd, &mut report.batch_calls);
             if done == iov.len() {
                 // All emptied, in place: phase 2 takes them all.
                 emptied = done;
             } else {
                 mark_done(iov, done);
                 // Phase 2 works on the emptied ranges only: move them to the front, keeping
-                // each iovec with its reservation, and clear their marks for the next call.
+                // each range with its reservation, and clear their marks for the next call.
                 for i in 0..iov.len() {
                     if iov[i].base & DONE != 0 {
-                        iov[i].base &= !DONE;
+                        iov[i].base &= !(DONE | LOCKED);
                         iov.swap(i, emptied);
                         regs.swap(i, emptied);
                         emptied += 1;
@@ -496,27 +901,37 @@ impl<'r, const N: usize> Batch<'r, N> {
             for v in iov.iter() {
                 report.settled(v.len);
             }
-            settle_all_to(iov, &regs, region::code_after_fault(FaultHow::Guard));
-            stats::add(Counter::FaultOps, (report.ranges - before) as u64);
+            stats::add(Counter::FaultOps, nc as u64);
             self.report = report;
-            return;
+            return Some((
+                region::code_after_fault(FaultHow::Guard),
+                fault_how_tag(FaultHow::Guard),
+            ));
         }
         if guarded_all {
             mark_done(iov, iov.len());
         }
+        let expected = match strategy {
+            FaultStrategy::Guard => FaultHow::Guard,
+            FaultStrategy::Go => FaultHow::Go,
+            FaultStrategy::Remap => FaultHow::Remap,
+            _ => FaultHow::Protect,
+        };
         for (i, v) in iov.iter_mut().enumerate() {
             let guarded = v.base & DONE != 0;
-            v.base &= !DONE;
+            v.base &= !(DONE | LOCKED);
             let (addr, len) = (v.base, v.len);
+            let r = regs.get(i);
             let how = if i < emptied && strategy == FaultStrategy::Guard && guarded {
                 Ok(FaultHow::Guard)
             } else if i < emptied {
                 if strategy == FaultStrategy::Guard {
+                    // Emptied but refused guard markers (mlocked): another link.
                     stats::bump(Counter::FallbackFaultGuard);
                 }
                 // Emptied but not guarded: protect it (nothing left to flush, so cheap), or
                 // report it released-only if the protection fails (VMA limit).
-                // SAFETY: queued ranges are owned and dead (the `push` contract).
+                // SAFETY: claimed ranges are owned and dead (the `push` contract).
                 match advise::retry(|| unsafe { sys::mprotect(addr, len, sys::PROT_NONE) }) {
                     Ok(()) => Ok(FaultHow::Protect),
                     Err(_) => Ok(fault::unprotectable(addr, len)),
@@ -526,83 +941,193 @@ impl<'r, const N: usize> Batch<'r, N> {
                     report.per_range += 1;
                     stats::bump(Counter::FallbackBatchRange);
                 }
-                fault::fault(addr, len, strategy, regs.get(i).remap_how())
+                fault::fault(addr, len, strategy, r.remap_how())
             };
             match how {
                 Ok(how) => {
                     report.settled(len);
-                    v.len |= region::code_after_fault(how) as usize;
+                    report.other_link += usize::from(how != expected);
+                    v.len |= region::code_after_fault(how) as usize | fault_how_tag(how);
                     if how == FaultHow::ReleasedOnly {
                         report.not_trapping += 1;
                         v.len |= OPEN;
                     }
                 }
-                Err(err) => report.failed(v, err),
+                Err(err) => report.failed(v, i, &mut regs, r, err),
             }
         }
-        settle_all(iov, &regs);
         stats::add(Counter::FaultOps, (report.ranges - before) as u64);
+        self.report = report;
+        None
+    }
+
+    /// Settle the claimed ranges `[0, nc)`: one section per reservation, each range to the
+    /// code in its tags (or `uniform`'s), a failed one let go unchanged. A reservation whose
+    /// map is held across a fork by the forking thread gets its settle handed over; the flush
+    /// waits for those after settling every other reservation (the fork waits for them).
+    fn settle(&mut self, nc: usize, uniform: Option<(u8, usize)>, me: usize) {
+        let nregions = self.nregions;
+        let (iov, regs) = self.queued();
+        let iov = &iov[..nc];
+        let idx = regs.idx.as_deref();
+        let mut rs: [Option<&'r Reservation>; REGIONS] = [None; REGIONS];
+        for (k, slot) in rs.iter_mut().enumerate().take(nregions) {
+            let mine = |i: usize| idx.map_or(0, |x| x[i] as usize) == k;
+            if (0..nc).any(mine) {
+                *slot = regs.regions[k];
+            }
+        }
+        let mut jobs = [(); REGIONS].map(|_| None::<SettleJob<'_, 'r>>);
+        let mut recs = [(); REGIONS].map(|_| MaybeUninit::<Deferred>::uninit());
+        let mut waits: [Option<&Deferred>; REGIONS] = [None; REGIONS];
+        for (k, ((job, rec), w)) in jobs
+            .iter_mut()
+            .zip(recs.iter_mut())
+            .zip(waits.iter_mut())
+            .enumerate()
         {
-            let k = |i: usize| knobs[regs.index(i)].expect("a queued range's knobs");
-            let checked = |(i, v): &(usize, &Iov)| v.len & FAILED == 0 && k(*i).checked();
-            for (i, v) in iov.iter().enumerate().filter(checked) {
-                let how = if v.len & OPEN != 0 {
-                    FaultHow::ReleasedOnly
-                } else {
-                    FaultHow::Guard // any trapping fault: the check is the same
-                };
-                let f = crate::fault::Faulted { how };
-                if let Err(err) = regs.get(i).verify_fault_at(v.base, v.len & !TAGS, &f) {
-                    report.unverified(err);
+            let Some(r) = rs[k] else { continue };
+            let j = job.insert(SettleJob {
+                r,
+                k,
+                iov,
+                idx,
+                code: uniform.map(|u| u.0),
+                me,
+            });
+            *w = r.settle_batch(j, rec);
+        }
+        for (r, w) in rs.iter().zip(waits.iter()) {
+            if let (Some(r), Some(d)) = (r, w) {
+                r.wait_settled(d);
+            }
+        }
+    }
+
+    /// Checked mode: ask the kernel whether each settled range shows its effect.
+    fn verify(&mut self, nc: usize, uniform: Option<(u8, usize)>) {
+        if uniform.is_some() {
+            return; // no reservation of the flush is checked
+        }
+        let op = self.op();
+        let mut report = core::mem::take(&mut self.report);
+        let (iov, mut regs) = self.queued();
+        let knobs = regs.knobs();
+        for (i, v) in iov[..nc].iter_mut().enumerate() {
+            let k = knobs[regs.index(i)].expect("a queued range's knobs");
+            if v.len & FAILED != 0 || !k.checked() {
+                continue;
+            }
+            let r = regs.get(i);
+            let len = v.len & !TAGS;
+            let r2 = match op {
+                Op::Unused => {
+                    // Only "zero-filled" has something to check (MADV_FREE keeps pages
+                    // resident).
+                    let u = Unused {
+                        how: UnusedHow::DontNeed,
+                        zeroed: v.len & OPEN == 0,
+                        protected: false,
+                        released: v.len & KEPT == 0,
+                    };
+                    r.verify_unused_at(v.base, len, &u)
                 }
+                _ => {
+                    let how = if v.len & OPEN != 0 {
+                        FaultHow::ReleasedOnly
+                    } else {
+                        FaultHow::Guard // any trapping fault: the check is the same
+                    };
+                    r.verify_fault_at(v.base, len, &Faulted { how })
+                }
+            };
+            if let Err(err) = r2 {
+                regs.note_set(i, pack(&err, r.offset_of(v.base), r.page_shift()));
+                v.base |= UNVERIFIED;
+                report.unverified += 1;
+                report.error.get_or_insert(err);
             }
         }
         self.report = report;
     }
-}
 
-// Outcome tags kept in a queued iovec's length (page-aligned, so its low bits are free) once
-// the system calls are done: the range's new code (bits 0-3), or that its release failed;
-// and, for checked mode, that it is not zero-filled (MADV_FREE) or does not trap.
-const CODE: usize = 0xF;
-const FAILED: usize = 1 << 4;
-const OPEN: usize = 1 << 5;
-const TAGS: usize = CODE | FAILED | OPEN;
-
-/// Settle every queued range with `f`, under one lock per run of ranges of the same
-/// reservation.
-#[inline(always)]
-fn settle_each(
-    iov: &[Iov],
-    regs: &Regions<'_, '_>,
-    mut f: impl FnMut(&mut region::Settle<'_>, &Iov),
-) {
-    let mut i = 0;
-    while i < iov.len() {
-        let r = regs.get(i);
-        let mut s = r.begin_settle();
-        while i < iov.len() && core::ptr::eq(regs.get(i), r) {
-            f(&mut s, &iov[i]);
-            i += 1;
+    /// Give `f` every range of this round that is not pending: the claimed ones `[0, nc)`
+    /// with their outcome, the refused ones with their error.
+    fn report_each<F: FnMut(BatchRange<'r>)>(
+        &mut self,
+        nc: usize,
+        uniform: Option<(u8, usize)>,
+        f: &mut F,
+    ) {
+        let (op, kind) = (self.op(), self.kind);
+        let (iov, regs) = self.queued();
+        for (i, v) in iov.iter().enumerate() {
+            if v.len & PENDING != 0 || (i >= nc && v.len & REFUSED == 0) {
+                continue;
+            }
+            let r = regs.get(i);
+            let (base, len) = (v.base & !BASE_TAGS, v.len & !TAGS);
+            let offset = r.offset_of(base);
+            let result = if v.len & (REFUSED | FAILED) != 0 || v.base & UNVERIFIED != 0 {
+                Err(unpack(regs.note(i), op, offset, len, r.page_shift()))
+            } else {
+                let (code, how) = uniform.unwrap_or(((v.len & CODE) as u8, v.len & HOW));
+                let h = how >> HOW_SHIFT;
+                Ok(match kind {
+                    BatchKind::Unused(_) => {
+                        let how = UNUSED_HOWS[h.min(3)];
+                        BatchDone::Unused(Unused {
+                            how,
+                            zeroed: how != UnusedHow::Free,
+                            protected: region::code_protected(code),
+                            released: v.len & KEPT == 0,
+                        })
+                    }
+                    BatchKind::Fault(_) => BatchDone::Faulted(Faulted {
+                        how: FAULT_HOWS[h.min(4)],
+                    }),
+                })
+            };
+            f(BatchRange {
+                region: r,
+                offset,
+                len,
+                result,
+            });
         }
     }
 }
 
-/// Settle every queued range to `code` (all released the same way, no tags): one pass.
-fn settle_all_to(iov: &[Iov], regs: &Regions<'_, '_>, code: u8) {
-    settle_each(iov, regs, |s, v| s.set(v.base, v.len, code));
+/// One reservation's settle of a flush: a [`Job`] run in one section of its map (or by the
+/// holder of its lock across a fork).
+struct SettleJob<'a, 'r> {
+    r: &'r Reservation,
+    /// Its index in the batch.
+    k: usize,
+    iov: &'a [Iov],
+    idx: Option<&'a [u8]>,
+    /// One code for every range (the flush's uniform outcome).
+    code: Option<u8>,
+    me: usize,
 }
 
-/// Settle every queued range by its tags: its new code, or (if its release failed) let go.
-fn settle_all(iov: &[Iov], regs: &Regions<'_, '_>) {
-    settle_each(iov, regs, |s, v| {
-        let len = v.len & !TAGS;
-        if v.len & FAILED != 0 {
-            s.unclaim(v.base, len);
-        } else {
-            s.set(v.base, len, (v.len & CODE) as u8);
-        }
-    });
+impl Job for SettleJob<'_, '_> {
+    fn run(&mut self, g: &mut Guard<'_>) {
+        let (iov, idx, k, code) = (self.iov, self.idx, self.k, self.code);
+        self.r.settle_in(g, self.me, |s| {
+            for (i, v) in iov.iter().enumerate() {
+                if idx.map_or(0, |x| x[i] as usize) != k {
+                    continue;
+                }
+                let (base, len) = (v.base & !BASE_TAGS, v.len & !TAGS);
+                match code {
+                    Some(c) => s.set(base, len, c),
+                    None if v.len & FAILED != 0 => s.unclaim(base, len),
+                    None => s.set(base, len, (v.len & CODE) as u8),
+                }
+            }
+        });
+    }
 }
 
 impl BatchReport {
@@ -611,14 +1136,16 @@ impl BatchReport {
         self.bytes += len;
     }
 
-    /// Checked mode: the range was settled but the kernel does not show it.
-    fn unverified(&mut self, err: Error) {
-        self.unverified += 1;
-        self.error.get_or_insert(err);
-    }
-
     /// The range's release failed: it is let go of, unchanged, when the batch settles.
-    fn failed(&mut self, v: &mut Iov, err: Error) {
+    fn failed(
+        &mut self,
+        v: &mut Iov,
+        i: usize,
+        regs: &mut Regions<'_, '_>,
+        r: &Reservation,
+        err: Error,
+    ) {
+        regs.note_set(i, pack(&err, r.offset_of(v.base), r.page_shift()));
         v.len |= FAILED;
         self.failed += 1;
         self.error.get_or_insert(err);
@@ -627,9 +1154,9 @@ impl BatchReport {
 
 impl<const N: usize> Drop for Batch<'_, N> {
     fn drop(&mut self) {
-        // The `push` contract already gave these ranges up; leaving them Pending would make
-        // them unusable for ever.
-        self.flush_inner();
+        // The `push` contract already gave these ranges up: release them. (Nothing is held
+        // until the flush claims, so a batch that is leaked instead holds nothing.)
+        self.flush_inner(None::<&mut fn(BatchRange<'_>)>);
     }
 }
 
@@ -703,13 +1230,29 @@ fn pm_bit(advice: i32) -> u32 {
     match advice {
         sys::MADV_FREE => D_PM_FREE,
         sys::MADV_DONTNEED => D_PM_DONTNEED,
+        sys::MADV_DONTNEED_LOCKED => D_PM_DONTNEED_LOCKED,
         _ => D_PM_GUARD,
     }
 }
 
-/// Apply `advice` to every range with process_madvise, ≤ 1024 per call, marking `done` the
-/// ranges the kernel applied it to. Ranges left not done go through the per-range chain in
-/// the caller.
+/// The advice a DONTNEED batch starts with: `MADV_DONTNEED`, or `MADV_DONTNEED_LOCKED` once
+/// locked memory has been seen in this process (the same on unlocked memory, and accepted on
+/// locked memory: see the module doc).
+fn dontneed_advice() -> i32 {
+    if advise::locked_seen()
+        && advise::usable(D_DONTNEED_LOCKED)
+        && advise::clear(D_PM_DONTNEED_LOCKED)
+    {
+        sys::MADV_DONTNEED_LOCKED
+    } else {
+        sys::MADV_DONTNEED
+    }
+}
+
+/// Apply `advice` to every range with process_madvise, ≤ 1024 per call, following the rules
+/// in the module doc. Returns `p`: ranges `[0, p)` are done under `advice`, unmarked; later
+/// ranges done are marked `DONE` (and `LOCKED` when done with `MADV_DONTNEED_LOCKED`). Ranges
+/// left unmarked after `p` go through the per-range chain in the caller.
 fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) -> usize {
     let n = iov.len();
     let mut i = 0;
@@ -717,23 +1260,32 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) ->
     // in full) then costs no pass over the iovecs after the system call.
     let mut prefix = 0;
     let mut retries = advise::TRANSIENT_RETRIES;
+    let mut adv = advice;
+    // The range a call stopped at: the next call starts there and tells why; if it stops
+    // there again, the range goes to the per-range chain.
+    let mut stopped_at = usize::MAX;
     while i < n {
-        if !advise::clear(pm_bit(advice)) {
+        if !advise::clear(pm_bit(adv)) {
             return prefix;
         }
         let Some(fd) = pidfd.get() else {
             return prefix;
+        };
+        let mark = if adv == sys::MADV_DONTNEED_LOCKED {
+            DONE | LOCKED
+        } else {
+            DONE
         };
         let chunk = (n - i).min(MAX_IOV);
         let total: usize = iov[i..i + chunk].iter().map(|v| v.len).sum();
         // SAFETY: Iov has iovec's layout; every range was claimed from a live Reservation
         // and given up by the caller of `push`.
         let r = unsafe {
-            sys::process_madvise(fd, iov[i..].as_ptr() as *const libc::iovec, chunk, advice)
+            sys::process_madvise(fd, iov[i..].as_ptr() as *const libc::iovec, chunk, adv)
         };
         *calls += 1;
         match r {
-            Ok(bytes) if bytes == total && prefix == i => {
+            Ok(bytes) if bytes == total && prefix == i && adv == advice => {
                 i += chunk;
                 prefix = i;
             }
@@ -743,11 +1295,17 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) ->
                 let mut k = i;
                 while k < i + chunk && acc + iov[k].len <= bytes {
                     acc += iov[k].len;
-                    iov[k].base |= DONE;
+                    iov[k].base |= mark;
                     k += 1;
                 }
-                // Skip the failing range (k): the caller's per-range chain takes it.
-                i = if bytes == total { i + chunk } else { k + 1 };
+                i = if bytes == total {
+                    i + chunk
+                } else if stopped_at == k {
+                    k + 1
+                } else {
+                    stopped_at = k;
+                    k
+                };
             }
             Err(Errno::EAGAIN | Errno::EINTR) if retries > 0 => {
                 retries -= 1;
@@ -763,13 +1321,35 @@ fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) ->
             }
             Err(Errno::EBADF) => pidfd.sentinel_refused(),
             Err(Errno::EINVAL) => {
-                // The first range failed: bad range, or an advice process_madvise does not
-                // take here. madvise on that range tells which.
-                if advise::advise(iov[i].base, iov[i].len, advice).is_ok() {
-                    advise::downgrade(pm_bit(advice));
-                    iov[i].base |= DONE;
+                // The first range failed: an advice process_madvise does not take here, or
+                // a range the advice refuses (mlocked). madvise on that range tells which.
+                let v = iov[i];
+                match advise::advise(v.base, v.len, adv) {
+                    Ok(()) => {
+                        advise::downgrade(pm_bit(adv));
+                        iov[i].base |= mark;
+                        i += 1;
+                    }
+                    Err(Errno::EINVAL)
+                        if matches!(adv, sys::MADV_DONTNEED | sys::MADV_FREE)
+                            && advise::usable(D_DONTNEED_LOCKED) =>
+                    {
+                        // mlocked: remembered, and released with MADV_DONTNEED_LOCKED.
+                        advise::saw_locked();
+                        stats::bump(Counter::FallbackLocked);
+                        if adv == sys::MADV_DONTNEED {
+                            // The same on unlocked memory: the rest of the call with it.
+                            adv = sys::MADV_DONTNEED_LOCKED;
+                        } else {
+                            // FREE goes on for the others; this one alone.
+                            if advise::advise(v.base, v.len, sys::MADV_DONTNEED_LOCKED).is_ok() {
+                                iov[i].base |= DONE | LOCKED;
+                            }
+                            i += 1;
+                        }
+                    }
+                    Err(_) => i += 1,
                 }
-                i += 1;
             }
             Err(_) => i += 1,
         }

@@ -457,8 +457,9 @@ fn set_values(w: u32) -> u32 {
 pub(crate) struct Local(core::sync::atomic::AtomicU32);
 
 impl Local {
-    pub(crate) const fn none() -> Local {
-        Local(core::sync::atomic::AtomicU32::new(0))
+    /// Set nothing: follow the process-wide knobs (a slot taken by a new reservation).
+    pub(crate) fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn store(&self, c: &Config) {

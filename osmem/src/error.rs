@@ -99,14 +99,25 @@ pub enum Error {
         /// The state that page is in.
         found: State,
     },
-    /// A page of the range is held by another transition in progress on another thread, or
-    /// queued in a [`Batch`](crate::Batch) not yet flushed. Nothing changed; the caller raced
-    /// with itself (transitions of overlapping ranges must not run concurrently).
+    /// A page of the range is held by another transition in progress (on another thread, or
+    /// one a signal handler interrupted on this thread, or an earlier range of the same
+    /// [`Batch`](crate::Batch) flush). Nothing changed; the caller raced with itself
+    /// (transitions of overlapping ranges must not run concurrently). Also what a call
+    /// answers at once where waiting could never end: re-entered from a signal handler on
+    /// the thread that is inside osmem's bookkeeping of the same reservation, or meeting a
+    /// `fork` in progress that waits for that thread (see the crate docs, "Threads, fork and
+    /// signals").
     Busy {
         /// The operation.
         op: Op,
         /// Offset of the first page found held.
         offset: usize,
+    },
+    /// The [`ReservationId`](crate::ReservationId) names a reservation that has been
+    /// dropped. Nothing changed.
+    Gone {
+        /// The operation.
+        op: Op,
     },
     /// The range is mlocked and this kernel cannot release locked memory without dropping
     /// the lock (`MADV_DONTNEED_LOCKED` needs Linux 5.18). Nothing changed: the range is still
@@ -167,6 +178,7 @@ impl Error {
             | Error::OutOfRange { op, .. }
             | Error::WrongState { op, .. }
             | Error::Busy { op, .. }
+            | Error::Gone { op }
             | Error::Unsupported { op }
             | Error::Locked { op, .. }
             | Error::Unverified { op, .. }
@@ -226,7 +238,11 @@ impl fmt::Display for Error {
             ),
             Error::Busy { op, offset } => write!(
                 f,
-                "osmem {op:?}: page at offset {offset:#x} is held by another transition or an unflushed batch; nothing changed"
+                "osmem {op:?}: page at offset {offset:#x} is held by another transition in progress (or the call re-entered osmem from a signal handler); nothing changed"
+            ),
+            Error::Gone { op } => write!(
+                f,
+                "osmem {op:?}: the reservation this id names has been dropped; nothing changed"
             ),
             Error::Unverified { op, offset, len } => write!(
                 f,
@@ -269,6 +285,7 @@ impl std::error::Error for Error {}
 ///     call may succeed once it is done;
 ///   - `Unsupported` for [`Error::Unsupported`] and [`Error::Locked`]: this kernel lacks what
 ///     the call needs;
+///   - `NotFound` for [`Error::Gone`]: the reservation no longer exists;
 ///   - `Other` for [`Error::Unverified`].
 ///
 /// ```
@@ -302,6 +319,7 @@ impl From<Error> for std::io::Error {
             | Error::WrongState { .. } => ErrorKind::InvalidInput,
             Error::Busy { .. } => ErrorKind::WouldBlock,
             Error::Unsupported { .. } | Error::Locked { .. } => ErrorKind::Unsupported,
+            Error::Gone { .. } => ErrorKind::NotFound,
             Error::Unverified { .. } => ErrorKind::Other,
         };
         IoError::new(kind, e)

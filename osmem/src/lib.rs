@@ -214,20 +214,23 @@ mod batch;
 mod config;
 mod error;
 mod fault;
+mod fork;
 mod huge;
 mod lock;
 mod names;
 mod once;
 mod probe;
 mod region;
+mod registry;
 mod residency;
 mod stats;
 mod sys;
 mod table;
+mod thread;
 mod unused;
 mod verify;
 
-pub use batch::{Batch, BatchKind, BatchReport, MAX_IOV};
+pub use batch::{Batch, BatchDone, BatchKind, BatchRange, BatchReport, MAX_IOV};
 pub use config::{
     config, configure, env_report, Config, EnvReport, FaultStrategy, Problem, ProblemKind, Thp,
     UnusedAdvice, BOOL_VALUES, FAULT_VALUES, KEYS, THP_VALUES, UNUSED_VALUES,
@@ -235,7 +238,7 @@ pub use config::{
 pub use error::{Errno, Error, Op, Syscall};
 pub use fault::{FaultHow, Faulted};
 pub use probe::{page_size, probe, Advices, Overcommit, Probe, ProcessMadvise, ThpMode};
-pub use region::{Reservation, State};
+pub use region::{lookup, Lookup, Reservation, ReservationId, State};
 pub use residency::{
     residency_method, PageRun, Residence, Residency, ResidencyMethod, ResidencyProbe, Tells,
 };

@@ -1,89 +1,91 @@
-//! A small spin lock that knows about `fork`.
+//! A small spin lock that knows its holder: the thread, the process, and the fork in progress.
 //!
-//! osmem's metadata (a reservation's page-state map, the metadata arena) is changed only
-//! under one of these locks, and never across a system call: a holder runs a few dozen
-//! instructions, so spinning is cheaper than parking, and nothing here needs std or
-//! allocates (the lock must work inside a `GlobalAlloc`).
+//! osmem's metadata (a reservation's page-state map, the metadata arena, the registry of
+//! reservations) is changed only under one of these locks, and never across a system call
+//! except where a comment says so: a holder runs a few dozen instructions, so spinning is
+//! cheaper than parking, and nothing here needs std or allocates (the lock must work inside a
+//! `GlobalAlloc`).
 //!
-//! The lock word holds the pid of the process whose thread holds it. Threads of one process
-//! share the pid, so a contended lock normally shows our own pid and we wait. A child forked
-//! while another thread of its parent held the lock sees the *parent's* pid: that holder does
-//! not exist in the child and will never let go, and the data it was changing may be half
-//! changed. The child gets an error instead of spinning for ever (callers turn it into
-//! `Error::Busy`). The pid is cached in a static that a `pthread_atfork` child handler
-//! refreshes, so the fast path costs one relaxed load and one compare-exchange.
-//!
-//! The one process-wide lock (the metadata arena's) is taken around `fork` by the same
-//! handlers, as glibc does for malloc: a child never inherits it held, so a reservation made
-//! in a forked child always gets its metadata.
+//! The lock word holds the holder's thread pointer ([`crate::thread::me`]), so a waiter can
+//! tell three holders it must not wait for, each of which would otherwise make it spin for
+//! ever:
+//! - **itself** ([`Held::Reentered`]): a signal handler that interrupted its own thread inside
+//!   osmem and called osmem again. The interrupted holder cannot run until the handler
+//!   returns.
+//! - **the thread that is forking** ([`Held::Fork`]): the `fork` handlers (fork.rs) hold
+//!   every lock across `fork`; a waiter steps back (a claim not yet made) or hands its work to
+//!   the holder (a settle, see table.rs) instead of waiting for the fork, which may be waiting
+//!   for it.
+//! - **a thread of another process** ([`Held::Orphaned`]): a child made by `_Fork` or a raw
+//!   `clone`, which run no fork handlers, inherits a lock another thread held at that instant;
+//!   that thread does not exist in the child. Beside the owner the lock keeps the pid of the
+//!   holder's process (the cached one, kept right by the fork handlers); a waiter that has
+//!   spun long enough to yield compares it with `getpid()` now and then.
 
-use core::sync::atomic::{AtomicI32, Ordering};
+use crate::thread;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-/// The cached pid: one of the hot words kept beside the counters (stats.rs), as an `i32`.
+/// The cached pid: one of the hot words kept beside the counters (stats.rs).
 #[inline(always)]
-fn pid_word() -> &'static core::sync::atomic::AtomicU32 {
+fn pid_word() -> &'static AtomicU32 {
     crate::stats::word(crate::stats::Word::Pid)
 }
 
-extern "C" fn refresh_pid() {
+/// Cache the pid (at first use and in a child made by `fork`).
+pub(crate) fn refresh_pid() {
     // SAFETY: getpid has no preconditions (and is async-signal-safe).
     pid_word().store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
 }
 
-extern "C" fn before_fork() {
-    crate::arena::hold_for_fork();
-}
-
-extern "C" fn after_fork_parent() {
-    crate::arena::release_after_fork();
-}
-
-extern "C" fn after_fork_child() {
-    refresh_pid();
-    crate::arena::release_after_fork();
-}
-
-/// Cache the pid and keep it right across `fork` (called once, when the probe is published).
-pub(crate) fn init() {
-    refresh_pid();
-    // SAFETY: registers handlers that only touch osmem's own statics; no memory is passed.
-    unsafe {
-        libc::pthread_atfork(
-            Some(before_fork),
-            Some(after_fork_parent),
-            Some(after_fork_child),
-        )
-    };
-}
-
+/// This process's pid, cached.
 #[inline]
 pub(crate) fn pid() -> i32 {
     match pid_word().load(Ordering::Relaxed) as i32 {
         // Before the probe ran (never on an operation path): ask the kernel.
+        // SAFETY: getpid has no preconditions.
         0 => unsafe { libc::getpid() },
         p => p,
     }
 }
 
-/// The lock's holder is gone: this process was forked while another thread held it.
-#[derive(Debug)]
-pub(crate) struct Orphaned;
+/// Why a lock was not taken.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// The calling thread holds it (a signal handler re-entered osmem).
+    Reentered,
+    /// The thread that is forking holds it, across the `fork`.
+    Fork,
+    /// Its holder belongs to another process: this one was made by `_Fork` or `clone` while
+    /// a thread of the parent held it.
+    Orphaned,
+}
 
-pub(crate) struct SpinLock(AtomicI32);
+/// Spins before the first `sched_yield`, and yields between two checks for an orphaned lock.
+const SPINS: u32 = 128;
+const YIELDS_PER_CHECK: u32 = 64;
+
+pub(crate) struct SpinLock {
+    owner: AtomicUsize,
+    pid: AtomicU32,
+}
 
 impl SpinLock {
     pub(crate) const fn new() -> Self {
-        SpinLock(AtomicI32::new(0))
+        SpinLock {
+            owner: AtomicUsize::new(0),
+            pid: AtomicU32::new(0),
+        }
     }
 
     #[inline]
-    pub(crate) fn lock(&self) -> Result<(), Orphaned> {
-        let me = pid();
+    pub(crate) fn lock(&self) -> Result<(), Held> {
+        let me = thread::me();
         if self
-            .0
-            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            self.pid.store(pid() as u32, Ordering::Relaxed);
             return Ok(());
         }
         self.lock_slow(me)
@@ -91,36 +93,77 @@ impl SpinLock {
 
     #[cold]
     #[inline(never)]
-    fn lock_slow(&self, me: i32) -> Result<(), Orphaned> {
+    fn lock_slow(&self, me: usize) -> Result<(), Held> {
         let mut spins = 0u32;
         loop {
-            match self.0.load(Ordering::Relaxed) {
-                0 => {
-                    if self
-                        .0
-                        .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return Ok(());
-                    }
+            let o = self.owner.load(Ordering::Relaxed);
+            if o == 0 {
+                if self
+                    .owner
+                    .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.pid.store(pid() as u32, Ordering::Relaxed);
+                    return Ok(());
                 }
-                holder if holder != me => return Err(Orphaned),
-                _ if spins < 128 => {
-                    spins += 1;
-                    core::hint::spin_loop();
-                }
-                // The holder was preempted (2 CPUs, busy machine): let it run.
-                // SAFETY: sched_yield has no preconditions.
-                _ => unsafe {
-                    libc::sched_yield();
-                },
+                continue;
+            }
+            if o == me {
+                return Err(Held::Reentered);
+            }
+            if o == crate::fork::owner() {
+                return Err(Held::Fork);
+            }
+            spins += 1;
+            if spins < SPINS {
+                core::hint::spin_loop();
+                continue;
+            }
+            // The holder was preempted (2 CPUs, busy machine) or interrupted by a signal
+            // handler: let it run.
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+            if (spins - SPINS) % YIELDS_PER_CHECK == YIELDS_PER_CHECK - 1 && self.orphaned() {
+                return Err(Held::Orphaned);
             }
         }
     }
 
+    /// Whether the holder's process is not this one (0: the holder has not written it yet).
+    #[cold]
+    fn orphaned(&self) -> bool {
+        let p = self.pid.load(Ordering::Relaxed);
+        // SAFETY: getpid has no preconditions.
+        let now = unsafe { libc::getpid() } as u32;
+        if p != 0 && p != now {
+            // The cache may be stale too (a `_Fork` child runs no handler): refresh it so the
+            // locks this process takes from now on carry its own pid.
+            pid_word().store(now, Ordering::Relaxed);
+            return self.owner.load(Ordering::Relaxed) != 0
+                && self.pid.load(Ordering::Relaxed) == p;
+        }
+        false
+    }
+
     #[inline]
     pub(crate) fn unlock(&self) {
-        self.0.store(0, Ordering::Release);
+        self.pid.store(0, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Release);
+    }
+
+    /// The holder's thread pointer, 0 when free.
+    #[inline]
+    pub(crate) fn owner(&self) -> usize {
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    /// After `fork`, in the child: a lock the forking thread holds (it was interrupted inside
+    /// osmem) carries the parent's pid; give it the child's, so waiters do not take it for
+    /// orphaned. The forking thread releases it when its signal handler returns.
+    pub(crate) fn adopt_in_child(&self, me: usize) {
+        if self.owner() == me {
+            self.pid.store(pid() as u32, Ordering::Relaxed);
+        }
     }
 }
 
@@ -133,9 +176,36 @@ mod tests {
         let l = SpinLock::new();
         assert!(l.lock().is_ok());
         l.unlock();
-        // What a child forked mid-hold sees: the parent's pid in the word.
+        // What a child made by _Fork sees: a holder that is not a thread of this process,
+        // recorded with the parent's pid.
+        l.owner.store(1, Ordering::Relaxed);
         // SAFETY: getppid has no preconditions.
-        l.0.store(unsafe { libc::getppid() }, Ordering::Relaxed);
-        assert!(l.lock().is_err());
+        l.pid
+            .store(unsafe { libc::getppid() } as u32, Ordering::Relaxed);
+        assert_eq!(l.lock(), Err(Held::Orphaned));
+    }
+
+    #[test]
+    fn the_holding_thread_is_told_at_once() {
+        let l = SpinLock::new();
+        assert!(l.lock().is_ok());
+        assert_eq!(l.lock(), Err(Held::Reentered));
+        l.unlock();
+        assert!(l.lock().is_ok());
+        l.unlock();
+    }
+
+    #[test]
+    fn another_thread_waits_for_the_holder() {
+        let l = std::sync::Arc::new(SpinLock::new());
+        l.lock().unwrap();
+        let l2 = l.clone();
+        let t = std::thread::spawn(move || {
+            l2.lock().unwrap();
+            l2.unlock();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        l.unlock();
+        t.join().unwrap();
     }
 }

@@ -170,7 +170,7 @@ pub fn probe() -> &'static Probe {
 /// one question (is it downgraded?) and `selected()` agrees with what the chains will do.
 /// The probe's calls are definitive: private pages osmem owns, valid arguments.
 fn downgrade_missing(p: &Probe) {
-    crate::lock::init();
+    crate::fork::init();
     use crate::advise::{
         self, D_COLLAPSE, D_DONTNEED, D_DONTNEED_LOCKED, D_FREE, D_GUARD, D_HUGEPAGE, D_NOHUGEPAGE,
         D_PM, D_PM_SELF, D_POPULATE,

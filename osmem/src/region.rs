@@ -27,16 +27,21 @@ use crate::arena::{self, NoMemory};
 use crate::config::{self, Config, FaultStrategy, UnusedAdvice};
 use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
+use crate::fork;
 use crate::huge;
+use crate::lock::Held;
 use crate::names;
 use crate::probe;
+use crate::registry::{self, NoSlot, Slot};
 use crate::residency::{self, PageRun, QueryError, Residency, ResidencyMethod};
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
-use crate::table::{Table, Upd, BUSY};
+use crate::table::{Deferred, Guard, Job, Upd, BUSY};
+use crate::thread;
 use crate::unused::{self, Unused, UnusedHow};
 use crate::verify;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::mem::{ManuallyDrop, MaybeUninit};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// The state of a page of a [`Reservation`]. (Memory outside any reservation is in the
 /// state "None", which needs no variant: [`Reservation::state`] returns `None` there.)
@@ -92,20 +97,20 @@ const PREPARED_FREE: u8 = 6;
 /// PREPARED_FREE and PROT_NONE (harddecommit).
 const PREPARED_NONE_FREE: u8 = 7;
 
-/// Batched ranges of one region being settled: the map stays locked from the first to the
-/// last, and the bytes that left Ready are accounted once, when it is dropped.
-pub(crate) struct Settle<'r> {
-    r: &'r Reservation,
-    g: crate::table::Guard<'r>,
+/// Batched ranges of one region being settled in one section (a batch's job): the bytes that
+/// left Ready are accounted once, when it is dropped.
+pub(crate) struct Settle<'a, 'g> {
+    r: &'a Reservation,
+    g: &'a mut Guard<'g>,
     /// Bytes moved out of Ready, by new state.
     to: [u64; 4],
     /// The leaf the last range was in; ranges in one leaf are set there, and the tree is
     /// folded once per leaf (at `refold`'s page) instead of once per range.
-    leaf: Option<(usize, *mut [u64; 16])>,
+    leaf: Option<(usize, &'static crate::arena::Node)>,
     refold: Option<usize>,
 }
 
-impl Settle<'_> {
+impl Settle<'_, '_> {
     /// A claimed Ready range `[addr, addr+len)` now has `code` (from `code_after_*`).
     pub(crate) fn set(&mut self, addr: usize, len: usize, code: u8) {
         self.apply(addr, len, Upd::Set(code));
@@ -118,7 +123,7 @@ impl Settle<'_> {
     }
 
     fn apply(&mut self, addr: usize, len: usize, f: Upd) {
-        let (first, n) = self.r.pages_at(addr, len);
+        let (first, n) = self.r.pages_of(addr, len);
         // Leaving a leaf: fold it (and what above it may fold) before going on.
         if self
             .leaf
@@ -143,15 +148,37 @@ impl Settle<'_> {
     }
 }
 
-impl Drop for Settle<'_> {
+impl Drop for Settle<'_, '_> {
     fn drop(&mut self) {
         self.fold_pending();
-        self.g.settled();
         for (s, &b) in self.to.iter().enumerate() {
             if b > 0 {
                 self.r.move_bytes(State::Ready, STATES[s], b);
             }
         }
+    }
+}
+
+impl Reservation {
+    /// Settle batched ranges of this reservation in the section `g` (a batch's job), then
+    /// forget the claim of thread `me`.
+    pub(crate) fn settle_in<'g>(
+        &self,
+        g: &mut Guard<'g>,
+        me: usize,
+        f: impl FnOnce(&mut Settle<'_, 'g>),
+    ) {
+        {
+            let mut s = Settle {
+                r: self,
+                g,
+                to: [0; 4],
+                leaf: None,
+                refold: None,
+            };
+            f(&mut s);
+        }
+        g.disown(me);
     }
 }
 
@@ -166,6 +193,11 @@ pub(crate) fn code_after_unused(how: UnusedHow, protected: bool) -> u8 {
     }
 }
 
+/// Whether a Prepared code is `PROT_NONE` (harddecommit protected it).
+pub(crate) fn code_protected(code: u8) -> bool {
+    matches!(code & !BUSY, PREPARED_NONE | PREPARED_NONE_FREE)
+}
+
 /// The code of a Ready range faulted by `how`.
 pub(crate) fn code_after_fault(how: FaultHow) -> u8 {
     match how {
@@ -174,10 +206,12 @@ pub(crate) fn code_after_fault(how: FaultHow) -> u8 {
     }
 }
 
-/// What a claim found: the code of the claimed range if it was one run.
+/// What a claim found: the code of the claimed range if it was one run, and the thread that
+/// holds it (whose claim the settle forgets).
 #[derive(Copy, Clone)]
-struct Held {
+pub(crate) struct Claim {
     single: Option<u8>,
+    me: usize,
 }
 
 /// Every state, in `State` index order.
@@ -228,30 +262,17 @@ fn state_of(code: u8) -> State {
 /// drop(r);                                           // → None
 /// # Ok::<(), osmem::Error>(())
 /// ```
-// Layout: every field a transition reads (range, knobs, the map's lock, byte counts and root
-// entry) is in the first two cache lines, in that order. Each line still cold after a system
-// call costs about as much as all of osmem's own work on a small range (measured with
-// osmem-bench), so this is not cosmetic.
-#[repr(C, align(64))]
+// The handle is small and is what its owner moves; everything other threads, the fork
+// handlers and signal handlers must reach lives in the reservation's slot (registry.rs), whose
+// first cache line is the lock, the sequence counter, the root entry and the claim owners.
 pub struct Reservation {
     base: usize,
     len: usize,
-    /// This reservation's own knobs (see `with_config`); unset keys follow the process.
-    knobs: config::Local,
+    slot: &'static Slot,
+    index: u32,
+    gen: u32,
     page_shift: u32,
-    /// Whether the region was mapped MAP_NORESERVE; remaps inside it use the same flags so
-    /// the kernel can merge them back into one VMA.
-    noreserve: bool,
-    /// Whether the region has its `[anon:osmem]` name yet: given at the first `map` (or at
-    /// `alloc`), so `reserve` + drop stay one `mmap` + one `munmap`.
-    named: AtomicBool,
-    table: Table,
 }
-
-// SAFETY: the handle owns its mapping; all mutation goes through syscalls on disjoint ranges,
-// the map's lock, and atomics (counters).
-unsafe impl Send for Reservation {}
-unsafe impl Sync for Reservation {}
 
 impl core::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -358,7 +379,7 @@ impl Reservation {
                 let _ = advise::retry(|| sys::munmap(base + len, tail));
             }
         }
-        let r = Self::adopt(base, len, RESERVED, true);
+        let r = Self::adopt(op, base, len, RESERVED, true)?;
         stats::bump(Counter::ReserveOps);
         Ok(r)
     }
@@ -387,7 +408,7 @@ impl Reservation {
         check_addr(op, addr, len, ps)?;
         let base = advise::retry(|| sys::mmap_noreplace(addr, len))
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let r = Self::adopt(base, len, RESERVED, true);
+        let r = Self::adopt(op, base, len, RESERVED, true)?;
         stats::bump(Counter::ReserveOps);
         Ok(r)
     }
@@ -406,33 +427,61 @@ impl Reservation {
         // SAFETY: a fresh mapping.
         let base = advise::retry(|| unsafe { sys::mmap_anon(0, len, sys::PROT_RW, false, false) })
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let r = Self::adopt(base, len, READY, false);
+        let r = Self::adopt(op, base, len, READY, false)?;
         r.name_once();
         stats::bump(Counter::AllocOps);
         Ok(r)
     }
 
-    /// Take ownership of `[base, base+len)` (just mapped) with every page in `code`.
-    fn adopt(base: usize, len: usize, code: u8, noreserve: bool) -> Self {
+    /// Take ownership of `[base, base+len)` (just mapped) with every page in `code`: give it
+    /// a slot in the registry. If no slot can be had, the mapping is unmapped again and the
+    /// error says nothing changed.
+    fn adopt(op: Op, base: usize, len: usize, code: u8, noreserve: bool) -> Result<Self, Error> {
         let ps = probe::page_size();
         // Metadata memory exists before the process can reach the VMA limit (see arena.rs).
         arena::ensure();
+        let r = registry::register(base, len, |s| {
+            // SAFETY: a slot just taken from the free list: no reservation owns it, no thread
+            // holds its lock.
+            unsafe { s.table.init(len / ps, code) };
+            for (k, b) in s.table.bytes.iter().enumerate() {
+                let v = if k == state_of(code) as usize {
+                    len as u64
+                } else {
+                    0
+                };
+                b.store(v, Ordering::Relaxed);
+            }
+            s.knobs.clear();
+            s.named.store(false, Ordering::Relaxed);
+            s.noreserve.store(noreserve, Ordering::Relaxed);
+            s.fork_taken.store(false, Ordering::Relaxed);
+        });
+        let (index, gen) = match r {
+            Ok(r) => r,
+            Err(e) => {
+                // SAFETY: the mapping just made, not handed out.
+                let _ = advise::retry(|| unsafe { sys::munmap(base, len) });
+                return Err(match e {
+                    NoSlot::Busy => Error::Busy { op, offset: 0 },
+                    NoSlot::Os(call, errno) => os(op, call, errno, false),
+                });
+            }
+        };
         let r = Reservation {
-            table: Table::new(len / ps, code),
             base,
             len,
+            slot: registry::slot(index),
+            index,
+            gen,
             page_shift: ps.trailing_zeros(),
-            noreserve,
-            named: AtomicBool::new(false),
-            knobs: config::Local::none(),
         };
-        r.table.bytes[state_of(code) as usize].store(len as u64, Ordering::Relaxed);
         stats::created(state_of(code) as usize, len as u64);
         // (A new reservation has no knobs of its own yet: the process-wide thp knob.)
         if config::knobs().thp_never() {
             let _ = advise::advise(base, len, sys::MADV_NOHUGEPAGE);
         }
-        r
+        Ok(r)
     }
 
     /// Give this reservation knobs of its own: every key `cfg` sets (see [`Config::sets`])
@@ -469,9 +518,9 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn set_config(&self, cfg: Config) {
-        let was_never = self.knobs.resolve().thp_never();
-        self.knobs.store(&cfg);
-        if self.knobs.resolve().thp_never() && !was_never {
+        let was_never = self.slot.knobs.resolve().thp_never();
+        self.slot.knobs.store(&cfg);
+        if self.slot.knobs.resolve().thp_never() && !was_never {
             let _ = advise::advise(self.base, self.len, sys::MADV_NOHUGEPAGE);
         }
     }
@@ -485,7 +534,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn config(&self) -> Config {
-        self.knobs.resolve().config()
+        self.slot.knobs.resolve().config()
     }
 
     /// The strategies operations on this reservation would use now: [`crate::selected`] for
@@ -503,13 +552,13 @@ impl Reservation {
     /// How remaps inside this region must map (its flags, its `thp` knob).
     #[inline]
     pub(crate) fn remap_how(&self) -> advise::Remap {
-        self.remap_with(self.knobs.resolve())
+        self.remap_with(self.slot.knobs.resolve())
     }
 
     #[inline]
     fn remap_with(&self, k: config::Knobs) -> advise::Remap {
         advise::Remap {
-            noreserve: self.noreserve,
+            noreserve: self.slot.noreserve.load(Ordering::Relaxed),
             thp_never: k.thp_never(),
         }
     }
@@ -517,7 +566,9 @@ impl Reservation {
     /// Name the region `[anon:osmem]` once (best effort, like Go).
     #[inline]
     fn name_once(&self) {
-        if !self.named.load(Ordering::Relaxed) && !self.named.swap(true, Ordering::Relaxed) {
+        if !self.slot.named.load(Ordering::Relaxed)
+            && !self.slot.named.swap(true, Ordering::Relaxed)
+        {
             names::name(self.base, self.len, b"osmem\0");
         }
     }
@@ -656,10 +707,7 @@ impl Reservation {
         if offset >= self.len {
             return None;
         }
-        // A map left locked by a thread that does not exist (forked mid-transition) cannot be
-        // read; its pages were being changed, and `Busy` is what a transition would say.
-        let g = self.table.lock().ok()?;
-        Some(state_of(g.get(offset >> self.page_shift)))
+        Some(state_of(self.slot.table.code(offset >> self.page_shift)))
     }
 
     /// Bytes of this region in `state`.
@@ -670,7 +718,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn bytes_in(&self, state: State) -> u64 {
-        self.table.bytes[state as usize].load(Ordering::Relaxed)
+        self.slot.table.bytes[state as usize].load(Ordering::Relaxed)
     }
 
     /// Make a Reserved or Faulted range usable: Reserved/Faulted → Prepared (Go's sysMap;
@@ -712,7 +760,14 @@ impl Reservation {
             moved[state_of(code) as usize] += bytes as u64;
             Ok(())
         });
-        self.settle(first, n, r.as_ref().err().map(|e| e.0), PREPARED, &moved);
+        self.settle(
+            first,
+            n,
+            r.as_ref().err().map(|e| e.0),
+            PREPARED,
+            &moved,
+            held,
+        );
         r.map_err(|e| e.1)?;
         stats::bump(Counter::MapOps);
         Ok(())
@@ -750,6 +805,13 @@ impl Reservation {
     pub fn used(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Used;
         let (first, n) = self.range(op, offset, len)?;
+        // Every page Ready already, none held: nothing to do, and nothing to claim. One read
+        // of the map without its lock; with no page held, what it saw is a state the range
+        // had at one instant (table.rs), and that is where this call takes effect.
+        if self.slot.table.all(first, first + n, READY) {
+            stats::bump(Counter::UsedOps);
+            return Ok(());
+        }
         let held = self.claim_pages(op, first, n, |c| {
             matches!(
                 c,
@@ -757,7 +819,7 @@ impl Reservation {
             )
         })?;
         let ps = 1 << self.page_shift;
-        let prefault_on = self.knobs.resolve().prefault();
+        let prefault_on = self.slot.knobs.resolve().prefault();
         // Each Prepared run: RW if PROT_NONE, then written (MADV_FREE) or prefaulted, while
         // the pages are still held, so nobody else can be using them yet.
         let mut moved = [0u64; 4];
@@ -786,14 +848,22 @@ impl Reservation {
         if let Err((stop, e)) = r {
             // The Prepared runs before `stop` are RW and written now: plain Prepared; Ready
             // runs stay Ready; the rest is unchanged.
-            self.settle_runs_to(first, stop, |c| {
-                if c == READY {
-                    Upd::Unhold
-                } else {
-                    Upd::Set(PREPARED)
-                }
-            });
-            self.settle(first, n, Some(first), 0, &[0; 4]);
+            let prepared = moved[State::Prepared as usize];
+            self.settle_runs(
+                first,
+                n,
+                stop,
+                |c| {
+                    if c == READY {
+                        Upd::Unhold
+                    } else {
+                        Upd::Set(PREPARED)
+                    }
+                },
+                held,
+            );
+            // What changed state: nothing (the runs before `stop` stay Prepared).
+            let _ = prepared;
             return Err(e);
         }
         self.settle_from(
@@ -802,6 +872,7 @@ impl Reservation {
             READY,
             State::Prepared,
             moved[State::Prepared as usize],
+            held,
         );
         stats::bump(Counter::UsedOps);
         Ok(())
@@ -823,7 +894,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn unused(&self, offset: usize, len: usize) -> Result<Unused, Error> {
-        let k = self.knobs.resolve();
+        let k = self.slot.knobs.resolve();
         self.unused_in(offset, len, k.unused_advice(), k)
     }
 
@@ -846,7 +917,7 @@ impl Reservation {
         len: usize,
         advice: UnusedAdvice,
     ) -> Result<Unused, Error> {
-        self.unused_in(offset, len, advice, self.knobs.resolve())
+        self.unused_in(offset, len, advice, self.slot.knobs.resolve())
     }
 
     /// `unused_with` under knobs `k`, resolved once for the whole call.
@@ -860,12 +931,12 @@ impl Reservation {
     ) -> Result<Unused, Error> {
         let op = Op::Unused;
         let (first, n) = self.range(op, offset, len)?;
-        self.claim_pages(op, first, n, |c| c == READY)?;
+        let c = self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
         let (how, released) = unused::release(addr, len, offset, advice, self.remap_with(k))
-            .inspect_err(|_| self.unclaim(first, n))?;
+            .inspect_err(|_| self.unclaim(first, n, c))?;
         let protected = k.harddecommit() && self.protect_released(addr, len);
-        let u = self.finish_unused(first, n, how, released, protected);
+        let u = self.finish_unused(first, n, how, released, protected, c);
         if k.checked() {
             self.verify_unused(first, n, &u)?;
         }
@@ -908,8 +979,9 @@ impl Reservation {
         how: UnusedHow,
         released: bool,
         protected: bool,
+        c: Claim,
     ) -> Unused {
-        self.settle_ready(first, n, code_after_unused(how, protected));
+        self.settle_ready(first, n, code_after_unused(how, protected), c);
         stats::bump(Counter::UnusedOps);
         Unused {
             how,
@@ -917,6 +989,12 @@ impl Reservation {
             protected,
             released,
         }
+    }
+
+    /// log2 of the page size.
+    #[inline]
+    pub(crate) fn page_shift(&self) -> u32 {
+        self.page_shift
     }
 
     /// The offset in this region of address `addr` (for errors of batched ranges).
@@ -939,7 +1017,7 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn fault(&self, offset: usize, len: usize) -> Result<Faulted, Error> {
-        let k = self.knobs.resolve();
+        let k = self.slot.knobs.resolve();
         self.fault_in(offset, len, k.fault_strategy(), k)
     }
 
@@ -961,7 +1039,7 @@ impl Reservation {
         len: usize,
         strategy: FaultStrategy,
     ) -> Result<Faulted, Error> {
-        self.fault_in(offset, len, strategy, self.knobs.resolve())
+        self.fault_in(offset, len, strategy, self.slot.knobs.resolve())
     }
 
     /// `fault_with` under knobs `k`, resolved once for the whole call.
@@ -975,10 +1053,10 @@ impl Reservation {
     ) -> Result<Faulted, Error> {
         let op = Op::Fault;
         let (first, n) = self.range(op, offset, len)?;
-        self.claim_pages(op, first, n, |c| c == READY)?;
+        let c = self.claim_pages(op, first, n, |c| c == READY)?;
         let how = fault::fault(self.addr(first), len, strategy, self.remap_with(k))
-            .inspect_err(|_| self.unclaim(first, n))?;
-        let f = self.finish_fault(first, n, how);
+            .inspect_err(|_| self.unclaim(first, n, c))?;
+        let f = self.finish_fault(first, n, how, c);
         if k.checked() {
             self.verify_fault(first, n, &f)?;
         }
@@ -986,29 +1064,18 @@ impl Reservation {
     }
 
     /// The common tail of every fault (direct or batched): map and accounting.
-    pub(crate) fn finish_fault(&self, first: usize, n: usize, how: FaultHow) -> Faulted {
-        self.settle_ready(first, n, code_after_fault(how));
+    pub(crate) fn finish_fault(&self, first: usize, n: usize, how: FaultHow, c: Claim) -> Faulted {
+        self.settle_ready(first, n, code_after_fault(how), c);
         stats::bump(Counter::FaultOps);
         Faulted { how }
     }
 
-    /// Validate a range for a batched unused/fault and hold its pages (Ready, claimed), so a
-    /// second queueing or a direct transition of the same pages is refused until the batch
-    /// settles it. Returns the address.
+    /// Validate a range for a batch (the checks every transition makes before looking at
+    /// states). Returns its address.
     #[inline]
-    pub(crate) fn claim(&self, op: Op, offset: usize, len: usize) -> Result<usize, Error> {
-        let (first, n) = self.range(op, offset, len)?;
-        self.claim_pages(op, first, n, |c| c == READY)?;
+    pub(crate) fn check_range(&self, op: Op, offset: usize, len: usize) -> Result<usize, Error> {
+        let (first, _) = self.range(op, offset, len)?;
         Ok(self.addr(first))
-    }
-
-    /// The pages of a range given by address (batches keep addresses).
-    #[inline]
-    fn pages_at(&self, addr: usize, len: usize) -> (usize, usize) {
-        (
-            (addr - self.base) >> self.page_shift,
-            len >> self.page_shift,
-        )
     }
 
     pub(crate) fn verify_unused_at(
@@ -1017,7 +1084,7 @@ impl Reservation {
         len: usize,
         u: &Unused,
     ) -> Result<(), Error> {
-        let (first, n) = self.pages_at(addr, len);
+        let (first, n) = self.pages_of(addr, len);
         self.verify_unused(first, n, u)
     }
 
@@ -1027,14 +1094,14 @@ impl Reservation {
         len: usize,
         f: &Faulted,
     ) -> Result<(), Error> {
-        let (first, n) = self.pages_at(addr, len);
+        let (first, n) = self.pages_of(addr, len);
         self.verify_fault(first, n, f)
     }
 
     /// The knobs in force for this reservation now (batches resolve them once per flush).
     #[inline]
     pub(crate) fn knobs_now(&self) -> config::Knobs {
-        self.knobs.resolve()
+        self.slot.knobs.resolve()
     }
 
     /// harddecommit's step: make a just-released range PROT_NONE; whether that worked (a
@@ -1062,7 +1129,7 @@ impl Reservation {
     pub fn hugepage(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::HugePage;
         let (first, _) = self.range(op, offset, len)?;
-        if self.knobs.resolve().thp_never() {
+        if self.slot.knobs.resolve().thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -1114,7 +1181,7 @@ impl Reservation {
     pub fn collapse(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Collapse;
         let (first, _) = self.range(op, offset, len)?;
-        if self.knobs.resolve().thp_never() {
+        if self.slot.knobs.resolve().thp_never() {
             huge::skipped();
             return Ok(());
         }
@@ -1155,21 +1222,30 @@ impl Reservation {
         Ok((offset >> self.page_shift, len >> self.page_shift))
     }
 
-    /// Lock the map; a lock left held by a thread that does not exist in this process (it
-    /// was forked in the middle of a transition) is reported as `Busy` at `page`.
-    #[inline]
-    fn lock(&self, op: Op, page: usize) -> Result<crate::table::Guard<'_>, Error> {
-        self.table.lock().map_err(|_| Error::Busy {
+    /// What a claim that could not take the map's lock turns into: wait for a fork to end and
+    /// try again (`Ok`), or `Busy` at once (this thread holds the lock: a signal handler
+    /// re-entered osmem; or the lock is orphaned in a child made by `_Fork`).
+    #[cold]
+    fn refused(&self, op: Op, page: usize, h: Held) -> Result<(), Error> {
+        let busy = Error::Busy {
             op,
             offset: page << self.page_shift,
-        })
+        };
+        match h {
+            Held::Fork => fork::wait_end().map_err(|_| busy),
+            Held::Reentered | Held::Orphaned => Err(busy),
+        }
     }
 
     /// Claim every page of the range for one transition: each page must pass `ok` and not be
-    /// held already; they are then held (`BUSY`) until the transition settles them. Check and
-    /// hold happen under the map's lock, so two transitions can never both start on a page —
-    /// a safe call can never act on memory another transition just made Ready. On refusal
-    /// nothing has changed.
+    /// held already; they are then held (`BUSY`) until the transition settles them, and the
+    /// map records this thread's claim (for the fork handlers). Check and hold happen in one
+    /// section, so two transitions can never both start on a page — a safe call can never act
+    /// on memory another transition just made Ready. On refusal nothing has changed.
+    ///
+    /// A claim never starts while a fork is in progress: it waits for the fork to end, unless
+    /// the fork waits for this very thread (a signal handler on a thread inside osmem), which
+    /// gets `Busy` at once.
     #[inline(always)] // see unused::release
     fn claim_pages(
         &self,
@@ -1177,52 +1253,99 @@ impl Reservation {
         first: usize,
         n: usize,
         ok: impl Fn(u8) -> bool,
-    ) -> Result<Held, Error> {
-        let mut g = self.lock(op, first)?;
-        let found = match g.claim_root(first, first + n, &ok) {
-            Some(Ok(code)) => return Ok(Held { single: Some(code) }),
+    ) -> Result<Claim, Error> {
+        let me = thread::me();
+        loop {
+            let mut g = match self.slot.table.lock() {
+                Ok(g) => g,
+                Err(h) => {
+                    self.refused(op, first, h)?;
+                    continue;
+                }
+            };
+            if fork::owner() != 0 {
+                drop(g);
+                self.refused(op, first, Held::Fork)?;
+                continue;
+            }
+            if !g.own(me) {
+                // Four other threads hold claims here: wait for one to settle.
+                drop(g);
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+                continue;
+            }
+            return match self.claim_locked(&mut g, op, first, n, &ok) {
+                Ok(single) => Ok(Claim { single, me }),
+                Err(Some(e)) => {
+                    g.disown(me);
+                    Err(e)
+                }
+                Err(None) => {
+                    // The metadata arena is held across a fork: step back and wait.
+                    g.disown(me);
+                    drop(g);
+                    self.refused(op, first, Held::Fork)?;
+                    continue;
+                }
+            };
+        }
+    }
+
+    /// The claim itself, in a section: the code of the range if it is one run. `Err(None)`:
+    /// nodes were needed and the arena is held across a fork (nothing changed).
+    #[inline(always)]
+    fn claim_locked(
+        &self,
+        g: &mut Guard<'_>,
+        op: Op,
+        first: usize,
+        n: usize,
+        ok: &impl Fn(u8) -> bool,
+    ) -> Result<Option<u8>, Option<Error>> {
+        let found = match g.claim_root(first, first + n, ok) {
+            Some(Ok(code)) => return Ok(Some(code)),
             Some(Err(e)) => Err(e),
-            None => match g.claim_in_leaf(first, first + n, &ok) {
+            None => match g.claim_in_leaf(first, first + n, ok) {
                 Some(r) => r.map(|(runs, code)| (runs, code, true)),
-                None => g.check(first, first + n, &ok).map(|(r, c)| (r, c, false)),
+                None => g.check(first, first + n, ok).map(|(r, c)| (r, c, false)),
             },
         };
         let (runs, code) = match found {
-            Ok((runs, code, true)) => {
-                return Ok(Held {
-                    single: (runs == 1).then_some(code),
-                })
-            }
+            Ok((runs, code, true)) => return Ok((runs == 1).then_some(code)),
             Ok((runs, code, false)) => (runs, code),
-            Err((page, c)) => {
-                let offset = page << self.page_shift;
-                return Err(if c & BUSY != 0 {
-                    Error::Busy { op, offset }
-                } else {
-                    Error::WrongState {
-                        op,
-                        offset,
-                        found: state_of(c),
-                    }
-                });
-            }
+            Err((page, c)) => return Err(Some(self.refusal(op, page, c))),
         };
-        g.claim(first, first + n, runs).map_err(|e| match e {
-            NoMemory::Os(call, errno) => os(op, call, errno, false),
-            NoMemory::Busy => Error::Busy {
+        match g.claim(first, first + n, runs) {
+            Ok(()) => Ok((runs == 1).then_some(code)),
+            Err(NoMemory::Os(call, errno)) => Err(Some(os(op, call, errno, false))),
+            Err(NoMemory::Busy) => Err(Some(Error::Busy {
                 op,
                 offset: first << self.page_shift,
-            },
-        })?;
-        Ok(Held {
-            single: (runs == 1).then_some(code),
-        })
+            })),
+            Err(NoMemory::Fork) => Err(None),
+        }
+    }
+
+    /// The error for a page a claim cannot take: held by another transition, or in a state
+    /// the transition does not start from.
+    fn refusal(&self, op: Op, page: usize, c: u8) -> Error {
+        let offset = page << self.page_shift;
+        if c & BUSY != 0 {
+            Error::Busy { op, offset }
+        } else {
+            Error::WrongState {
+                op,
+                offset,
+                found: state_of(c),
+            }
+        }
     }
 
     /// Let go of claimed pages without changing their codes (the transition failed before
     /// changing anything).
-    pub(crate) fn unclaim(&self, first: usize, n: usize) {
-        self.settle(first, n, Some(first), 0, &[0; 4]);
+    pub(crate) fn unclaim(&self, first: usize, n: usize, c: Claim) {
+        self.settle(first, n, Some(first), 0, &[0; 4], c);
     }
 
     /// Call `f(first_page, pages, code)` for each maximal run of equal codes of a claimed
@@ -1232,20 +1355,17 @@ impl Reservation {
         &self,
         first: usize,
         n: usize,
-        held: Held,
+        c: Claim,
         mut f: impl FnMut(usize, usize, u8) -> Result<(), Error>,
     ) -> Result<(), (usize, Error)> {
-        if let Some(code) = held.single {
+        if let Some(code) = c.single {
             return f(first, n, code).map_err(|e| (first, e));
         }
         let end = first + n;
         let mut p = first;
         while p < end {
-            // The pages are held by us: their codes cannot change while the lock is off.
-            let (code, next) = match self.table.lock() {
-                Ok(g) => g.run(p, end),
-                Err(_) => unreachable!("our own map's lock cannot be orphaned mid-transition"),
-            };
+            // The pages are held by us: their codes cannot change (read without the lock).
+            let (code, next) = self.slot.table.run(p, end);
             f(p, next - p, code & !BUSY).map_err(|e| (p, e))?;
             p = next;
         }
@@ -1255,94 +1375,196 @@ impl Reservation {
     /// Settle a claimed range: on success (`stop` = None) every page gets `to`; on a failure
     /// at page `stop`, the pages before it get `to` and the rest are let go unchanged.
     /// `moved` holds the bytes done, by old state, for the accounting.
-    fn settle(&self, first: usize, n: usize, stop: Option<usize>, to: u8, moved: &[u64; 4]) {
+    fn settle(
+        &self,
+        first: usize,
+        n: usize,
+        stop: Option<usize>,
+        to: u8,
+        moved: &[u64; 4],
+        c: Claim,
+    ) {
         let end = first + n;
         let done = stop.unwrap_or(end);
-        let Ok(mut g) = self.table.lock() else {
-            unreachable!("our own map's lock cannot be orphaned mid-transition")
-        };
-        if done < end || !g.settle_root(first, end, to) {
-            if done > first {
-                g.update(first, done, Upd::Set(to));
+        self.slot.table.settle_with(|g: &mut Guard<'_>| {
+            if done < end || !g.settle_root(first, end, to) {
+                if done > first {
+                    g.update(first, done, Upd::Set(to));
+                }
+                if done < end {
+                    g.update(done, end, Upd::Unhold);
+                }
             }
-            if done < end {
-                g.update(done, end, Upd::Unhold);
+            for (s, &b) in moved.iter().enumerate() {
+                if b > 0 {
+                    self.move_bytes(STATES[s], state_of(to), b);
+                }
             }
-            g.settled();
-        }
-        for (s, &b) in moved.iter().enumerate() {
-            if b > 0 {
-                self.move_bytes(STATES[s], state_of(to), b);
-            }
-        }
+            g.disown(c.me);
+        });
     }
 
-    /// Settle the held pages `[first, stop)` run by run, with `f` of each run's code (an
-    /// update per run: never a node, see table.rs). A no-op if `stop == first`.
-    fn settle_runs_to(&self, first: usize, stop: usize, f: impl Fn(u8) -> Upd) {
-        let Ok(mut g) = self.table.lock() else {
-            unreachable!("our own map's lock cannot be orphaned mid-transition")
-        };
-        let mut p = first;
-        while p < stop {
-            let (code, next) = g.run(p, stop);
-            g.update(p, next, f(code & !BUSY));
-            p = next;
-        }
+    /// Settle a claimed range whose transition stopped at page `stop`: the pages before it
+    /// run by run with `f` of each run's code (an update per run: never a node, see
+    /// table.rs), the rest let go unchanged.
+    fn settle_runs(&self, first: usize, n: usize, stop: usize, f: impl Fn(u8) -> Upd, c: Claim) {
+        let end = first + n;
+        self.slot.table.settle_with(|g: &mut Guard<'_>| {
+            let mut p = first;
+            while p < stop {
+                let (code, next) = g.run(p, stop);
+                g.update(p, next, f(code & !BUSY));
+                p = next;
+            }
+            if stop < end {
+                g.update(stop, end, Upd::Unhold);
+            }
+            g.disown(c.me);
+        });
     }
 
     /// Settle a claimed Ready range (unused, fault): every page gets `to`.
     #[inline(always)] // see unused::release
-    fn settle_ready(&self, first: usize, n: usize, to: u8) {
-        self.settle_from(first, n, to, State::Ready, (n as u64) << self.page_shift);
+    fn settle_ready(&self, first: usize, n: usize, to: u8, c: Claim) {
+        self.settle_from(first, n, to, State::Ready, (n as u64) << self.page_shift, c);
     }
 
     /// Settle a whole claimed range to `to` when the bytes that change state all come from
     /// one state `from` (unused and fault from Ready, used from Prepared): the common case,
     /// kept short and inlined (see the note on unused::release).
     #[inline(always)]
-    fn settle_from(&self, first: usize, n: usize, to: u8, from: State, bytes: u64) {
-        let Ok(mut g) = self.table.lock() else {
-            unreachable!("our own map's lock cannot be orphaned mid-transition")
-        };
-        if !g.settle_root(first, first + n, to) {
-            g.update(first, first + n, Upd::Set(to));
-            g.settled();
-        }
-        if bytes > 0 {
-            self.move_bytes(from, state_of(to), bytes);
-        }
+    fn settle_from(&self, first: usize, n: usize, to: u8, from: State, bytes: u64, c: Claim) {
+        self.slot.table.settle_with(|g: &mut Guard<'_>| {
+            if !g.settle_root(first, first + n, to) {
+                g.update(first, first + n, Upd::Set(to));
+            }
+            if bytes > 0 {
+                self.move_bytes(from, state_of(to), bytes);
+            }
+            g.disown(c.me);
+        });
     }
 
-    /// Settle many batched ranges of this region under one lock (see [`Settle`]).
-    pub(crate) fn begin_settle(&self) -> Settle<'_> {
-        let Ok(g) = self.table.lock() else {
-            unreachable!("our own map's lock cannot be orphaned while a batch holds pages")
-        };
-        Settle {
-            r: self,
-            g,
-            to: [0; 4],
-            leaf: None,
-            refold: None,
+    /// Settle many batched ranges of this reservation in one section (the batch's `job`),
+    /// or hand them to the lock holder across a fork: then returns the record to wait for
+    /// (after settling the batch's other reservations).
+    pub(crate) fn settle_batch<'a, J: Job>(
+        &self,
+        job: &'a mut J,
+        rec: &'a mut MaybeUninit<Deferred>,
+    ) -> Option<&'a Deferred> {
+        self.slot.table.settle_or_defer(job, rec)
+    }
+
+    /// Wait for a settle handed to the lock holder (see `settle_batch`).
+    pub(crate) fn wait_settled(&self, rec: &Deferred) {
+        self.slot.table.wait_deferred(rec)
+    }
+
+    /// Begin claiming a batch's ranges of this reservation: one section for all of them.
+    /// `Err(true)`: a fork is in progress (claim them after it); `Err(false)`: the lock cannot
+    /// be had at all (this thread holds it; orphaned): refuse them with `Busy`.
+    pub(crate) fn begin_claims(&self, me: usize) -> Result<Claims<'_>, bool> {
+        loop {
+            let g = match self.slot.table.lock() {
+                Ok(g) => g,
+                Err(Held::Fork) => return Err(true),
+                Err(_) => return Err(false),
+            };
+            if fork::owner() != 0 {
+                return Err(true);
+            }
+            if g.own(me) {
+                return Ok(Claims {
+                    r: self,
+                    g,
+                    me,
+                    any: false,
+                });
+            }
+            drop(g);
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
         }
     }
 
     /// Move `bytes` from state `a` to `b` in this region's and the global counters. Called
     /// with the map's lock held, so the region's counters need no read-modify-write.
-    fn move_bytes(&self, a: State, b: State, bytes: u64) {
+    pub(crate) fn move_bytes(&self, a: State, b: State, bytes: u64) {
         if a == b {
             return;
         }
-        let (x, y) = (&self.table.bytes[a as usize], &self.table.bytes[b as usize]);
+        let (x, y) = (
+            &self.slot.table.bytes[a as usize],
+            &self.slot.table.bytes[b as usize],
+        );
         x.store(x.load(Ordering::Relaxed) - bytes, Ordering::Relaxed);
         y.store(y.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
         stats::moved(a as usize, b as usize, bytes);
+    }
+
+    /// The page of `addr` and the pages of `len` bytes (batches keep addresses).
+    #[inline]
+    pub(crate) fn pages_of(&self, addr: usize, len: usize) -> (usize, usize) {
+        (
+            (addr - self.base) >> self.page_shift,
+            len >> self.page_shift,
+        )
+    }
+
+    /// This reservation's id: names it from anywhere, a signal handler included, until it is
+    /// dropped (see [`ReservationId`]).
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// let id = r.id();
+    /// assert_eq!(osmem::lookup(r.as_ptr() as usize).unwrap().id, id);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn id(&self) -> ReservationId {
+        ReservationId {
+            index: self.index,
+            gen: self.gen,
+        }
+    }
+}
+
+/// A batch's claims on one reservation, in one section (see `Reservation::begin_claims`).
+pub(crate) struct Claims<'r> {
+    r: &'r Reservation,
+    g: Guard<'r>,
+    me: usize,
+    /// At least one range claimed: the claim owner stays recorded until the batch settles.
+    any: bool,
+}
+
+impl Claims<'_> {
+    /// Claim the Ready range `[addr, addr+len)`. `Err(Some(e))`: refused, nothing changed;
+    /// `Err(None)`: nodes were needed and the metadata arena is held across a fork (claim it
+    /// after the fork).
+    #[inline]
+    pub(crate) fn claim(&mut self, op: Op, addr: usize, len: usize) -> Result<(), Option<Error>> {
+        let (first, n) = self.r.pages_of(addr, len);
+        self.r
+            .claim_locked(&mut self.g, op, first, n, &|c| c == READY)
+            .map(|_| self.any = true)
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        if !self.any {
+            self.g.disown(self.me);
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        // No call through an id is in progress, and none can start; then lookups stop
+        // finding it, before the address range is unmapped and can be reused.
+        registry::begin_drop(self.index);
+        registry::unpublish(self.index);
         // SAFETY: we own the mapping and `&mut self` proves no transition is running.
         if advise::retry(|| unsafe { sys::munmap(self.base, self.len) }).is_err() {
             // Unmapping refused (a sandbox policy: munmap has no other failure on a range we
@@ -1353,14 +1575,206 @@ impl Drop for Reservation {
             }
             let _ = unsafe { sys::mprotect(self.base, self.len, sys::PROT_NONE) };
         }
-        self.table.release_all();
+        self.slot.table.release_all();
         for s in STATES {
-            let b = self.table.bytes[s as usize].load(Ordering::Relaxed);
+            let b = self.slot.table.bytes[s as usize].load(Ordering::Relaxed);
             if b > 0 {
                 stats::dropped(s as usize, b);
             }
         }
+        registry::release(self.index);
         stats::bump(Counter::FreeOps);
+    }
+}
+
+/// A reservation named from anywhere: from a signal handler that knows only a faulting
+/// address ([`lookup`]), or from code whose memory functions are static and take bare
+/// addresses. It is `Copy`, and it stays valid until the [`Reservation`] is dropped; after
+/// that every call through it returns [`Error::Gone`] (an id is never reused for another
+/// reservation). While a call through an id runs, dropping the reservation waits for it.
+///
+/// Its transitions are the [`Reservation`]'s, with the same arguments, errors and safety
+/// contracts, and the same rules for signal handlers (see the crate docs, "Threads, fork and
+/// signals").
+///
+/// ```
+/// let ps = osmem::page_size();
+/// let r = osmem::Reservation::reserve(16 * ps)?;
+/// let id = r.id();
+/// id.map(0, 4 * ps)?;
+/// id.used(0, 4 * ps)?;
+/// assert_eq!(id.state(0)?, osmem::State::Ready);
+/// assert_eq!(id.span()?, (r.as_ptr() as usize, 16 * ps));
+/// drop(r);
+/// assert!(matches!(id.state(0), Err(osmem::Error::Gone { .. })));
+/// # Ok::<(), osmem::Error>(())
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReservationId {
+    index: u32,
+    gen: u32,
+}
+
+impl ReservationId {
+    /// Run `f` on a view of the reservation, pinned so it cannot be dropped meanwhile.
+    fn with<T>(self, op: Op, f: impl FnOnce(&Reservation) -> Result<T, Error>) -> Result<T, Error> {
+        let Some(slot) = registry::pin(self.index, self.gen) else {
+            return Err(Error::Gone { op });
+        };
+        let (base, len) = registry::span(self.index);
+        // A view that is never dropped: the owner unmaps, not us.
+        let view = ManuallyDrop::new(Reservation {
+            base,
+            len,
+            slot,
+            index: self.index,
+            gen: self.gen,
+            page_shift: probe::page_size().trailing_zeros(),
+        });
+        let r = f(&view);
+        registry::unpin(slot);
+        r
+    }
+
+    /// The reservation's range: (start address, length in bytes).
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// assert_eq!(r.id().span()?, (r.as_ptr() as usize, 1 << 16));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn span(self) -> Result<(usize, usize), Error> {
+        self.with(Op::Residency, |r| Ok((r.base, r.len)))
+    }
+
+    /// [`Reservation::state`]; `Error::OutOfRange` outside the region. Async-signal-safe, and
+    /// never waits.
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// assert_eq!(r.id().state(0)?, osmem::State::Reserved);
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn state(self, offset: usize) -> Result<State, Error> {
+        self.with(Op::Residency, |r| {
+            r.state(offset).ok_or(Error::OutOfRange {
+                op: Op::Residency,
+                offset,
+                len: 0,
+                size: r.len,
+            })
+        })
+    }
+
+    /// [`Reservation::map`].
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// r.id().map(0, 1 << 16)?;
+    /// assert_eq!(r.state(0), Some(osmem::State::Prepared));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn map(self, offset: usize, len: usize) -> Result<(), Error> {
+        self.with(Op::Map, |r| r.map(offset, len))
+    }
+
+    /// [`Reservation::used`].
+    ///
+    /// ```
+    /// let r = osmem::Reservation::reserve(1 << 16)?;
+    /// r.map(0, 1 << 16)?;
+    /// r.id().used(0, 1 << 16)?;
+    /// assert_eq!(r.state(0), Some(osmem::State::Ready));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn used(self, offset: usize, len: usize) -> Result<(), Error> {
+        self.with(Op::Used, |r| r.used(offset, len))
+    }
+
+    /// [`Reservation::unused`].
+    ///
+    /// # Safety
+    /// As for [`Reservation::unused`].
+    ///
+    /// ```
+    /// let r = osmem::Reservation::alloc(1 << 16)?;
+    /// unsafe { r.id().unused(0, 1 << 16)? };
+    /// assert_eq!(r.state(0), Some(osmem::State::Prepared));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub unsafe fn unused(self, offset: usize, len: usize) -> Result<Unused, Error> {
+        // SAFETY: the caller's contract.
+        self.with(Op::Unused, |r| unsafe { r.unused(offset, len) })
+    }
+
+    /// [`Reservation::fault`].
+    ///
+    /// # Safety
+    /// As for [`Reservation::fault`].
+    ///
+    /// ```
+    /// let r = osmem::Reservation::alloc(1 << 16)?;
+    /// let f = unsafe { r.id().fault(0, 4096)? };
+    /// assert!(f.traps());
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub unsafe fn fault(self, offset: usize, len: usize) -> Result<Faulted, Error> {
+        // SAFETY: the caller's contract.
+        self.with(Op::Fault, |r| unsafe { r.fault(offset, len) })
+    }
+}
+
+/// What [`lookup`] found at an address.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lookup {
+    /// The reservation containing the address.
+    pub id: ReservationId,
+    /// Its start address.
+    pub base: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    /// The state of the page containing the address.
+    pub state: State,
+}
+
+/// The reservation containing `addr`, its range and the state of `addr`'s page, from osmem's
+/// process-wide registry: `None` if no live reservation contains it. Async-signal-safe and
+/// lock-free: it never waits, so a `SIGSEGV` handler can classify a fault with it (a guard
+/// region, a page a GC protected, memory that is not osmem's) without a registry of its own,
+/// and act on it through [`Lookup::id`]. A reservation being created or dropped at this
+/// instant by another thread may be found or not; the page's state is its state before or
+/// after any transition in progress on it (see the crate docs, "Threads, fork and signals").
+///
+/// It searches every live reservation: about 1 ns per reservation alive.
+///
+/// ```
+/// use osmem::{lookup, Reservation, State};
+/// let ps = osmem::page_size();
+/// let r = Reservation::reserve(8 * ps)?;
+/// r.map(0, ps)?;
+/// let found = lookup(r.as_ptr() as usize + 100).unwrap();
+/// assert_eq!((found.base, found.len), (r.as_ptr() as usize, 8 * ps));
+/// assert_eq!(found.state, State::Prepared);
+/// assert_eq!(lookup(r.as_ptr() as usize + ps).unwrap().state, State::Reserved);
+/// let x = 0u8;
+/// assert!(lookup(&x as *const u8 as usize).is_none()); // not osmem's
+/// # Ok::<(), osmem::Error>(())
+/// ```
+pub fn lookup(addr: usize) -> Option<Lookup> {
+    loop {
+        let (index, gen, base, len) = registry::find(addr)?;
+        let ps = probe::page_size();
+        let code = registry::slot(index).table.code((addr - base) / ps);
+        // Dropped (and maybe reused) while we read its map: look again.
+        if registry::alive(index, gen) {
+            return Some(Lookup {
+                id: ReservationId { index, gen },
+                base,
+                len,
+                state: state_of(code),
+            });
+        }
     }
 }
 

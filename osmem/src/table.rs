@@ -8,7 +8,7 @@
 //! - **child**: a node of osmem's metadata arena describes the span in more detail: 16 entries
 //!   each covering a sixteenth, or, for a span of 256 pages, 256 four-bit page codes.
 //!
-//! The root entry lives in the reservation itself. The tree is kept canonical: a child node
+//! The root entry lives in the reservation's slot. The tree is kept canonical: a child node
 //! exists only while its span cannot be said in one entry, and a node that becomes uniform
 //! (or one run inside another state) is folded back into its parent's entry and returned at
 //! once. So:
@@ -27,20 +27,59 @@
 //! batch a sequence of inserts; direct-indexed radix levels with wide nodes cost one wide node
 //! per isolated page. Small nodes plus the one-exception entry keep both extremes cheap.
 //!
-//! Concurrency: every access holds the reservation's spin lock, never across a system call.
-//! Pages held by a transition in progress carry the `BUSY` bit in their code.
+//! ## Writers
 //!
-//! Memory for nodes is only ever needed when a transition *claims* its pages, before any system
+//! Every change holds the map's spin lock (a *section*), never across a system call. Pages
+//! held by a transition in progress carry the `BUSY` bit in their code: a transition *claims*
+//! its pages in one section before its system calls and *settles* them in another after. A
+//! section is one or the other: a claim only adds `BUSY` to pages that had none, a settle only
+//! changes pages that have it. The map also records which threads hold claims (`owners`), so
+//! that the `fork` handlers can wait for other threads' transitions and not for the forking
+//! thread's own (fork.rs).
+//!
+//! Memory for nodes is only ever needed when a transition claims its pages, before any system
 //! call, where running out can still be reported with nothing changed. Settling after the
 //! system call never needs a node, so the kernel's change is always recorded. Two rules make
 //! that true: a one-word entry holds at most one held run, and it is exactly one claim's part
 //! of the entry (a claim that would break this splits the entry instead); and a node with held
 //! pages is never folded back into one word. Settling then only changes one held run per
 //! one-word entry as a whole, which one word can always still say.
+//!
+//! ## Readers take no lock
+//!
+//! `state()`, the process-wide address lookup and the other reads must work from a signal
+//! handler that interrupted a section on its own thread, which can never finish while the
+//! handler runs. So readers never wait: they walk the tree with atomic loads and check a
+//! sequence counter the writer moves at the start and at the end of each section. A read
+//! that saw the same count before and after is good, even if that count is odd (a section in
+//! progress, possibly the one its own thread was interrupted in), because a section keeps the
+//! tree readable at every store:
+//! - every word is stored whole (pages in a leaf word change together or not at all);
+//! - a new node is filled before the entry that points to it is stored;
+//! - a node is freed only after the entry pointing to it is replaced, and a freed node is
+//!   neither written (free-list links live beside the nodes, arena.rs) nor reused before the
+//!   section ends; chunks go back to the arena only after the count has moved again.
+//!
+//! So a reader sees each page with its code before or after the section, never another, and
+//! it reads again only if a whole section boundary passed during its walk of a few dozen
+//! nanoseconds. Combined with the section rule above, a read of a range that finds no page
+//! held sees a state the range really had at one instant.
+//!
+//! ## Settles the lock holder finishes
+//!
+//! A thread that forks from a signal handler may have interrupted its own thread inside a
+//! section: that section finishes (in parent and child) only when the handler returns, after
+//! the fork. Another thread whose transition on the same map must settle meanwhile cannot
+//! wait for the lock (the fork handlers wait for its transition): it hands its settle to the
+//! lock holder instead (`settle_or_defer`), as a record on its own stack that the holder runs
+//! when it lets go of the lock, and waits for that. The record is on its stack in the child
+//! too (fork copies it), so the child settles it as well.
 
-use crate::arena::{self, NoMemory, NONE};
-use crate::lock::{Orphaned, SpinLock};
+use crate::arena::{self, NoMemory, Node, NONE};
+use crate::lock::{Held, SpinLock};
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Pages of a leaf node: 16 words of 16 four-bit codes.
 pub(crate) const LEAF: usize = 256;
@@ -51,6 +90,29 @@ const EXC_MAX: usize = 1 << 28;
 /// The code bit that marks a page held by a transition in progress.
 pub(crate) const BUSY: u8 = 8;
 const SPLAT: u64 = 0x1111_1111_1111_1111;
+/// Threads whose claims one map records at a time (a fifth waits for one of them to settle).
+const OWNERS: usize = 4;
+/// The low bits of an owner word: that thread's claims in progress on this map (thread
+/// pointers are aligned to at least 8 bytes).
+const OWN_COUNT: usize = 7;
+
+/// A node word, read by any thread.
+#[inline(always)]
+fn ld(w: &AtomicU64) -> u64 {
+    w.load(Ordering::Acquire)
+}
+
+/// A node word, stored whole by the section's writer (see the module doc).
+#[inline(always)]
+fn st(w: &AtomicU64, v: u64) {
+    w.store(v, Ordering::Release)
+}
+
+/// Writers own their nodes: every index in their tree is a node they hold.
+#[inline(always)]
+fn own_node(n: u32) -> Option<&'static Node> {
+    Some(arena::node(n))
+}
 
 /// What an update does to each page's code.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -238,9 +300,9 @@ impl Runs {
     }
 }
 
+/// What only the section's writer touches.
 #[repr(C)]
 pub(crate) struct Inner {
-    root: u64,
     /// Pages covered by the root entry: LEAF · 16^(depth-1) ≥ pages.
     span: usize,
     pages: usize,
@@ -248,7 +310,7 @@ pub(crate) struct Inner {
     depth: u32,
     /// Owned chunks, linked through the arena's links.
     chunks: u32,
-    /// Free nodes, linked through their first word.
+    /// Free nodes, linked through their side links (`arena::node_link`).
     free: u32,
     /// Never-used nodes of the newest chunk: [bump, bump_end).
     bump: u32,
@@ -256,32 +318,96 @@ pub(crate) struct Inner {
     /// Free list length + never-used nodes.
     spare: u32,
     live: u32,
+    /// Nodes freed in this section: free only once it ends (see the module doc).
+    pending: u32,
+    pending_tail: u32,
+    pending_n: u32,
     /// A hold is in progress: the only time a node may be allocated.
     holding: bool,
     /// The last leaf `leaf_for` found: (leaf number + 1, node); 0 when none. Valid until the
     /// tree's shape changes (a node made or freed clears it), so runs of small operations in
-    /// one leaf (a batch's pushes) skip the walk from the root.
+    /// one leaf (a batch's claims) skip the walk from the root.
     finger: (usize, u32),
+}
+
+impl Inner {
+    fn new(pages: usize) -> Inner {
+        let mut span = LEAF;
+        let mut depth = 1;
+        while span < pages {
+            span *= FAN;
+            depth += 1;
+        }
+        Inner {
+            span,
+            pages,
+            depth,
+            chunks: NONE,
+            free: NONE,
+            bump: 0,
+            bump_end: 0,
+            spare: 0,
+            live: 0,
+            pending: NONE,
+            pending_tail: NONE,
+            pending_n: 0,
+            holding: false,
+            finger: (0, 0),
+        }
+    }
 }
 
 /// A reservation's page-state map, with its lock, and the region's bytes per state (written
 /// only with the lock held, read without it). Laid out so that what a transition touches —
-/// the lock, the byte counts, the root entry and the span — comes first, right after the
-/// reservation's own hot fields (see `Reservation`): a transition that stays at the root
-/// touches two adjacent cache lines of it.
+/// the lock, the sequence counter, the root entry and the claim owners — is one cache line.
 #[repr(C)]
 pub(crate) struct Table {
     lock: SpinLock,
+    /// Odd while a section is in progress (see the module doc).
+    seq: AtomicU32,
+    root: AtomicU64,
+    /// Threads with claims in progress: thread pointer | count (see `OWN_COUNT`).
+    owners: [AtomicUsize; OWNERS],
+    /// Settles handed to the lock holder (see `settle_or_defer`).
+    deferred: AtomicPtr<Deferred>,
     /// Bytes in each state, by `State` index.
-    pub(crate) bytes: [core::sync::atomic::AtomicU64; 4],
+    pub(crate) bytes: [AtomicU64; 4],
+    /// `Inner::span`, for readers.
+    span: AtomicUsize,
     inner: UnsafeCell<Inner>,
 }
 
-// SAFETY: `inner` is only accessed with `lock` held (through a `Guard`) or through `&mut`.
+// SAFETY: `inner` is only accessed with `lock` held (through a `Guard`); everything else is
+// atomic.
 unsafe impl Sync for Table {}
 unsafe impl Send for Table {}
 
-/// The map, locked. Dropping it unlocks.
+/// A settle handed to the lock holder: runs `call(ctx, guard)` when the holder lets go, then
+/// sets `done`. Lives on the stack of the thread that made it, which waits for `done`.
+pub(crate) struct Deferred {
+    next: *mut Deferred,
+    ctx: *mut (),
+    call: unsafe fn(*mut (), &mut Guard<'_>),
+    done: AtomicBool,
+}
+
+/// A settle: what to do to the map in one section.
+pub(crate) trait Job {
+    fn run(&mut self, g: &mut Guard<'_>);
+}
+
+impl<F: FnMut(&mut Guard<'_>)> Job for F {
+    fn run(&mut self, g: &mut Guard<'_>) {
+        self(g)
+    }
+}
+
+unsafe fn call_deferred<J: Job>(ctx: *mut (), g: &mut Guard<'_>) {
+    // SAFETY: `ctx` is the `J` the record was made with, alive until `done` is set.
+    unsafe { (*(ctx as *mut J)).run(g) }
+}
+
+/// The map, locked: one section. Dropping it ends the section.
 pub(crate) struct Guard<'t> {
     t: &'t Table,
 }
@@ -289,6 +415,25 @@ pub(crate) struct Guard<'t> {
 impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
+        if !self.t.deferred.load(Ordering::Relaxed).is_null() {
+            self.drain_deferred();
+        }
+        let i = self.inner();
+        if i.pending != NONE {
+            // Freed in this section: free for the next one.
+            arena::node_link(i.pending_tail).store(i.free, Ordering::Relaxed);
+            i.free = i.pending;
+            i.spare += i.pending_n;
+            (i.pending, i.pending_tail, i.pending_n) = (NONE, NONE, 0);
+        }
+        let s = self.t.seq.load(Ordering::Relaxed);
+        self.t.seq.store(s.wrapping_add(1), Ordering::Release);
+        // No node left: keep one chunk, give the others back. After the count moved, so a
+        // reader still walking a node of this section reads again (and the tree has no node
+        // for a new one to walk).
+        if self.live == 0 && self.chunks != NONE {
+            self.trim();
+        }
         self.t.lock.unlock();
     }
 }
@@ -305,98 +450,386 @@ impl core::ops::Deref for Guard<'_> {
 impl core::ops::DerefMut for Guard<'_> {
     #[inline]
     fn deref_mut(&mut self) -> &mut Inner {
-        // SAFETY: the lock is held, and `&mut self` makes this the only reference.
-        unsafe { &mut *self.t.inner.get() }
+        self.inner()
     }
 }
 
 impl Table {
-    /// A map of `pages` pages, all with `code`.
+    /// A map of `pages` pages, all with `code` (the unit tests' own maps; reservations' maps
+    /// live in registry slots, see `init`).
+    #[cfg(test)]
     pub(crate) fn new(pages: usize, code: u8) -> Table {
-        let mut span = LEAF;
-        let mut depth = 1;
-        while span < pages {
-            span *= FAN;
-            depth += 1;
-        }
+        let inner = Inner::new(pages);
         Table {
             lock: SpinLock::new(),
-            bytes: [
-                core::sync::atomic::AtomicU64::new(0),
-                core::sync::atomic::AtomicU64::new(0),
-                core::sync::atomic::AtomicU64::new(0),
-                core::sync::atomic::AtomicU64::new(0),
-            ],
-            inner: UnsafeCell::new(Inner {
-                root: uni(code),
-                span,
-                pages,
-                depth,
-                chunks: NONE,
-                free: NONE,
-                bump: 0,
-                bump_end: 0,
-                spare: 0,
-                live: 0,
-                holding: false,
-                finger: (0, 0),
-            }),
+            seq: AtomicU32::new(0),
+            root: AtomicU64::new(uni(code)),
+            owners: Default::default(),
+            deferred: AtomicPtr::new(core::ptr::null_mut()),
+            bytes: Default::default(),
+            span: AtomicUsize::new(inner.span),
+            inner: UnsafeCell::new(inner),
         }
     }
 
+    /// Make this (unused) map a map of `pages` pages, all with `code`, in place: a slot is
+    /// reused for a new reservation. Readers holding a stale reference may still read it;
+    /// they check the slot's generation afterwards.
+    ///
+    /// # Safety
+    /// No thread holds the lock or uses `inner` (the slot is free: no reservation owns it).
+    pub(crate) unsafe fn init(&self, pages: usize, code: u8) {
+        let inner = Inner::new(pages);
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s | 1, Ordering::Release);
+        self.span.store(inner.span, Ordering::Relaxed);
+        self.root.store(uni(code), Ordering::Release);
+        // SAFETY: the caller's promise: nobody else touches `inner`.
+        unsafe { *self.inner.get() = inner };
+        for o in &self.owners {
+            o.store(0, Ordering::Relaxed);
+        }
+        self.deferred
+            .store(core::ptr::null_mut(), Ordering::Relaxed);
+        self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Begin a section.
     #[inline]
-    pub(crate) fn lock(&self) -> Result<Guard<'_>, Orphaned> {
+    pub(crate) fn lock(&self) -> Result<Guard<'_>, Held> {
         self.lock.lock()?;
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // The odd count is visible before any store of the section (module doc).
+        core::sync::atomic::fence(Ordering::Release);
         Ok(Guard { t: self })
     }
 
-    /// Give every node back (the reservation is being dropped: `&mut` proves no one holds
-    /// the lock).
-    pub(crate) fn release_all(&mut self) {
-        let i = self.inner.get_mut();
-        arena::give_back(i.chunks);
-        i.chunks = NONE;
-        i.root = uni(0);
-        (i.free, i.bump, i.bump_end, i.spare, i.live) = (NONE, 0, 0, 0, 0);
-    }
+    // ----- readers: no lock, never a wait -----
 
-    /// Nodes in use.
-    #[cfg(test)]
-    fn live(&mut self) -> u32 {
-        self.inner.get_mut().live
-    }
-}
-
-impl Inner {
-    /// The code of page `p`.
-    pub(crate) fn get(&self, p: usize) -> u8 {
-        let (mut e, mut s, mut p) = (self.root, self.span, p);
+    /// Run `f` on a consistent view of the tree (root entry, span), reading again while a
+    /// section boundary passes during it. `f` returns `None` to read again: it met a node
+    /// index outside the arena (a stale word), or two of its reads of one word disagreed (a
+    /// section of another thread in progress changed it in between; never one of this
+    /// thread's, which cannot run while this thread reads).
+    #[inline]
+    fn read<T>(&self, f: impl Fn(u64, usize) -> Option<T>) -> T {
         loop {
-            match decode(e) {
-                E::Uni(c) => return c,
-                E::Exc { bg, off, len, ec } => {
-                    return if p >= off && p < off + len { ec } else { bg };
+            let s0 = self.seq.load(Ordering::Acquire);
+            let r = f(
+                self.root.load(Ordering::Acquire),
+                self.span.load(Ordering::Relaxed),
+            );
+            core::sync::atomic::fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s0 {
+                if let Some(r) = r {
+                    return r;
                 }
-                E::Child(n) => {
-                    // SAFETY: a child index in our tree is a node we own.
-                    let node = unsafe { &*arena::node(n) };
-                    if s == LEAF {
-                        return ((node[p / 16] >> ((p % 16) * 4)) & 0xF) as u8;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The code of page `p` (without waiting; see the module doc).
+    #[inline]
+    pub(crate) fn code(&self, p: usize) -> u8 {
+        self.read(|root, span| code_at(root, span, p, arena::node_checked))
+    }
+
+    /// The code of page `p` and the end of its run, at most `end` (`p < end`), read as one.
+    pub(crate) fn run(&self, p: usize, end: usize) -> (u8, usize) {
+        self.read(|root, span| {
+            let c = code_at(root, span, p, arena::node_checked)?;
+            let e = scan(root, span, p, end, c, arena::node_checked)?;
+            (e > p).then_some((c, e))
+        })
+    }
+
+    /// Whether every page of `[lo, hi)` has `code` (not held), read as one.
+    #[inline]
+    pub(crate) fn all(&self, lo: usize, hi: usize, code: u8) -> bool {
+        self.read(|root, span| {
+            if code_at(root, span, lo, arena::node_checked)? != code {
+                return Some(false);
+            }
+            Some(scan(root, span, lo, hi, code, arena::node_checked)? == hi)
+        })
+    }
+
+    // ----- settles the lock holder may finish -----
+
+    /// Settle with `f` in a section; if the lock is held across a `fork` by the forking
+    /// thread, hand `f` to it instead (`rec` is the record, on the caller's stack): returns
+    /// the record to wait for with [`wait_deferred`](Self::wait_deferred). `f` and `rec` must
+    /// stay where they are until then.
+    #[inline]
+    pub(crate) fn settle_or_defer<'a, J: Job>(
+        &self,
+        f: &'a mut J,
+        rec: &'a mut MaybeUninit<Deferred>,
+    ) -> Option<&'a Deferred> {
+        match self.lock() {
+            Ok(mut g) => {
+                f.run(&mut g);
+                None
+            }
+            Err(Held::Fork) => {
+                let r = rec.write(Deferred {
+                    next: core::ptr::null_mut(),
+                    ctx: f as *mut J as *mut (),
+                    call: call_deferred::<J>,
+                    done: AtomicBool::new(false),
+                });
+                let mut head = self.deferred.load(Ordering::Relaxed);
+                loop {
+                    r.next = head;
+                    match self.deferred.compare_exchange_weak(
+                        head,
+                        r as *mut Deferred,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(h) => head = h,
                     }
-                    // Spans are powers of two: shifts, not divisions, on this path.
-                    let cs = s / FAN;
-                    e = node[p >> cs.trailing_zeros()];
-                    s = cs;
-                    p &= cs - 1;
+                }
+                Some(r)
+            }
+            // The calling thread holds the lock (impossible: its claim would have been
+            // refused), or a thread of the parent held it when this process was made by
+            // `_Fork`: nobody can settle; the pages stay held (documented for `_Fork`).
+            Err(Held::Reentered) | Err(Held::Orphaned) => None,
+        }
+    }
+
+    /// Wait until the lock holder has run a deferred settle: try to take the lock (the
+    /// holder may have let go before the record was queued) and yield.
+    pub(crate) fn wait_deferred(&self, rec: &Deferred) {
+        while !rec.done.load(Ordering::Acquire) {
+            match self.lock() {
+                Ok(g) => drop(g), // runs the queued records, ours among them
+                Err(_) => {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
                 }
             }
         }
     }
 
+    /// Settle with `f` (see [`settle_or_defer`](Self::settle_or_defer)), waiting if handed
+    /// over.
+    #[inline]
+    pub(crate) fn settle_with<F: FnMut(&mut Guard<'_>)>(&self, mut f: F) {
+        let mut rec = MaybeUninit::uninit();
+        if let Some(r) = self.settle_or_defer(&mut f, &mut rec) {
+            self.wait_deferred(r);
+        }
+    }
+
+    // ----- fork (fork.rs) -----
+
+    /// Claims in progress by threads other than `me`.
+    fn claims_by_others(&self, me: usize) -> usize {
+        self.owners
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .filter(|&v| v != 0 && v & !OWN_COUNT != me)
+            .map(|v| v & OWN_COUNT)
+            .sum()
+    }
+
+    /// Settles handed over and not yet run.
+    fn deferred_count(&self) -> usize {
+        let mut n = 0;
+        let mut p = self.deferred.load(Ordering::Acquire);
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: queued records stay alive until run, and only the lock holder runs
+            // them: the forking thread, which is here.
+            p = unsafe { (*p).next };
+        }
+        n
+    }
+
+    /// Whether `me` holds the lock or a claim here (a thread inside a transition).
+    pub(crate) fn held_by(&self, me: usize) -> bool {
+        self.lock.owner() == me
+            || self
+                .owners
+                .iter()
+                .any(|o| o.load(Ordering::Relaxed) & !OWN_COUNT == me)
+    }
+
+    /// `fork` is about to copy the process: hold the lock with no other thread's claim in
+    /// progress, so the child finds every transition on this map either done or not begun.
+    /// Returns whether the lock was taken. When the forking thread `me` holds it already (a
+    /// signal handler forked while it was inside a section here), waits instead until every
+    /// other thread's claim here is settled or handed over to it: it finishes the section and
+    /// runs them, in both processes, when the handler returns.
+    pub(crate) fn hold_for_fork(&self, me: usize) -> bool {
+        loop {
+            if self.lock.owner() == me {
+                while self.claims_by_others(me) > self.deferred_count() {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+                return false;
+            }
+            match self.lock.lock() {
+                Ok(()) => {
+                    if self.claims_by_others(me) == 0 {
+                        return true;
+                    }
+                    // A transition between its claim and its settle: let it settle (new
+                    // claims wait for the fork, fork.rs).
+                    self.lock.unlock();
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+                Err(Held::Reentered) => {}
+                // Left by a thread of the parent of a `_Fork` child: nothing can be done.
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// After `fork`, in parent and child: let go of what `hold_for_fork` took.
+    pub(crate) fn release_after_fork(&self, taken: bool, me: usize) {
+        if taken {
+            self.lock.unlock();
+        } else {
+            self.lock.adopt_in_child(me);
+        }
+    }
+
+    /// Give every node back: the reservation is being dropped (no transition can start on it
+    /// any more; a reader may still be walking it, hence a section, so the count moves before
+    /// the chunks go). If the arena's lock cannot be waited for (this thread holds it, in a
+    /// signal handler; or it is orphaned in a `_Fork` child), the chunks are leaked.
+    pub(crate) fn release_all(&self) {
+        let chunks = loop {
+            match self.lock() {
+                Ok(g) => {
+                    st(&g.t.root, uni(0));
+                    let i = g.inner();
+                    let chunks = i.chunks;
+                    *i = Inner::new(i.pages);
+                    break chunks;
+                }
+                Err(Held::Fork) if crate::fork::wait_end().is_ok() => {}
+                Err(_) => return,
+            }
+        };
+        loop {
+            match arena::give_back(chunks) {
+                Err(Held::Fork) if crate::fork::wait_end().is_ok() => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Nodes in use.
+    #[cfg(test)]
+    fn live(&self) -> u32 {
+        self.lock().unwrap().live
+    }
+}
+
+impl Guard<'_> {
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    fn inner(&self) -> &mut Inner {
+        // SAFETY: the lock is held for the guard's lifetime, and the guard is the only way to
+        // `inner`; callers never hold two of these references at once.
+        unsafe { &mut *self.t.inner.get() }
+    }
+
+    #[inline(always)]
+    fn root(&self) -> u64 {
+        ld(&self.t.root)
+    }
+
+    // ----- claim owners -----
+
+    /// Record a claim by thread `me`; `false` if the map already records `OWNERS` other
+    /// threads (the caller waits for one of them to settle).
+    #[inline]
+    pub(crate) fn own(&self, me: usize) -> bool {
+        debug_assert!(me & OWN_COUNT == 0);
+        let o = &self.t.owners;
+        for w in o {
+            let v = w.load(Ordering::Relaxed);
+            if v & !OWN_COUNT == me {
+                if v & OWN_COUNT == OWN_COUNT {
+                    return false;
+                }
+                w.store(v + 1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        for w in o {
+            if w.load(Ordering::Relaxed) == 0 {
+                w.store(me | 1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Forget one claim of thread `me` (settled).
+    #[inline]
+    pub(crate) fn disown(&self, me: usize) {
+        for w in &self.t.owners {
+            let v = w.load(Ordering::Relaxed);
+            if v & !OWN_COUNT == me {
+                w.store(
+                    if v & OWN_COUNT == 1 { 0 } else { v - 1 },
+                    Ordering::Relaxed,
+                );
+                return;
+            }
+        }
+        debug_assert!(false, "a settle without its claim");
+    }
+
+    /// Run the settles handed over to this section's holder.
+    #[cold]
+    fn drain_deferred(&mut self) {
+        loop {
+            let mut p = self
+                .t
+                .deferred
+                .swap(core::ptr::null_mut(), Ordering::Acquire);
+            if p.is_null() {
+                return;
+            }
+            while !p.is_null() {
+                // SAFETY: a queued record is alive until `done` is set; read `next` first.
+                unsafe {
+                    let next = (*p).next;
+                    ((*p).call)((*p).ctx, self);
+                    (*p).done.store(true, Ordering::Release);
+                    p = next;
+                }
+            }
+        }
+    }
+
+    // ----- the tree, for the section's writer -----
+
+    /// The code of page `p`.
+    #[inline]
+    pub(crate) fn get(&self, p: usize) -> u8 {
+        code_at(self.root(), self.span, p, own_node).unwrap_or(0)
+    }
+
     /// The code of page `p` and the end of its run, at most `end` (`p < end`).
     pub(crate) fn run(&self, p: usize, end: usize) -> (u8, usize) {
         let c = self.get(p);
-        (c, scan(self.root, self.span, p, end, c))
+        (
+            c,
+            scan(self.root(), self.span, p, end, c, own_node).unwrap_or(end),
+        )
     }
 
     /// Check `[lo, hi)`: every page must pass `ok` and not be held. Returns the number of
@@ -437,19 +870,21 @@ impl Inner {
         hi: usize,
         ok: impl Fn(u8) -> bool,
     ) -> Option<Result<u8, (usize, u8)>> {
-        if is_child(self.root) {
+        let root = self.root();
+        if is_child(root) {
             return None;
         }
         let refuse = |c: u8| c & BUSY != 0 || !ok(c);
         let (s, hi) = (self.span, self.extend(hi));
-        match decode(self.root) {
+        let t = self.t;
+        match decode(root) {
             E::Uni(c) if refuse(c) => Some(Err((lo, c))),
             E::Uni(c) if lo == 0 && hi == s => {
-                self.root = uni(c | BUSY);
+                st(&t.root, uni(c | BUSY));
                 Some(Ok(c))
             }
             E::Uni(c) if s <= EXC_MAX => {
-                self.root = exc(c, lo, hi - lo, c | BUSY);
+                st(&t.root, exc(c, lo, hi - lo, c | BUSY));
                 Some(Ok(c))
             }
             E::Exc { bg, off, len, ec } => {
@@ -460,7 +895,7 @@ impl Inner {
                     Some(Err((lo, bg)))
                 } else if lo == off && hi == end && bg & BUSY == 0 {
                     // `ec` passed above, so it is not held either.
-                    self.root = exc(bg, off, len, ec | BUSY);
+                    st(&t.root, exc(bg, off, len, ec | BUSY));
                     Some(Ok(ec))
                 } else {
                     None
@@ -471,7 +906,7 @@ impl Inner {
     }
 
     /// Check and hold `[lo, hi)` in one walk when it lies inside one leaf (the common case of
-    /// scattered small ranges, e.g. a batch's pushes): `None` if it does not, else what
+    /// scattered small ranges, e.g. a batch's ranges): `None` if it does not, else what
     /// [`check`](Self::check) would say, the pages held on success.
     #[inline]
     pub(crate) fn claim_in_leaf(
@@ -481,28 +916,26 @@ impl Inner {
         ok: impl Fn(u8) -> bool,
     ) -> Option<Result<(usize, u8), (usize, u8)>> {
         let leaf = self.leaf_for(lo, hi)?;
-        // SAFETY: a leaf of our tree, and we hold the lock.
-        let leaf = unsafe { &mut *leaf };
         let (a, b) = (lo % LEAF, (hi - 1) % LEAF + 1);
-        // A range inside one 16-page word, all in one code (a batch's small pushes): one
+        // A range inside one 16-page word, all in one code (a batch's small ranges): one
         // compare of the word instead of a look at each page.
         let w = a / 16;
         if w == (b - 1) / 16 {
             let m = nibble_mask(a % 16, b - w * 16);
-            let word = leaf[w];
+            let word = ld(&leaf[w]);
             let c = ((word >> ((a % 16) * 4)) & 0xF) as u8;
             if word & m == (SPLAT * c as u64) & m {
                 if c & BUSY != 0 || !ok(c) {
                     return Some(Err((lo, c)));
                 }
-                leaf[w] = word | ((SPLAT * BUSY as u64) & m);
+                st(&leaf[w], word | ((SPLAT * BUSY as u64) & m));
                 return Some(Ok((1, c)));
             }
         }
         let mut runs = 0;
         let (mut first, mut prev) = (0, 0xFF);
         for q in a..b {
-            let c = ((leaf[q / 16] >> ((q % 16) * 4)) & 0xF) as u8;
+            let c = nibble(leaf, q);
             if c & BUSY != 0 || !ok(c) {
                 return Some(Err((lo - a + q, c)));
             }
@@ -526,19 +959,13 @@ impl Inner {
         // held run: one word, no node, nothing to make sure of.
         if runs == 1 {
             if let Some(e) = self.root_hold(lo, self.extend(hi)) {
-                self.root = e;
+                st(&self.t.root, e);
                 return Ok(());
             }
         }
         // A range inside one leaf: set the bits there (adding held pages never folds).
         if let Some(leaf) = self.leaf_for(lo, hi) {
-            // SAFETY: a leaf of our tree.
-            leaf_update(
-                unsafe { &mut *leaf },
-                lo % LEAF,
-                (hi - 1) % LEAF + 1,
-                Upd::Hold,
-            );
+            leaf_update(leaf, lo % LEAF, (hi - 1) % LEAF + 1, Upd::Hold);
             return Ok(());
         }
         // A hold splits one-word entries down to leaves at most along each of its edges and
@@ -555,7 +982,7 @@ impl Inner {
     #[inline]
     fn root_hold(&self, lo: usize, hi: usize) -> Option<u64> {
         let s = self.span;
-        match decode(self.root) {
+        match decode(self.root()) {
             // The checked range is free, so a uniform root is not held.
             E::Uni(c) if lo == 0 && hi == s => Some(uni(c | BUSY)),
             E::Uni(c) if s <= EXC_MAX => Some(exc(c, lo, hi - lo, c | BUSY)),
@@ -575,22 +1002,14 @@ impl Inner {
         }
     }
 
-    /// A settle (or any update but a hold) is done: when no node is left, trim.
-    #[inline]
-    pub(crate) fn settled(&mut self) {
-        if self.live == 0 && self.chunks != NONE {
-            self.trim();
-        }
-    }
-
     /// Settle `[lo, hi)` to `to` when the root holds exactly that run in one word (what
     /// [`claim_root`](Self::claim_root) made): `false` if it does not, nothing done. No node
     /// is involved, so there is nothing to trim either.
     #[inline]
     pub(crate) fn settle_root(&mut self, lo: usize, hi: usize, to: u8) -> bool {
-        match whole_run(self.root, self.span, lo, self.extend(hi), Upd::Set(to)) {
+        match whole_run(self.root(), self.span, lo, self.extend(hi), Upd::Set(to)) {
             Some(e) => {
-                self.root = e;
+                st(&self.t.root, e);
                 true
             }
             None => false,
@@ -612,19 +1031,18 @@ impl Inner {
     /// setting or letting go of held pages never does.
     pub(crate) fn update(&mut self, lo: usize, hi: usize, f: Upd) {
         let hi = self.extend(hi);
+        let t = self.t;
         // Settling a run the root holds: one word. (A hold takes `claim`'s path, which
         // keeps the rule for held pages.)
         if f != Upd::Hold {
-            if let Some(e) = whole_run(self.root, self.span, lo, hi, f) {
-                self.root = e;
+            if let Some(e) = whole_run(self.root(), self.span, lo, hi, f) {
+                st(&t.root, e);
                 return;
             }
             // Settling a range inside one leaf: while other pages of the leaf are held, it
             // cannot fold, so the leaf's words are all there is to change. (The last settle
             // in a leaf takes the general path below, which folds.)
             if let Some(leaf) = self.leaf_for(lo, hi) {
-                // SAFETY: a leaf of our tree.
-                let leaf = unsafe { &mut *leaf };
                 leaf_update(leaf, lo % LEAF, (hi - 1) % LEAF + 1, f);
                 // No fold while pages of the leaf are held; and a leaf of more than three
                 // runs cannot fold into one entry, so nothing above it can change either
@@ -635,10 +1053,8 @@ impl Inner {
                 }
             }
         }
-        let mut root = self.root;
-        // SAFETY: `root` is a local copy of the root entry; the nodes are ours.
-        unsafe { self.upd(&mut root, self.span, lo, hi, f) };
-        self.root = root;
+        let span = self.span;
+        self.upd(&t.root, span, lo, hi, f);
     }
 
     /// Apply `f` (not a hold) to `[lo, hi)` if it lies in one leaf, without folding (many
@@ -650,21 +1066,20 @@ impl Inner {
         lo: usize,
         hi: usize,
         f: Upd,
-        cache: &mut Option<(usize, *mut [u64; 16])>,
+        cache: &mut Option<(usize, &'static Node)>,
     ) -> bool {
         debug_assert!(f != Upd::Hold);
         let leaf = match *cache {
-            Some((l, ptr)) if l == lo / LEAF && (hi - 1) / LEAF == l && hi != self.pages => ptr,
+            Some((l, node)) if l == lo / LEAF && (hi - 1) / LEAF == l && hi != self.pages => node,
             _ => match self.leaf_for(lo, hi) {
-                Some(ptr) => {
-                    *cache = Some((lo / LEAF, ptr));
-                    ptr
+                Some(node) => {
+                    *cache = Some((lo / LEAF, node));
+                    node
                 }
                 None => return false,
             },
         };
-        // SAFETY: a leaf of our tree (the cache is dropped before anything can free it).
-        leaf_update(unsafe { &mut *leaf }, lo % LEAF, (hi - 1) % LEAF + 1, f);
+        leaf_update(leaf, lo % LEAF, (hi - 1) % LEAF + 1, f);
         true
     }
 
@@ -676,27 +1091,25 @@ impl Inner {
 
     /// The leaf holding pages `[lo, hi)`, if they are all in one and the tree has one there.
     #[inline]
-    fn leaf_for(&mut self, lo: usize, hi: usize) -> Option<*mut [u64; 16]> {
+    fn leaf_for(&mut self, lo: usize, hi: usize) -> Option<&'static Node> {
         // (Not at the last page: the pages past it follow it, see `extend`.)
         if lo / LEAF != (hi - 1) / LEAF || hi == self.pages {
             return None;
         }
         if self.finger.0 == lo / LEAF + 1 {
-            // SAFETY: the finger is cleared whenever a node is made or freed.
-            return Some(unsafe { arena::node(self.finger.1) });
+            // The finger is cleared whenever a node is made or freed.
+            return Some(arena::node(self.finger.1));
         }
-        let (mut e, mut s, mut p) = (self.root, self.span, lo);
+        let (mut e, mut s, mut p) = (self.root(), self.span, lo);
         loop {
             let E::Child(n) = decode(e) else { return None };
-            // SAFETY: a child index in our tree is a node we own.
-            let node = unsafe { arena::node(n) };
+            let node = arena::node(n);
             if s == LEAF {
                 self.finger = (lo / LEAF + 1, n);
                 return Some(node);
             }
             let cs = s / FAN;
-            // SAFETY: as above.
-            e = unsafe { (*node)[p >> cs.trailing_zeros()] };
+            e = ld(&node[p >> cs.trailing_zeros()]);
             s = cs;
             p &= cs - 1;
         }
@@ -717,9 +1130,10 @@ impl Inner {
                 self.free_node(n);
             }
             let per = arena::chunk_nodes();
-            self.bump = c * per;
-            self.bump_end = self.bump + per;
-            self.spare += per;
+            // The chunk's first node holds its nodes' links.
+            self.bump = c * per + 1;
+            self.bump_end = (c + 1) * per;
+            self.spare += per - 1;
         }
         Ok(())
     }
@@ -740,8 +1154,7 @@ impl Inner {
         self.live += 1;
         if self.free != NONE {
             let n = self.free;
-            // SAFETY: a free node of ours; its first word links the list.
-            self.free = unsafe { (*arena::node(n))[0] } as u32;
+            self.free = arena::node_link(n).load(Ordering::Relaxed);
             n
         } else {
             let n = self.bump;
@@ -751,16 +1164,21 @@ impl Inner {
     }
 
     fn free_node(&mut self, n: u32) {
-        // SAFETY: a node of ours, no longer referenced.
-        unsafe { (*arena::node(n))[0] = self.free as u64 };
+        arena::node_link(n).store(self.free, Ordering::Relaxed);
         self.free = n;
         self.spare += 1;
     }
 
+    /// A node no entry points to any more: free once this section ends.
     fn release(&mut self, n: u32) {
         self.finger = (0, 0);
         self.live -= 1;
-        self.free_node(n);
+        arena::node_link(n).store(self.pending, Ordering::Relaxed);
+        if self.pending == NONE {
+            self.pending_tail = n;
+        }
+        self.pending = n;
+        self.pending_n += 1;
     }
 
     /// When no node is in use, keep one chunk (reused by the next mixed update without a
@@ -776,37 +1194,40 @@ impl Inner {
             return;
         }
         unsafe { *arena::link(self.chunks) = NONE };
-        arena::give_back(rest);
+        if arena::give_back(rest).is_err() {
+            // The arena is held across a fork (or by this thread, in a signal handler): keep
+            // them until a later section.
+            unsafe { *arena::link(self.chunks) = rest };
+            return;
+        }
         let per = arena::chunk_nodes();
         self.free = NONE;
-        self.bump = self.chunks * per;
-        self.bump_end = self.bump + per;
-        self.spare = per;
+        self.bump = self.chunks * per + 1;
+        self.bump_end = (self.chunks + 1) * per;
+        self.spare = per - 1;
     }
 
-    /// The recursive update of entry `*e` (span `s`) over `[lo, hi)` (relative, non-empty).
-    ///
-    /// # Safety
-    /// `e` points at a local copy of the root entry or at a word of one of our nodes.
-    unsafe fn upd(&mut self, e: *mut u64, s: usize, lo: usize, hi: usize, f: Upd) {
-        match decode(*e) {
+    /// The recursive update of entry `e` (span `s`) over `[lo, hi)` (relative, non-empty).
+    fn upd(&mut self, e: &AtomicU64, s: usize, lo: usize, hi: usize, f: Upd) {
+        match decode(ld(e)) {
             E::Child(n) => {
                 if lo == 0 && hi == s {
                     if let Upd::Set(c) = f {
+                        // Replace, then free: no reader can reach a freed node from the root.
+                        st(e, uni(c));
                         self.free_tree(n, s);
-                        *e = uni(c);
                         return;
                     }
                 }
                 let node = arena::node(n);
                 if s == LEAF {
-                    leaf_update(&mut *node, lo, hi, f);
+                    leaf_update(node, lo, hi, f);
                 } else {
                     let cs = s / FAN;
                     let sh = cs.trailing_zeros();
-                    for k in lo >> sh..=(hi - 1) >> sh {
+                    let (k0, k1) = (lo >> sh, (hi - 1) >> sh);
+                    for (k, w) in node.iter().enumerate().take(k1 + 1).skip(k0) {
                         let (a, b) = (k * cs, (k + 1) * cs);
-                        let w: *mut u64 = &mut (*node)[k];
                         self.upd(w, cs, lo.max(a) - a, hi.min(b) - a, f);
                     }
                 }
@@ -818,7 +1239,7 @@ impl Inner {
                 // A hold keeps one word only if it leaves exactly its own part held there.
                 if f != Upd::Hold || out.held_exactly(s, lo, hi) {
                     if let Some(ne) = out.encode(s) {
-                        *e = ne;
+                        st(e, ne);
                         return;
                     }
                 }
@@ -828,17 +1249,18 @@ impl Inner {
         }
     }
 
-    /// Give a uniform or exception entry a child node saying the same.
-    unsafe fn split(&mut self, e: *mut u64, s: usize, r: &Runs) {
+    /// Give a uniform or exception entry a child node saying the same: filled first, then
+    /// linked.
+    fn split(&mut self, e: &AtomicU64, s: usize, r: &Runs) {
         let n = self.alloc();
-        let node = &mut *arena::node(n);
+        let node = arena::node(n);
         if s == LEAF {
             for k in 0..r.n {
                 leaf_update(node, r.at[k], r.end(k, s), Upd::Set(r.code[k]));
             }
         } else {
             let cs = s / FAN;
-            for (k, w) in node.iter_mut().enumerate() {
+            for (k, w) in node.iter().enumerate() {
                 let (a, b) = (k * cs, (k + 1) * cs);
                 let mut sub = Runs::EMPTY;
                 for j in 0..r.n {
@@ -847,22 +1269,24 @@ impl Inner {
                         sub.push(x - a, r.code[j]);
                     }
                 }
-                *w = sub
-                    .encode(cs)
-                    .expect("a sixteenth of a one-entry span fits one entry");
+                st(
+                    w,
+                    sub.encode(cs)
+                        .expect("a sixteenth of a one-entry span fits one entry"),
+                );
             }
         }
-        *e = child(n);
+        st(e, child(n));
     }
 
-    /// If the child of `*e` can be said in one entry, say it there and free the child.
-    unsafe fn fold(&mut self, e: *mut u64, s: usize) {
-        let E::Child(n) = decode(*e) else { return };
-        let node = &*arena::node(n);
+    /// If the child of `e` can be said in one entry, say it there, then free the child.
+    fn fold(&mut self, e: &AtomicU64, s: usize) {
+        let E::Child(n) = decode(ld(e)) else { return };
+        let node = arena::node(n);
         let mut r = Runs::EMPTY;
         if s == LEAF {
             // Held pages stay in their node until settled (see the module doc).
-            if node.iter().any(|w| w & (SPLAT * BUSY as u64) != 0) {
+            if node.iter().any(|w| ld(w) & (SPLAT * BUSY as u64) != 0) {
                 return;
             }
             let mut p = 0;
@@ -870,14 +1294,14 @@ impl Inner {
                 if r.n == 3 {
                     return;
                 }
-                let c = ((node[p / 16] >> ((p % 16) * 4)) & 0xF) as u8;
+                let c = nibble(node, p);
                 r.push(p, c);
                 p = leaf_scan(node, p, LEAF, c);
             }
         } else {
             let cs = s / FAN;
-            for (k, &w) in node.iter().enumerate() {
-                let d = decode(w);
+            for (k, w) in node.iter().enumerate() {
+                let d = decode(ld(w));
                 if matches!(d, E::Child(_)) {
                     return;
                 }
@@ -894,21 +1318,49 @@ impl Inner {
             }
         }
         if let Some(ne) = r.encode(s) {
+            st(e, ne);
             self.release(n);
-            *e = ne;
         }
     }
 
-    unsafe fn free_tree(&mut self, n: u32, s: usize) {
+    fn free_tree(&mut self, n: u32, s: usize) {
         if s > LEAF {
-            let node = &*arena::node(n);
-            for &w in node.iter() {
-                if let E::Child(c) = decode(w) {
+            for w in arena::node(n).iter() {
+                if let E::Child(c) = decode(ld(w)) {
                     self.free_tree(c, s / FAN);
                 }
             }
         }
         self.release(n);
+    }
+}
+
+/// The code of page `p` under entry `e` (span `s`), with nodes from `look`.
+#[inline]
+fn code_at(
+    mut e: u64,
+    mut s: usize,
+    mut p: usize,
+    look: impl Fn(u32) -> Option<&'static Node>,
+) -> Option<u8> {
+    loop {
+        match decode(e) {
+            E::Uni(c) => return Some(c),
+            E::Exc { bg, off, len, ec } => {
+                return Some(if p >= off && p < off + len { ec } else { bg });
+            }
+            E::Child(n) => {
+                let node = look(n)?;
+                if s <= LEAF {
+                    return Some(nibble(node, p % LEAF));
+                }
+                // Spans are powers of two: shifts, not divisions, on this path.
+                let cs = s / FAN;
+                e = ld(&node[(p >> cs.trailing_zeros()) % FAN]);
+                s = cs;
+                p &= cs - 1;
+            }
+        }
     }
 }
 
@@ -930,9 +1382,22 @@ fn whole_run(e: u64, s: usize, lo: usize, hi: usize, f: Upd) -> Option<u64> {
     }
 }
 
-/// The first page in `[p, end)` (relative to entry `e` of span `s`) whose code is not `code`.
-fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
-    match decode(e) {
+/// The first page in `[p, end)` (relative to entry `e` of span `s`) whose code is not `code`,
+/// with nodes from `look`. (Readers may pass a span that changed under them; every index is
+/// kept inside its node, and their sequence check discards the answer.)
+fn scan(
+    e: u64,
+    s: usize,
+    p: usize,
+    end: usize,
+    code: u8,
+    look: impl Fn(u32) -> Option<&'static Node> + Copy,
+) -> Option<usize> {
+    let end = end.min(s);
+    if p >= end {
+        return Some(end.max(p));
+    }
+    Some(match decode(e) {
         E::Uni(c) => {
             if c == code {
                 end
@@ -941,23 +1406,22 @@ fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
             }
         }
         E::Child(n) => {
-            // SAFETY: a child index in our tree is a node we own (lock held by the caller).
-            let node = unsafe { &*arena::node(n) };
-            if s == LEAF {
-                return leaf_scan(node, p, end, code);
+            let node = look(n)?;
+            if s <= LEAF {
+                return Some(leaf_scan(node, p, end, code));
             }
             let cs = s / FAN;
             let sh = cs.trailing_zeros();
-            for (k, &w) in node
+            for (k, w) in node
                 .iter()
                 .enumerate()
                 .take(((end - 1) >> sh) + 1)
                 .skip(p >> sh)
             {
                 let (a, b) = (k * cs, ((k + 1) * cs).min(end));
-                let r = scan(w, cs, p.max(a) - a, b - a, code) + a;
+                let r = scan(ld(w), cs, p.max(a) - a, b - a, code, look)? + a;
                 if r < b {
-                    return r;
+                    return Some(r);
                 }
             }
             end
@@ -973,7 +1437,7 @@ fn scan(e: u64, s: usize, p: usize, end: usize, code: u8) -> usize {
             };
             stop.min(end)
         }
-    }
+    })
 }
 
 /// The bits of nibbles `[a, b)` of a word (0 ≤ a < b ≤ 16).
@@ -983,19 +1447,28 @@ fn nibble_mask(a: usize, b: usize) -> u64 {
     (u64::MAX >> (64 - 4 * (b - a))) << (4 * a)
 }
 
+/// The code of page `p` of a leaf.
 #[inline]
-fn leaf_update(node: &mut [u64; 16], lo: usize, hi: usize, f: Upd) {
+fn nibble(node: &Node, p: usize) -> u8 {
+    ((ld(&node[p / 16]) >> ((p % 16) * 4)) & 0xF) as u8
+}
+
+#[inline]
+fn leaf_update(node: &Node, lo: usize, hi: usize, f: Upd) {
     let mut p = lo;
     while p < hi {
         let w = p / 16;
         let b = (hi - w * 16).min(16);
         let m = nibble_mask(p % 16, b);
-        let word = &mut node[w];
-        *word = match f {
-            Upd::Set(c) => (*word & !m) | ((SPLAT * c as u64) & m),
-            Upd::Hold => *word | ((SPLAT * BUSY as u64) & m),
-            Upd::Unhold => *word & !((SPLAT * BUSY as u64) & m),
-        };
+        let word = ld(&node[w]);
+        st(
+            &node[w],
+            match f {
+                Upd::Set(c) => (word & !m) | ((SPLAT * c as u64) & m),
+                Upd::Hold => word | ((SPLAT * BUSY as u64) & m),
+                Upd::Unhold => word & !((SPLAT * BUSY as u64) & m),
+            },
+        );
         p = w * 16 + b;
     }
 }
@@ -1003,13 +1476,17 @@ fn leaf_update(node: &mut [u64; 16], lo: usize, hi: usize, f: Upd) {
 /// Whether the leaf has more than `max` places where a page's code differs from the one
 /// before it (so more than `max + 1` runs), stopping as soon as it knows.
 #[inline]
-fn leaf_boundaries_exceed(node: &[u64; 16], max: u32, from: usize) -> bool {
+fn leaf_boundaries_exceed(node: &Node, max: u32, from: usize) -> bool {
     let mut n = 0;
     // Starting at word `from` (where the leaf just changed, so where new boundaries are)
     // and wrapping around: each nibble against the one before it; page 0 against itself.
     for k in (from..16).chain(0..from) {
-        let w = node[k];
-        let carry = if k == 0 { w & 0xF } else { node[k - 1] >> 60 };
+        let w = ld(&node[k]);
+        let carry = if k == 0 {
+            w & 0xF
+        } else {
+            ld(&node[k - 1]) >> 60
+        };
         let x = w ^ ((w << 4) | carry);
         // One bit per differing nibble, counted one by one (no POPCNT in the x86-64
         // baseline, and a fragmented leaf stops after a few).
@@ -1029,17 +1506,19 @@ fn leaf_boundaries_exceed(node: &[u64; 16], max: u32, from: usize) -> bool {
 /// pages stay in their node until settled) and it has at most three runs. When it cannot,
 /// nothing above it can change either.
 #[inline]
-fn leaf_may_fold(node: &[u64; 16], at: usize) -> bool {
+fn leaf_may_fold(node: &Node, at: usize) -> bool {
     !leaf_boundaries_exceed(node, 2, at / 16)
-        && !node.iter().any(|w| w & (SPLAT * BUSY as u64) != 0)
+        && !node.iter().any(|w| ld(w) & (SPLAT * BUSY as u64) != 0)
 }
 
-fn leaf_scan(node: &[u64; 16], p: usize, end: usize, code: u8) -> usize {
+/// The first page in `[p, end)` of a leaf whose code is not `code` (`end ≤ LEAF`).
+fn leaf_scan(node: &Node, p: usize, end: usize, code: u8) -> usize {
+    let end = end.min(LEAF);
     let mut q = p;
     while q < end {
         let w = q / 16;
         let b = (end - w * 16).min(16);
-        let x = (node[w] ^ (SPLAT * code as u64)) & nibble_mask(q % 16, b);
+        let x = (ld(&node[w]) ^ (SPLAT * code as u64)) & nibble_mask(q % 16, b);
         if x != 0 {
             return w * 16 + x.trailing_zeros() as usize / 4;
         }
@@ -1074,6 +1553,16 @@ mod tests {
             assert_eq!(e, q, "end of the run at {p}");
             p = e;
         }
+        drop(g);
+        // The readers that take no lock say the same.
+        let mut p = 0;
+        while p < model.len() {
+            let (c, e) = t.run(p, model.len());
+            assert_eq!(c, model[p], "code of page {p}, read without the lock");
+            assert_eq!(t.code(p), c);
+            assert!(t.all(p, e, c));
+            p = e;
+        }
     }
 
     /// The number of runs of a model.
@@ -1083,7 +1572,7 @@ mod tests {
 
     fn random_sequence(pages: usize, ops: usize, seed: u64, max_len: usize) {
         crate::arena::ensure();
-        let mut t = Table::new(pages, 0);
+        let t = Table::new(pages, 0);
         let mut model = [0u8; 0].to_vec();
         model.resize(pages, 0);
         let mut s = seed;
@@ -1103,7 +1592,6 @@ mod tests {
                 g.holding = true;
                 g.update(lo, hi, f);
                 g.holding = false;
-                g.settled();
             }
             for c in &mut model[lo..hi] {
                 *c = f.apply(*c);
@@ -1122,7 +1610,6 @@ mod tests {
         {
             let mut g = t.lock().unwrap();
             g.update(0, pages, Upd::Set(3));
-            g.settled();
         }
         assert_eq!(t.live(), 0);
         t.release_all();
@@ -1151,6 +1638,7 @@ mod tests {
             for (q, &c) in codes.iter().enumerate() {
                 node[q / 16] |= (c as u64) << ((q % 16) * 4);
             }
+            let node: Node = node.map(AtomicU64::new);
             let count = (1..LEAF).filter(|&q| codes[q] != codes[q - 1]).count() as u32;
             for max in 0..5 {
                 for from in [0, 1, 7, 15] {
@@ -1182,7 +1670,7 @@ mod tests {
     /// the map agrees with the model throughout.
     fn interleaved_claims(pages: usize, seed: u64, max_len: usize) {
         crate::arena::ensure();
-        let mut t = Table::new(pages, 3);
+        let t = Table::new(pages, 3);
         let mut model = [3u8; 0].to_vec();
         model.resize(pages, 3);
         let mut open: std::vec::Vec<(usize, usize)> = std::vec::Vec::new();
@@ -1221,7 +1709,6 @@ mod tests {
                 if stop < hi {
                     g.update(stop, hi, Upd::Unhold);
                 }
-                g.settled();
                 drop(g);
                 for m in &mut model[lo..stop] {
                     *m = to;
@@ -1246,18 +1733,89 @@ mod tests {
     #[test]
     fn one_run_inside_another_state_needs_no_node() {
         crate::arena::ensure();
-        let mut t = Table::new(1 << 28, 0);
+        let t = Table::new(1 << 28, 0);
         {
             let mut g = t.lock().unwrap();
             let (runs, _) = g.check(5, 9, |c| c == 0).unwrap();
             g.claim(5, 9, runs).unwrap();
             assert_eq!(g.live, 0);
             g.update(5, 9, Upd::Set(1));
-            g.settled();
             assert_eq!(g.get(4), 0);
             assert_eq!(g.get(5), 1);
             assert_eq!(g.run(5, 1 << 28), (1, 9));
         }
         assert_eq!(t.live(), 0);
+    }
+
+    /// Readers that take no lock, on other threads, while a writer claims, settles, splits
+    /// and folds: every page reads as one of the codes it had, never anything else, and the
+    /// writer's pages read consistently (a read of a range with no page held sees a state it
+    /// had at one instant).
+    #[test]
+    fn readers_see_only_codes_the_pages_had() {
+        crate::arena::ensure();
+        let pages = 1 << 12;
+        let t = std::sync::Arc::new(Table::new(pages, 3));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let readers: std::vec::Vec<_> = (0..2)
+            .map(|k| {
+                let (t, stop) = (t.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut s = 7 + k;
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = (rng(&mut s) as usize) % pages;
+                        let c = t.code(p) & !BUSY;
+                        // The writer only ever uses codes 3 and 5 (settled or held).
+                        assert!(c == 3 || c == 5, "page {p} read code {c}");
+                        let (c2, e) = t.run(p, pages);
+                        assert!(e > p && e <= pages);
+                        assert!(c2 & !BUSY == 3 || c2 & !BUSY == 5);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let mut s = 1;
+        for _ in 0..20_000 {
+            let lo = (rng(&mut s) as usize) % pages;
+            let hi = (lo + 1 + (rng(&mut s) as usize) % 300).min(pages);
+            let to = if rng(&mut s) % 2 == 0 { 3 } else { 5 };
+            let claimed = {
+                let mut g = t.lock().unwrap();
+                match g.check(lo, hi, |_| true) {
+                    Ok((runs, _)) => g.claim(lo, hi, runs).is_ok(),
+                    Err(_) => false,
+                }
+            };
+            if claimed {
+                let mut g = t.lock().unwrap();
+                g.update(lo, hi, Upd::Set(to));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        t.release_all();
+    }
+
+    /// A reader that interrupts a section on its own thread (what a signal handler does):
+    /// it does not wait, and reads each page before or after the section.
+    #[test]
+    fn a_reader_inside_a_section_does_not_wait() {
+        crate::arena::ensure();
+        let t = Table::new(1000, 3);
+        let mut g = t.lock().unwrap();
+        let (runs, _) = g.check(10, 700, |_| true).unwrap();
+        g.claim(10, 700, runs).unwrap();
+        // The section is open (odd count): a read still answers at once.
+        assert_eq!(t.code(500) & !BUSY, 3);
+        g.update(10, 700, Upd::Set(5));
+        assert_eq!(t.code(500), 5);
+        assert_eq!(t.code(5), 3);
+        drop(g);
+        assert_eq!(t.run(10, 1000), (5, 700));
     }
 }

@@ -105,9 +105,10 @@ fn refused_process_madvise_still_releases_everything_through_the_loop() {
             "errno {errno}: released through the madvise loop"
         );
         assert_eq!(kept, RANGES as u64, "errno {errno}");
-        // With EINVAL the first range is released by the madvise that decides the refusal
-        // is about the advice; every other range goes through the per-range chain.
-        let confirmed = u64::from(errno == libc::EINVAL);
+        // With EINVAL, each refused call's first range is released by the madvise that
+        // decides the refusal is about the advice; every other range goes through the
+        // per-range chain.
+        let confirmed = if errno == libc::EINVAL { pm } else { 0 };
         assert_eq!(
             (ranges, per_range + confirmed, failed),
             (RANGES as u64, RANGES as u64, 0),
@@ -118,10 +119,13 @@ fn refused_process_madvise_still_releases_everything_through_the_loop() {
             "errno {errno}: one madvise per range, got {madv}"
         );
         // The refusal is sticky for ENOSYS/EPERM (1 call), and for EINVAL decided by madvise
-        // taking the advice (1 call, then downgrade of process_madvise for DONTNEED).
-        assert_eq!(
-            pm, 1,
-            "errno {errno}: process_madvise must not be retried per range"
+        // taking the advice (1 call, then downgrade of process_madvise for DONTNEED; one
+        // more if locked memory was seen in this process before the child was forked: the
+        // batch then starts with MADV_DONTNEED_LOCKED, which is downgraded on its own).
+        let most = if errno == libc::EINVAL { 2 } else { 1 };
+        assert!(
+            (1..=most).contains(&pm),
+            "errno {errno}: process_madvise must not be retried per range ({pm} calls)"
         );
     }
 }
@@ -196,58 +200,123 @@ fn batched_guard_faults_take_two_process_madvise_calls() {
     assert_eq!(rep[4], 1000 * osmem::page_size() as u64);
 }
 
+/// Pushing claims nothing: a queued range is not held (a direct transition on it goes
+/// through), bad input queues nothing, and the flush claims what it can: a range that overlaps
+/// one pushed before it, or that is no longer Ready, is refused with nothing changed, and
+/// `flush_with` reports every range.
 #[test]
-fn queued_ranges_refuse_other_transitions_and_bad_input_queues_nothing() {
+fn pushing_holds_nothing_and_the_flush_refuses_what_it_cannot_claim() {
+    use osmem::{BatchDone, Error, UnusedHow};
     let ps = osmem::page_size();
     let r = Reservation::alloc(8 * ps).unwrap();
+    let base = r.as_ptr() as usize;
+    unsafe { r.as_ptr().write_bytes(3, 8 * ps) };
     let mut b: Batch<'_, 8> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
-    unsafe { b.push(&r, 0, 2 * ps).unwrap() };
-    // Queued pages are Ready but held by the batch: a second queueing and a direct
-    // transition are refused as Busy, naming the first held page.
-    assert!(matches!(
-        unsafe { b.push(&r, ps, ps) },
-        Err(osmem::Error::Busy { offset, .. }) if offset == ps
-    ));
-    assert_eq!(r.state(0), Some(State::Ready));
-    assert!(matches!(
-        unsafe { r.unused(0, ps) },
-        Err(osmem::Error::Busy { offset: 0, .. })
-    ));
+    unsafe {
+        b.push(&r, 0, 2 * ps).unwrap();
+        b.push(&r, ps, ps).unwrap(); // overlaps the first
+        b.push(&r, 0, 2 * ps).unwrap(); // an exact duplicate
+        b.push(&r, 4 * ps, ps).unwrap();
+    }
     assert!(matches!(
         unsafe { b.push(&r, 1, ps) },
-        Err(osmem::Error::Unaligned { .. })
+        Err(Error::Unaligned { .. })
     ));
     assert!(matches!(
         unsafe { b.push(&r, 8 * ps, ps) },
-        Err(osmem::Error::OutOfRange { .. })
+        Err(Error::OutOfRange { .. })
     ));
-    assert_eq!(b.len(), 1);
-    let rep = unsafe { b.flush() };
-    assert_eq!((rep.ranges, rep.failed, rep.bytes), (1, 0, 2 * ps));
+    assert_eq!(b.len(), 4);
+    // Queued, not held: a direct transition goes through (page 4 is Prepared now).
+    unsafe { r.unused(4 * ps, ps) }.unwrap();
+    r.used(4 * ps, ps).unwrap();
+    unsafe { r.fault(4 * ps, ps) }.unwrap();
+    let mut seen = Vec::new();
+    let rep = unsafe { b.flush_with(|x| seen.push((x.offset, x.len, x.result))) };
+    assert_eq!((rep.ranges, rep.refused, rep.failed), (1, 3, 0), "{rep:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    seen.sort_by_key(|x| (x.0, x.1));
+    let done = seen.iter().filter(|x| x.0 == 0 && x.2.is_ok()).count();
+    assert_eq!(done, 1, "one of the two [0, 2 pages) ranges: {seen:?}");
+    assert!(seen.iter().any(|x| x.0 == 0
+        // (DontNeedLocked once locked memory was seen in this process: another test.)
+        && matches!(x.2, Ok(BatchDone::Unused(u))
+            if matches!(u.how, UnusedHow::DontNeed | UnusedHow::DontNeedLocked) && u.zeroed)));
+    assert!(
+        seen.iter()
+            .any(|x| x.0 == 0 && matches!(x.2, Err(Error::Busy { offset: 0, .. }))),
+        "the duplicate is refused as held by the first: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|x| x.0 == ps && matches!(x.2, Err(Error::Busy { offset, .. }) if offset == ps)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|x| x.0 == 4 * ps
+            && matches!(x.2, Err(Error::WrongState { offset, found: State::Faulted, .. }) if offset == 4 * ps)),
+        "{seen:?}"
+    );
+    // The kernel's view: the claimed range released, the others as they were.
+    assert_eq!(resident_pages(base, 2 * ps), 0);
+    assert_eq!(resident_pages(base + 2 * ps, 2 * ps), 2);
     assert_eq!(r.state(0), Some(State::Prepared));
+    assert_eq!(r.state(ps), Some(State::Prepared));
     assert_eq!(r.state(2 * ps), Some(State::Ready));
+    assert_eq!(r.state(4 * ps), Some(State::Faulted));
+    assert_eq!(
+        touch_in_child(base + 4 * ps, false),
+        Touch::Segv {
+            si_code: if osmem::selected().fault == FaultStrategy::Guard {
+                SEGV_MAPERR
+            } else {
+                SEGV_ACCERR
+            }
+        }
+    );
+    // Nothing is left held: every page takes a transition.
+    r.map(4 * ps, ps).unwrap();
+    r.used(0, 8 * ps).unwrap();
 }
 
-/// The stack sizes the documentation states (17.2 KiB, 1.2 KiB for 64 ranges): 17 bytes per
+/// A batch that is leaked (`mem::forget`) or dropped unflushed holds nothing: its ranges are
+/// free for any transition.
+#[test]
+fn a_leaked_batch_holds_nothing() {
+    let ps = osmem::page_size();
+    let r = Reservation::alloc(4 * ps).unwrap();
+    let mut b: Batch<'_, 4> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    unsafe { b.push(&r, 0, 4 * ps).unwrap() };
+    core::mem::forget(b);
+    assert_eq!(r.state(0), Some(State::Ready));
+    let u = unsafe { r.unused(0, 4 * ps) }.unwrap();
+    assert!(u.zeroed);
+    assert_eq!(resident_pages(r.as_ptr() as usize, 4 * ps), 0);
+}
+
+/// The stack sizes the documentation states (25.2 KiB, 1.8 KiB for 64 ranges): 25 bytes per
 /// range plus a header of under 256 bytes.
 #[test]
 fn batch_size_is_as_documented() {
     let default = core::mem::size_of::<Batch<'static>>();
     let small = core::mem::size_of::<Batch<'static, 64>>();
     eprintln!("size_of Batch = {default}, Batch<'_, 64> = {small}");
-    assert!(default <= 17 * 1024 + 256, "{default}");
-    assert!(default >= 17 * 1024, "{default}");
-    assert!(small <= 64 * 17 + 256, "{small}");
-    assert_eq!(default - small, (1024 - 64) * 17);
+    assert!(default <= 25 * 1024 + 256, "{default}");
+    assert!(default >= 25 * 1024, "{default}");
+    assert!(small <= 64 * 25 + 256, "{small}");
+    assert_eq!(default - small, (1024 - 64) * 25);
 }
 
-/// One mlocked range in the middle of a batch: the kernel's process_madvise stops at it, so
-/// the ranges before it are released by the first call, the locked one by the per-range chain
-/// (`MADV_DONTNEED_LOCKED`, keeping the lock), the rest by a second call. Every range must end
-/// released (mincore), the locked page still locked (`lo` in its VMA's flags), and, for a
-/// guard fault, every page must trap.
+/// One mlocked range in the middle of a batch: the kernel's process_madvise stops at it; the
+/// call that starts there is refused (EINVAL), madvise confirms the range is locked, and the
+/// rest of the batch is released with `MADV_DONTNEED_LOCKED` in one more call (the same as
+/// DONTNEED on unlocked memory). No range goes per range. Every range must end released
+/// (mincore), the locked page still locked (`lo` in its VMA's flags); for a guard fault every
+/// page must trap, and the report names the locked range as having taken another link
+/// (guard markers are refused on mlocked memory: it is made PROT_NONE instead).
 #[test]
-fn a_locked_range_in_the_middle_of_a_batch_is_released_by_the_chain() {
+fn a_locked_range_in_the_middle_of_a_batch_is_released_in_the_batch() {
+    use osmem::{BatchDone, FaultHow, UnusedHow};
     let ps = osmem::page_size();
     osmem::probe();
     let kinds = [
@@ -267,8 +336,14 @@ fn a_locked_range_in_the_middle_of_a_batch_is_released_by_the_chain() {
         for i in 0..8 {
             unsafe { b.push(&r, i * ps, ps).unwrap() };
         }
-        let rep = unsafe { b.flush() };
-        assert_eq!((rep.ranges, rep.failed), (8, 0), "{kind:?}: {rep:?}");
+        let mut hows = [None; 8];
+        let rep = unsafe { b.flush_with(|x| hows[x.offset / ps] = x.result.ok()) };
+        assert_eq!(
+            (rep.ranges, rep.failed, rep.per_range),
+            (8, 0, 0),
+            "{kind:?}: {rep:?}"
+        );
+        assert!(rep.batch_calls <= 5, "{kind:?}: {rep:?}");
         assert_eq!(
             resident_pages(base, 8 * ps),
             0,
@@ -293,9 +368,23 @@ fn a_locked_range_in_the_middle_of_a_batch_is_released_by_the_chain() {
                 );
             }
         }
-        assert!(
-            rep.per_range >= 1,
-            "{kind:?}: the locked range went per range: {rep:?}"
-        );
+        match kind {
+            BatchKind::Unused(_) => assert!(
+                matches!(hows[3], Some(BatchDone::Unused(u)) if u.how == UnusedHow::DontNeedLocked),
+                "{hows:?}"
+            ),
+            _ if osmem::selected().fault == FaultStrategy::Guard => {
+                assert!(
+                    matches!(hows[3], Some(BatchDone::Faulted(f)) if f.how == FaultHow::Protect),
+                    "{hows:?}"
+                );
+                assert!(
+                    matches!(hows[0], Some(BatchDone::Faulted(f)) if f.how == FaultHow::Guard),
+                    "{hows:?}"
+                );
+                assert_eq!(rep.other_link, 1, "{rep:?}");
+            }
+            _ => {}
+        }
     }
 }

@@ -50,15 +50,28 @@ fn busy_pages_would_block() {
     let ps = osmem::page_size();
     let r = Reservation::alloc(4 * ps).unwrap();
     let mut b: Batch<'_, 4> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
-    // SAFETY: nothing uses the page.
-    unsafe { b.push(&r, 0, ps).unwrap() };
-    // SAFETY: as above; refused before anything is done.
-    let e = unsafe { r.unused(0, ps) }.unwrap_err();
-    assert!(matches!(e, Error::Busy { .. }), "{e:?}");
-    wrapped(e, ErrorKind::WouldBlock);
+    // SAFETY: nothing uses the pages. The second range overlaps the first: the flush holds
+    // the first while it claims the second, which is refused as busy.
+    unsafe {
+        b.push(&r, 0, 2 * ps).unwrap();
+        b.push(&r, ps, ps).unwrap();
+    }
     // SAFETY: as above.
     let rep = unsafe { b.flush() };
-    assert_eq!(rep.ranges, 1);
+    assert_eq!((rep.ranges, rep.refused), (1, 1));
+    let e = rep.error.unwrap();
+    assert!(matches!(e, Error::Busy { .. }), "{e:?}");
+    wrapped(e, ErrorKind::WouldBlock);
+}
+
+#[test]
+fn a_dropped_reservation_is_not_found() {
+    let r = Reservation::reserve(osmem::page_size()).unwrap();
+    let id = r.id();
+    drop(r);
+    let e = id.map(0, osmem::page_size()).unwrap_err();
+    assert!(matches!(e, Error::Gone { .. }), "{e:?}");
+    wrapped(e, ErrorKind::NotFound);
 }
 
 #[test]

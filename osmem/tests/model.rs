@@ -18,7 +18,9 @@
 //! - the result: `Ok` with the exact `Unused` / `Faulted` / `BatchReport`, or the exact typed
 //!   error (`WrongState` with the first offending page's offset and state, range errors in
 //!   osmem's documented order); a refused step must change nothing (every check below runs
-//!   against the unchanged model); a page queued in a batch refuses a direct transition;
+//!   against the unchanged model); a batch's push changes nothing, and its flush claims the
+//!   queued ranges in order, refusing one that overlaps a range claimed before it (`Busy`)
+//!   or that is not Ready (`WrongState`), with nothing changed for it;
 //! - osmem's view: `Reservation::state` of every page and `bytes_in` of every state;
 //! - the GLOBAL `osmem::stats()` delta of the step, every field exactly (bytes per state, op
 //!   counters, every syscall and advice counter; fallbacks, errors, downgrades must stay 0);
@@ -61,7 +63,7 @@ use common::{
 };
 use core::fmt::Write as _;
 use osmem::{
-    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, State, Thp,
+    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Op as OsOp, Reservation, Thp,
     UnusedAdvice, UnusedHow,
 };
 use osmem_testkit::{self as tk, ChildExit};
@@ -162,8 +164,8 @@ enum Step {
     Write(usize, usize, u8),
     Huge(R),
     NoHuge(R),
-    /// Push the ranges into a `Batch` (capacity `BATCH_CAP`), try a direct `unused` of the
-    /// last queued page (refused while it is queued), then flush or drop the batch.
+    /// Push the ranges into a `Batch` (capacity `BATCH_CAP`), read the state of the last
+    /// queued page (pushing changed nothing), then flush or drop the batch.
     BatchUnused(UnusedAdvice, Vec<R>, End),
     BatchFault(FaultStrategy, Vec<R>, End),
     Knobs(Knobs),
@@ -608,22 +610,18 @@ impl Model {
             other => unreachable!("a batch kind the model does not know: {other:?}"),
         };
         let mut w = BatchWant::default();
-        let mut pend = [false; PAGES];
         let mut queued = [(0usize, 0usize); BATCH_CAP];
         let mut q = 0;
         let mut last = None;
         for (i, &r) in rs.iter().enumerate().take(MAX_BATCH) {
-            // `push` flushes a full batch before it validates the new range.
-            if q == BATCH_CAP {
-                self.flush(kind, &queued[..q], &mut pend, &mut w, d);
-                q = 0;
-            }
-            match self
-                .range(op, r)
-                .and_then(|fnn| self.check(op, fnn, &pend, ready))
-            {
+            // `push` checks the range only (no state), and flushes a full batch before it
+            // queues the new one.
+            match self.range(op, r) {
                 Ok((f, n)) => {
-                    pend[f..f + n].iter_mut().for_each(|x| *x = true);
+                    if q == BATCH_CAP {
+                        self.flush(op, kind, &queued[..q], &mut w, d);
+                        q = 0;
+                    }
                     queued[q] = (f, n);
                     q += 1;
                     last = Some(f);
@@ -632,21 +630,15 @@ impl Model {
             }
         }
         if let Some(p) = last {
-            // Still queued unless a later push flushed it: then it is settled.
-            w.queued_state = Some(if pend[p] {
-                State::Ready
-            } else {
-                self.k[p].state()
-            });
-            w.direct = Some(self.check(OsOp::Unused, (p, 1), &pend, ready).map(|_| ()));
+            // Pushing changed nothing (an earlier flush may have settled it).
+            w.queued_state = Some(self.k[p].state());
         }
-        self.flush(kind, &queued[..q], &mut pend, &mut w, d);
+        self.flush(op, kind, &queued[..q], &mut w, d);
         if end == End::Drop {
             // No report to compare (the batch flushes on drop).
             w = BatchWant {
                 pushes: w.pushes,
                 queued_state: w.queued_state,
-                direct: w.direct,
                 ..BatchWant::default()
             };
         }
@@ -655,18 +647,40 @@ impl Model {
 
     fn flush(
         &mut self,
+        op: OsOp,
         kind: BatchKind,
         queued: &[(usize, usize)],
-        pend: &mut [bool; PAGES],
         w: &mut BatchWant,
         d: &mut Expect,
     ) {
         if queued.is_empty() {
             return;
         }
-        let nq = queued.len() as i64;
         d.add("batch_flushes", 1);
-        d.add("batch_ranges", nq);
+        d.add("batch_ranges", queued.len() as i64);
+        // The claims, in push order: a range overlapping one claimed before it is refused
+        // as held (`Busy`), one not Ready with `WrongState`; nothing changes for either.
+        let mut pend = [false; PAGES];
+        let mut claimed = [(0usize, 0usize); BATCH_CAP];
+        let mut nc = 0;
+        for &(f, n) in queued {
+            match self.check(op, (f, n), &pend, ready) {
+                Ok(_) => {
+                    pend[f..f + n].iter_mut().for_each(|x| *x = true);
+                    claimed[nc] = (f, n);
+                    nc += 1;
+                }
+                Err(e) => {
+                    w.refused += 1;
+                    w.error.get_or_insert(e);
+                }
+            }
+        }
+        let claimed = &claimed[..nc];
+        if claimed.is_empty() {
+            return;
+        }
+        let nq = nc as i64;
         // One process_madvise per submitted advice (≤ 1024 ranges); the sentinel needs no fd.
         let submit = |calls: i64, d: &mut Expect| {
             d.add("process_madvise_calls", calls);
@@ -680,7 +694,7 @@ impl Model {
                     UnusedAdvice::Remap => d.remapped(nq, self.thp_never()),
                     _ => submit(1, d),
                 }
-                for &(f, n) in queued {
+                for &(f, n) in claimed {
                     self.settle_unused(f, n, how_unused(a), d);
                     w.not_zeroed += usize::from(a == UnusedAdvice::Free);
                 }
@@ -697,19 +711,18 @@ impl Model {
                     }
                     // Not batched: the per-range chain.
                     _ => {
-                        for _ in queued {
+                        for _ in claimed {
                             d.fault_calls(how, self.thp_never());
                         }
                     }
                 }
-                for &(f, n) in queued {
+                for &(f, n) in claimed {
                     self.settle_fault(f, n, how, d);
                 }
             }
             other => unreachable!("a batch kind the model does not know: {other:?}"),
         }
-        for &(f, n) in queued {
-            pend[f..f + n].iter_mut().for_each(|x| *x = false);
+        for &(_, n) in claimed {
             w.ranges += 1;
             w.bytes += n * self.env.ps;
         }
@@ -811,7 +824,6 @@ unsafe fn exec_batch(r: &Reservation, kind: BatchKind, rs: &[R], end: End, ps: u
     }
     if let Some(o) = last {
         w.queued_state = r.state(o);
-        w.direct = Some(r.unused_with(o, ps, UnusedAdvice::DontNeed).map(|_| ()));
     }
     if end == End::Drop {
         drop(b);

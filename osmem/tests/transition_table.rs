@@ -1,7 +1,8 @@
 //! The transition table, one test per (state, operation) pair. Legal pairs end in the
-//! documented state; illegal pairs return `Error::WrongState` naming the state found (for a
-//! page queued in a batch: `Error::Busy`), issue no syscall at all, and leave the kernel's
-//! view (protection, residency, contents) exactly as it was. Each case runs in a forked
+//! documented state; illegal pairs return `Error::WrongState` naming the state found, issue
+//! no syscall at all, and leave the kernel's view (protection, residency, contents) exactly
+//! as it was. A page queued in a batch that is not flushed yet is held by nothing: it
+//! transitions as the Ready page it is (the flush then refuses it if it is no longer Ready). Each case runs in a forked
 //! child, where osmem's counters are exact (the child has one thread).
 //!
 //! | from \ op | map | used | unused | fault |
@@ -11,7 +12,7 @@
 //! | Ready | ✗ | Ready (no-op: no syscall, nothing changes) | Prepared | Faulted |
 //! | Faulted (guard) | Prepared | ✗ | ✗ | ✗ |
 //! | Faulted (PROT_NONE) | Prepared | ✗ | ✗ | ✗ |
-//! | Queued in a batch | Busy | Busy | Busy | Busy |
+//! | Ready, queued in a batch | ✗ | Ready | Prepared | Faulted |
 
 use osmem::{Batch, BatchKind, Error, FaultStrategy, Reservation, State, UnusedAdvice};
 use osmem_testkit::{in_child_report, resident_pages, vma_at};
@@ -137,13 +138,10 @@ fn legal(from: From, op: Do, to: State) {
 
 fn illegal(from: From, op: Do) {
     let [outcome, syscalls, unchanged, _] = case(from, op);
-    // A queued page is held by its batch: Busy, whatever the operation.
-    let (want, what) = if from == From::Queued {
-        (3, "Busy")
-    } else {
-        (1, "WrongState naming the state found")
-    };
-    assert_eq!(outcome, want, "{from:?} --{op:?}--> must be {what}");
+    assert_eq!(
+        outcome, 1,
+        "{from:?} --{op:?}--> must be WrongState naming the state found"
+    );
     assert_quiet(from, op, syscalls, unchanged);
 }
 
@@ -197,7 +195,7 @@ pairs! {
     faulted_protect_unused: FaultedProtect Unused => Refused;
     faulted_protect_fault: FaultedProtect Fault => Refused;
     queued_map: Queued Map => Refused;
-    queued_used: Queued Used => Refused;
-    queued_unused: Queued Unused => Refused;
-    queued_fault: Queued Fault => Refused;
+    queued_used: Queued Used => Ready;
+    queued_unused: Queued Unused => Prepared;
+    queued_fault: Queued Fault => Faulted;
 }

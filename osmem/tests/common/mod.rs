@@ -688,15 +688,18 @@ pub struct BatchOutcome<const N: usize> {
     /// Per range: the error `push` returned, if any.
     pub pushes: [Option<Error>; N],
     pub ranges: usize,
+    pub refused: usize,
     pub bytes: usize,
     pub per_range: usize,
     pub not_zeroed: usize,
     pub not_trapping: usize,
     pub failed: usize,
     pub error: Option<Error>,
-    /// `state` of the last queued range's first page, just before the batch ends (model.rs).
+    /// `state` of the last queued range's first page, just before the batch ends (model.rs):
+    /// pushing it changed nothing.
     pub queued_state: Option<State>,
-    /// A direct `unused_with(DontNeed)` of that page, just before the batch ends (model.rs).
+    /// Unused (kept for the layout of older reports): pushing claims nothing, so there is no
+    /// direct transition to refuse.
     pub direct: Option<Result<(), Error>>,
 }
 
@@ -705,6 +708,7 @@ impl<const N: usize> Default for BatchOutcome<N> {
         BatchOutcome {
             pushes: [None; N],
             ranges: 0,
+            refused: 0,
             bytes: 0,
             per_range: 0,
             not_zeroed: 0,
@@ -721,6 +725,7 @@ impl<const N: usize> BatchOutcome<N> {
     /// Take the figures of `flush`'s report.
     pub fn reported(&mut self, rep: &BatchReport) {
         self.ranges = rep.ranges;
+        self.refused = rep.refused;
         self.bytes = rep.bytes;
         self.per_range = rep.per_range;
         self.not_zeroed = rep.not_zeroed;

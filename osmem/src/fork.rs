@@ -1,0 +1,121 @@
+//! `fork` at any instant: every transition in flight is either done or not begun in the
+//! child, as glibc arranges for malloc with its `pthread_atfork` handlers.
+//!
+//! Before the fork (`prepare`, on the forking thread):
+//! 1. publish the forking thread in [`owner`]: from now on a transition that has not claimed
+//!    its pages yet steps back and waits for the fork to end ([`wait_end`]);
+//! 2. hold the registry's lock, so no reservation comes or goes;
+//! 3. for every live reservation, take its map's lock once no other thread's claim on it is
+//!    in progress (a transition between its claim and its settle is let through to settle):
+//!    the fork waits no longer than the longest transition in flight;
+//! 4. hold the metadata arena's lock.
+//!
+//! After the fork, in both processes, everything taken is let go and [`owner`] cleared. The
+//! child therefore finds every map consistent, no page held by a thread it does not have, and
+//! no lock held by one.
+//!
+//! **fork from a signal handler.** The forking thread may have been interrupted inside osmem:
+//! between a claim and its settle, or inside a section of some lock. Waiting for that would
+//! never end, so the handlers skip what the forking thread holds itself, and wait only for
+//! other threads. A lock it holds stays held across the fork in both processes and is let go
+//! when the handler returns and the interrupted call goes on; another thread that must settle
+//! on that map meanwhile hands its settle over (table.rs) and the fork waits for that hand-over
+//! instead. So in the child the interrupted transition is still in flight — its pages read as
+//! their state before it and refuse other transitions with `Busy` — until the handler
+//! returns; it then finishes, in the child as in the parent, on the child's own memory.
+//!
+//! **Children made without the handlers** (`_Fork`, `vfork`, raw `clone`, `posix_spawn`):
+//! nothing is arranged. `vfork` and `posix_spawn` children share the parent's memory until
+//! they exec and must not call osmem. A `_Fork` or `clone` child may find a transition of
+//! another thread in flight: those pages read as their state before and refuse transitions
+//! with `Busy` for ever; a lock held by another thread at that instant is recognised as
+//! orphaned (its holder's pid is not the child's) and calls on that map answer `Busy`
+//! instead of waiting. Reads never wait in any case.
+
+use crate::{arena, registry, thread};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The forking thread while the fork handlers run, else 0.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// The arena's lock was taken by `prepare`.
+static ARENA_TAKEN: AtomicBool = AtomicBool::new(false);
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// The thread that is forking now (0: none).
+#[inline(always)]
+pub(crate) fn owner() -> usize {
+    OWNER.load(Ordering::Relaxed)
+}
+
+/// Register the handlers (once, at first use).
+pub(crate) fn init() {
+    crate::lock::refresh_pid();
+    if REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: handlers that only touch osmem's own statics; no memory is passed.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+extern "C" fn prepare() {
+    let me = thread::me();
+    OWNER.store(me, Ordering::SeqCst);
+    registry::hold_for_fork();
+    registry::each_live(|s| {
+        let taken = s.table.hold_for_fork(me);
+        s.fork_taken.store(taken, Ordering::Relaxed);
+        false
+    });
+    ARENA_TAKEN.store(arena::hold_for_fork(), Ordering::Relaxed);
+}
+
+extern "C" fn parent() {
+    after();
+}
+
+extern "C" fn child() {
+    crate::lock::refresh_pid();
+    after();
+}
+
+fn after() {
+    let me = thread::me();
+    arena::release_after_fork(ARENA_TAKEN.swap(false, Ordering::Relaxed), me);
+    // Every slot, not only the live ones: a reservation may have been dropped by another
+    // thread while the handlers held its map (its owner does not need the registry's lock to
+    // unpublish it), and what they took they must let go of.
+    registry::each_slot(|s| {
+        s.table
+            .release_after_fork(s.fork_taken.swap(false, Ordering::Relaxed), me)
+    });
+    registry::release_after_fork(me);
+    OWNER.store(0, Ordering::SeqCst);
+}
+
+/// Whether thread `me` is inside osmem: holds a lock or a claim (a signal handler runs on
+/// it). A slow scan, asked only while a fork is in progress.
+fn inside(me: usize) -> bool {
+    arena::lock_owner() == me
+        || registry::lock_owner() == me
+        || registry::each_live(|s| s.table.held_by(me))
+}
+
+/// Wait until no fork is in progress, before claiming pages. `Err`: the calling thread must
+/// not wait, because the fork waits for it (it is the forking thread, or a signal handler on
+/// a thread inside osmem): the caller answers `Busy`.
+#[cold]
+pub(crate) fn wait_end() -> Result<(), ()> {
+    let me = thread::me();
+    let o = OWNER.load(Ordering::Acquire);
+    if o == 0 {
+        return Ok(());
+    }
+    if o == me || inside(me) {
+        return Err(());
+    }
+    while OWNER.load(Ordering::Acquire) != 0 {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    Ok(())
+}
