@@ -808,7 +808,7 @@ impl Reservation {
         // Every page Ready already, none held: nothing to do, and nothing to claim. One read
         // of the map without its lock; with no page held, what it saw is a state the range
         // had at one instant (table.rs), and that is where this call takes effect.
-        if self.slot.table.all(first, first + n, READY) {
+        if self.slot.table.all_at_root(first, first + n, READY) {
             stats::bump(Counter::UsedOps);
             return Ok(());
         }
@@ -1276,7 +1276,10 @@ impl Reservation {
                 continue;
             }
             return match self.claim_locked(&mut g, op, first, n, &ok) {
-                Ok(single) => Ok(Claim { single, me }),
+                Ok(single) => {
+                    g.end();
+                    Ok(Claim { single, me })
+                }
                 Err(Some(e)) => {
                     g.disown(me);
                     Err(e)
@@ -1434,14 +1437,14 @@ impl Reservation {
     /// kept short and inlined (see the note on unused::release).
     #[inline(always)]
     fn settle_from(&self, first: usize, n: usize, to: u8, from: State, bytes: u64, c: Claim) {
-        self.slot.table.settle_with(|g: &mut Guard<'_>| {
-            if !g.settle_root(first, first + n, to) {
-                g.update(first, first + n, Upd::Set(to));
-            }
-            if bytes > 0 {
-                self.move_bytes(from, state_of(to), bytes);
-            }
-            g.disown(c.me);
+        self.slot.table.settle_with(SettleFrom {
+            r: self,
+            first,
+            n,
+            to,
+            from,
+            bytes,
+            me: c.me,
         });
     }
 
@@ -1526,6 +1529,32 @@ impl Reservation {
             index: self.index,
             gen: self.gen,
         }
+    }
+}
+
+/// The common settle (see `Reservation::settle_from`), as a type rather than a closure so
+/// that it is inlined into the transition (a closure body stays a call of its own here).
+struct SettleFrom<'a> {
+    r: &'a Reservation,
+    first: usize,
+    n: usize,
+    to: u8,
+    from: State,
+    bytes: u64,
+    me: usize,
+}
+
+impl Job for SettleFrom<'_> {
+    #[inline(always)]
+    fn run(&mut self, g: &mut Guard<'_>) {
+        let (first, n, to) = (self.first, self.n, self.to);
+        if !g.settle_root(first, first + n, to) {
+            g.update(first, first + n, Upd::Set(to));
+        }
+        if self.bytes > 0 {
+            self.r.move_bytes(self.from, state_of(to), self.bytes);
+        }
+        g.disown(self.me);
     }
 }
 

@@ -397,6 +397,7 @@ pub(crate) trait Job {
 }
 
 impl<F: FnMut(&mut Guard<'_>)> Job for F {
+    #[inline(always)]
     fn run(&mut self, g: &mut Guard<'_>) {
         self(g)
     }
@@ -413,18 +414,29 @@ pub(crate) struct Guard<'t> {
 }
 
 impl Drop for Guard<'_> {
-    #[inline]
     fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Guard<'_> {
+    /// End the section (what dropping the guard does), inlined into the caller: a call frame
+    /// costs about as much as a small transition's whole bookkeeping (see the note on
+    /// unused::release), and the compiler's drop glue stays a call. The rare work is out of
+    /// line.
+    #[inline(always)]
+    pub(crate) fn end(self) {
+        let mut g = core::mem::ManuallyDrop::new(self);
+        g.finish();
+    }
+
+    #[inline(always)]
+    fn finish(&mut self) {
         if !self.t.deferred.load(Ordering::Relaxed).is_null() {
             self.drain_deferred();
         }
-        let i = self.inner();
-        if i.pending != NONE {
-            // Freed in this section: free for the next one.
-            arena::node_link(i.pending_tail).store(i.free, Ordering::Relaxed);
-            i.free = i.pending;
-            i.spare += i.pending_n;
-            (i.pending, i.pending_tail, i.pending_n) = (NONE, NONE, 0);
+        if self.pending != NONE {
+            self.free_pending();
         }
         let s = self.t.seq.load(Ordering::Relaxed);
         self.t.seq.store(s.wrapping_add(1), Ordering::Release);
@@ -495,7 +507,7 @@ impl Table {
     }
 
     /// Begin a section.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock(&self) -> Result<Guard<'_>, Held> {
         self.lock.lock()?;
         let s = self.seq.load(Ordering::Relaxed);
@@ -545,8 +557,25 @@ impl Table {
         })
     }
 
+    /// Whether the root entry is one word (uniform, or one run inside another state) and
+    /// every page of `[lo, hi)` has `code` there: one read of the root, no walk. `false` also
+    /// when the root has a node (the caller takes its general path).
+    #[inline(always)]
+    pub(crate) fn all_at_root(&self, lo: usize, hi: usize, code: u8) -> bool {
+        self.read(|root, span| {
+            if is_child(root) {
+                return Some(false);
+            }
+            Some(
+                code_at(root, span, lo, own_node)? == code
+                    && scan(root, span, lo, hi, code, own_node)? == hi,
+            )
+        })
+    }
+
     /// Whether every page of `[lo, hi)` has `code` (not held), read as one.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn all(&self, lo: usize, hi: usize, code: u8) -> bool {
         self.read(|root, span| {
             if code_at(root, span, lo, arena::node_checked)? != code {
@@ -562,7 +591,7 @@ impl Table {
     /// thread, hand `f` to it instead (`rec` is the record, on the caller's stack): returns
     /// the record to wait for with [`wait_deferred`](Self::wait_deferred). `f` and `rec` must
     /// stay where they are until then.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settle_or_defer<'a, J: Job>(
         &self,
         f: &'a mut J,
@@ -571,9 +600,25 @@ impl Table {
         match self.lock() {
             Ok(mut g) => {
                 f.run(&mut g);
+                g.end();
                 None
             }
-            Err(Held::Fork) => {
+            Err(h) => self.defer(h, f, rec),
+        }
+    }
+
+    /// The lock was refused to a settle: hand it over to a forking holder (see
+    /// `settle_or_defer`).
+    #[cold]
+    #[inline(never)]
+    fn defer<'a, J: Job>(
+        &self,
+        h: Held,
+        f: &'a mut J,
+        rec: &'a mut MaybeUninit<Deferred>,
+    ) -> Option<&'a Deferred> {
+        match h {
+            Held::Fork => {
                 let r = rec.write(Deferred {
                     next: core::ptr::null_mut(),
                     ctx: f as *mut J as *mut (),
@@ -598,7 +643,7 @@ impl Table {
             // The calling thread holds the lock (impossible: its claim would have been
             // refused), or a thread of the parent held it when this process was made by
             // `_Fork`: nobody can settle; the pages stay held (documented for `_Fork`).
-            Err(Held::Reentered) | Err(Held::Orphaned) => None,
+            Held::Reentered | Held::Orphaned => None,
         }
     }
 
@@ -618,8 +663,8 @@ impl Table {
 
     /// Settle with `f` (see [`settle_or_defer`](Self::settle_or_defer)), waiting if handed
     /// over.
-    #[inline]
-    pub(crate) fn settle_with<F: FnMut(&mut Guard<'_>)>(&self, mut f: F) {
+    #[inline(always)]
+    pub(crate) fn settle_with<J: Job>(&self, mut f: J) {
         let mut rec = MaybeUninit::uninit();
         if let Some(r) = self.settle_or_defer(&mut f, &mut rec) {
             self.wait_deferred(r);
@@ -633,7 +678,7 @@ impl Table {
         self.owners
             .iter()
             .map(|o| o.load(Ordering::Relaxed))
-            .filter(|&v| v != 0 && v & !OWN_COUNT != me)
+            .filter(|&v| v & !OWN_COUNT != me)
             .map(|v| v & OWN_COUNT)
             .sum()
     }
@@ -654,10 +699,10 @@ impl Table {
     /// Whether `me` holds the lock or a claim here (a thread inside a transition).
     pub(crate) fn held_by(&self, me: usize) -> bool {
         self.lock.owner() == me
-            || self
-                .owners
-                .iter()
-                .any(|o| o.load(Ordering::Relaxed) & !OWN_COUNT == me)
+            || self.owners.iter().any(|o| {
+                let v = o.load(Ordering::Relaxed);
+                v & !OWN_COUNT == me && v & OWN_COUNT != 0
+            })
     }
 
     /// `fork` is about to copy the process: hold the lock with no other thread's claim in
@@ -792,8 +837,20 @@ impl Guard<'_> {
         debug_assert!(false, "a settle without its claim");
     }
 
+    /// Nodes freed in this section become free for the next one.
+    #[cold]
+    #[inline(never)]
+    fn free_pending(&mut self) {
+        let i = self.inner();
+        arena::node_link(i.pending_tail).store(i.free, Ordering::Relaxed);
+        i.free = i.pending;
+        i.spare += i.pending_n;
+        (i.pending, i.pending_tail, i.pending_n) = (NONE, NONE, 0);
+    }
+
     /// Run the settles handed over to this section's holder.
     #[cold]
+    #[inline(never)]
     fn drain_deferred(&mut self) {
         loop {
             let mut p = self
@@ -1183,16 +1240,21 @@ impl Guard<'_> {
 
     /// When no node is in use, keep one chunk (reused by the next mixed update without a
     /// system call) and give the others back to the arena.
-    #[inline(never)]
+    #[inline(always)]
     fn trim(&mut self) {
         if self.live != 0 || self.chunks == NONE {
             return;
         }
         // SAFETY: the chunks are ours.
         let rest = unsafe { *arena::link(self.chunks) };
-        if rest == NONE {
-            return;
+        if rest != NONE {
+            self.trim_rest(rest);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn trim_rest(&mut self, rest: u32) {
         unsafe { *arena::link(self.chunks) = NONE };
         if arena::give_back(rest).is_err() {
             // The arena is held across a fork (or by this thread, in a signal handler): keep
