@@ -383,12 +383,18 @@ impl Heap {
     /// GC cycles reported so far (see [`cycle`](Self::cycle)).
     #[allow(dead_code)] // without the std feature nothing calls it
     pub(crate) fn generation(&self) -> u32 {
+        if self.lock.held_by_me() {
+            return 0;
+        }
         self.locked(|i| i.gen)
     }
 
     /// Account background work (the scavenger thread).
     #[allow(dead_code)] // without the std feature nothing calls it
     pub(crate) fn note_background(&self, bytes: usize, ns: u64) {
+        if self.lock.held_by_me() {
+            return;
+        }
         self.locked(|i| {
             i.bg_released += bytes as u64;
             i.bg_work_ns += ns;
@@ -421,6 +427,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn alloc(&self, pages: usize) -> Result<Run, HeapError> {
+        if self.lock.held_by_me() {
+            return Err(HeapError::Busy);
+        }
         if pages == 0 {
             return Err(HeapError::ZeroPages);
         }
@@ -437,11 +446,14 @@ impl Heap {
             // Released pages come back: Prepared → Ready (Ready pages of the run are left
             // alone). `claim` left the lock released "for a syscall".
             let used = self.arena.used(p << self.shift, len);
+            self.lock.lock();
             self.lock.syscall_done();
             if let Err(e) = used {
-                self.locked(|i| self.unclaim(i, p, pages, scav));
+                self.unclaim(self.inner(), p, pages, scav);
+                self.lock.unlock();
                 return Err(HeapError::Os(e));
             }
+            self.lock.unlock();
         }
         self.locked(|i| {
             for (c, a, b) in split(p, pages) {
@@ -491,6 +503,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn set_memory_limit(&self, bytes: usize) {
+        if self.lock.held_by_me() {
+            return;
+        }
         let pages = bytes >> self.shift;
         self.locked(|i| i.limit = pages);
     }
@@ -524,6 +539,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn memory_limit(&self) -> usize {
+        if self.lock.held_by_me() {
+            return 0;
+        }
         self.locked(|i| i.limit << self.shift)
     }
 
@@ -540,6 +558,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn cycle(&self, heap_goal: usize) {
+        if self.lock.held_by_me() {
+            return;
+        }
         let ps = self.ps;
         self.locked(|i| {
             if i.last_heap_goal > 0 {
@@ -571,6 +592,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn scavenge_goal(&self) -> usize {
+        if self.lock.held_by_me() {
+            return 0;
+        }
         self.locked(|i| {
             let ready = i.grown * CHUNK_PAGES - i.released;
             let retain = if i.retain_goal > 0 {
@@ -731,6 +755,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn free(&self, addr: usize, pages: usize) -> Result<(), HeapError> {
+        if self.lock.held_by_me() {
+            return Err(HeapError::Busy);
+        }
         let p = self.page_of(addr, pages)?;
         self.locked(|i| {
             if p + pages > i.grown * CHUNK_PAGES
@@ -803,6 +830,9 @@ impl Heap {
     /// `force`: release from dense chunks too (an explicit request, or the memory limit);
     /// otherwise the density gate applies (see [`Mode`]).
     fn release_inner<const N: usize>(&self, max_bytes: usize, force: bool) -> Released {
+        if self.lock.held_by_me() {
+            return Released::default();
+        }
         let mut out = Released::default();
         let mut budget = max_bytes >> self.shift;
         let mut runs = [(0usize, 0usize); N];
@@ -862,8 +892,8 @@ impl Heap {
                     }
                 }
             }
-            self.lock.syscall_done();
             self.locked(|i| {
+                self.lock.syscall_done();
                 let (mut bytes, mut done) = (0usize, 0usize);
                 let (mut lo, mut hi) = (usize::MAX, 0);
                 for (k, &(p, len)) in runs[..n].iter().enumerate() {
@@ -1092,6 +1122,9 @@ impl Heap {
     /// # Ok::<(), osmem_heap::HeapError>(())
     /// ```
     pub fn stats(&self) -> HeapStats {
+        if self.lock.held_by_me() {
+            return HeapStats::default();
+        }
         self.locked(|i| {
             let total = i.grown * CHUNK_PAGES;
             let free = total - i.in_use;

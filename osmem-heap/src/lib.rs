@@ -432,6 +432,10 @@ pub enum HeapError {
     /// Already 64 heaps live in this process (each one's lock is held across `fork`, from a
     /// fixed table: no allocation).
     TooManyHeaps,
+    /// Called from a signal handler that interrupted this heap's bookkeeping on the same
+    /// thread: the heap's lock is held by the code the handler interrupted, which cannot go on
+    /// until the handler returns. Nothing changed.
+    Busy,
 }
 
 impl core::fmt::Display for HeapError {
@@ -459,6 +463,10 @@ impl core::fmt::Display for HeapError {
             }
             HeapError::Os(e) => write!(f, "osmem: {e}"),
             HeapError::TooManyHeaps => write!(f, "64 heaps already live in this process"),
+            HeapError::Busy => write!(
+                f,
+                "the heap was re-entered from a signal handler on a thread inside it; nothing changed"
+            ),
         }
     }
 }
@@ -496,6 +504,7 @@ impl From<HeapError> for std::io::Error {
             | HeapError::NotAllocated { .. } => ErrorKind::InvalidInput,
             HeapError::OutOfMemory { .. } => ErrorKind::OutOfMemory,
             HeapError::TooManyHeaps => ErrorKind::Other,
+            HeapError::Busy => ErrorKind::WouldBlock,
         };
         std::io::Error::new(kind, e)
     }

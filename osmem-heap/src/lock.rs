@@ -1,52 +1,111 @@
 //! The heap lock: a spin lock that yields the CPU after a short spin (no futex, no std, no
 //! allocation, so it works inside a `GlobalAlloc`). The heap holds it for bookkeeping only;
 //! system calls run with it released, as Go drops the heap lock around `sysUnused`.
+//!
+//! It records its holder's thread ([`osmem::current_thread`]), so that a heap function
+//! called from a signal handler that interrupted the same heap on its own thread is refused
+//! at once instead of waiting for itself (see [`Lock::held_by_me`]), and so that the fork
+//! handlers below can skip what the forking thread itself holds.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// The lock, and how many osmem calls on the heap's memory are in flight with it released
-/// (see [`Lock::unlock_for_syscall`]).
-pub(crate) struct Lock(AtomicBool, AtomicUsize);
+/// Threads whose osmem calls on the heap's memory are tracked at once (a further one waits
+/// for a slot, briefly: the calls in flight end without the lock).
+const INFLIGHT: usize = 16;
+
+/// The lock, and which threads have an osmem call on the heap's memory in flight with it
+/// released (see [`Lock::unlock_for_syscall`]).
+pub(crate) struct Lock {
+    owner: AtomicUsize,
+    inflight: [AtomicUsize; INFLIGHT],
+    /// The fork handlers took it (and let go of it after the fork).
+    fork_taken: AtomicBool,
+}
+
+#[inline(always)]
+fn me() -> usize {
+    osmem::current_thread()
+}
 
 impl Lock {
+    #[allow(clippy::declare_interior_mutable_const)] // a repeat operand, not a shared value
+    const FREE: AtomicUsize = AtomicUsize::new(0);
+
     pub(crate) const fn new() -> Lock {
-        Lock(AtomicBool::new(false), AtomicUsize::new(0))
+        Lock {
+            owner: AtomicUsize::new(0),
+            inflight: [Self::FREE; INFLIGHT],
+            fork_taken: AtomicBool::new(false),
+        }
     }
 
-    /// Unlock to make an osmem call on the heap's memory; [`syscall_done`](Self::syscall_done)
-    /// when it returns (before locking again). A fork waits for every such call to finish:
-    /// osmem's own per-reservation locks and page holds must not be inherited mid-call.
+    /// Whether the calling thread holds it: a heap function called again from a signal
+    /// handler that interrupted this heap's bookkeeping on the same thread. Callers refuse
+    /// (the holder cannot run until the handler returns).
+    #[inline]
+    pub(crate) fn held_by_me(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == me()
+    }
+
+    /// Unlock to make an osmem call on the heap's memory; once it returns, lock again and
+    /// then [`syscall_done`](Self::syscall_done) (the bookkeeping that records the call's
+    /// result belongs to it). A fork waits until no other thread's call is in flight: osmem's
+    /// own claims and the heap's hidden runs must not be inherited mid-call.
     #[inline]
     pub(crate) fn unlock_for_syscall(&self) {
-        self.1.fetch_add(1, Ordering::AcqRel);
+        let me = me();
+        loop {
+            if self.inflight.iter().any(|w| {
+                w.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            }) {
+                break;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
         self.unlock();
     }
 
+    /// The osmem call made with the lock released is recorded (lock held again).
     #[inline]
     pub(crate) fn syscall_done(&self) {
-        self.1.fetch_sub(1, Ordering::AcqRel);
+        let me = me();
+        if let Some(w) = self
+            .inflight
+            .iter()
+            .find(|w| w.load(Ordering::Relaxed) == me)
+        {
+            w.store(0, Ordering::Release);
+        }
     }
 
     #[inline]
     pub(crate) fn lock(&self) {
+        let me = me();
+        debug_assert_ne!(
+            self.owner.load(Ordering::Relaxed),
+            me,
+            "heap lock re-entered"
+        );
         if self
-            .0
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .owner
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
             return;
         }
-        self.lock_slow();
+        self.lock_slow(me);
     }
 
     #[cold]
-    fn lock_slow(&self) {
+    fn lock_slow(&self, me: usize) {
         let mut spins = 0u32;
         loop {
-            if !self.0.load(Ordering::Relaxed)
+            if self.owner.load(Ordering::Relaxed) == 0
                 && self
-                    .0
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .owner
+                    .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
                 return;
@@ -63,13 +122,21 @@ impl Lock {
 
     #[inline]
     pub(crate) fn unlock(&self) {
-        self.0.store(false, Ordering::Release);
+        self.owner.store(0, Ordering::Release);
     }
 
     /// Whether it is held (for the fork handler's assertions and tests).
     #[allow(dead_code)]
     pub(crate) fn is_locked(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.owner.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a thread other than `me` has an osmem call in flight.
+    fn others_in_flight(&self, me: usize) -> bool {
+        self.inflight.iter().any(|w| {
+            let v = w.load(Ordering::Acquire);
+            v != 0 && v != me
+        })
     }
 }
 
@@ -77,11 +144,17 @@ impl Lock {
 //
 // A child forked while another thread held a heap lock would otherwise inherit it held by a
 // thread that does not exist there, and its first allocation would spin for ever. The
-// `pthread_atfork` handlers take every registered heap's lock before the fork (so no heap is
-// mid-update), wait until no osmem call made with it released is still running (a child
-// forked in the middle of one would inherit osmem's reservation lock held, or pages held by
-// the call, and osmem would answer Busy there for ever: measured), and release them in both
-// processes after it.
+// `pthread_atfork` handlers take every registered heap's lock before the fork, once no other
+// thread has an osmem call on that heap's memory in flight (a child forked in the middle of
+// one would inherit runs hidden for ever, and osmem's claims: measured), and release them in
+// both processes after it. The lock is let go between tries, so a call in flight can record
+// its result.
+//
+// A fork from a signal handler that interrupted this heap on the forking thread: the lock it
+// holds (or its call in flight) is its own, and waiting for it would never end. The handlers
+// skip it; in both processes the interrupted call finishes when the handler returns.
+// (osmem's own fork handlers, registered before these, run after them and do the same for
+// osmem's maps.)
 
 use core::sync::atomic::AtomicPtr;
 
@@ -95,18 +168,33 @@ static HEAPS: [AtomicPtr<Lock>; MAX_HEAPS] = [EMPTY; MAX_HEAPS];
 static HANDLERS: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn before_fork() {
+    let me = me();
     for slot in &HEAPS {
         let p = slot.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: a registered lock lives until it is unregistered (destroy), which does
-            // not run concurrently with fork by destroy's contract.
-            let l = unsafe { &*p };
-            l.lock();
-            while l.1.load(Ordering::Acquire) != 0 {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
-            }
+        if p.is_null() {
+            continue;
         }
+        // SAFETY: a registered lock lives until it is unregistered (destroy), which does
+        // not run concurrently with fork by destroy's contract.
+        let l = unsafe { &*p };
+        let taken = loop {
+            if l.owner.load(Ordering::Relaxed) == me {
+                // Interrupted inside this heap: only other threads' calls are waited for.
+                while l.others_in_flight(me) {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+                break false;
+            }
+            l.lock();
+            if !l.others_in_flight(me) {
+                break true;
+            }
+            l.unlock();
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        };
+        l.fork_taken.store(taken, Ordering::Relaxed);
     }
 }
 
@@ -115,7 +203,10 @@ extern "C" fn after_fork() {
         let p = slot.load(Ordering::Acquire);
         if !p.is_null() {
             // SAFETY: as above; we took it in before_fork.
-            unsafe { (*p).unlock() };
+            let l = unsafe { &*p };
+            if l.fork_taken.swap(false, Ordering::Relaxed) {
+                l.unlock();
+            }
         }
     }
 }

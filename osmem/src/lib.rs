@@ -245,6 +245,23 @@ pub use residency::{
 pub use stats::{stats, Stats};
 pub use unused::{Unused, UnusedHow};
 
+/// The calling thread's identity as osmem records it for the holders of its locks and claims:
+/// its thread pointer, the value `pthread_self()` returns, read from a register. It stays the
+/// same for the forking thread in a child made by `fork`. Async-signal-safe; for code around
+/// osmem that must tell the thread a signal handler interrupted from other threads (the page
+/// heap's lock does).
+///
+/// ```
+/// let here = osmem::current_thread();
+/// let there = std::thread::spawn(osmem::current_thread).join().unwrap();
+/// assert_ne!(here, there);
+/// assert_eq!(here, osmem::current_thread());
+/// ```
+#[inline(always)]
+pub fn current_thread() -> usize {
+    thread::me()
+}
+
 /// Where osmem keeps its own metadata (the page-state maps of reservations that are not in
 /// one state): the address range of its one process-wide arena, once made (with the first
 /// reservation). It is `PROT_NONE` except for the part in use, carries `MADV_NOHUGEPAGE`, and
