@@ -166,9 +166,27 @@ pub(crate) const MAX_HEAPS: usize = 64;
 const EMPTY: AtomicPtr<Lock> = AtomicPtr::new(core::ptr::null_mut());
 static HEAPS: [AtomicPtr<Lock>; MAX_HEAPS] = [EMPTY; MAX_HEAPS];
 static HANDLERS: AtomicBool = AtomicBool::new(false);
+/// The thread whose fork the handlers are running for (one fork at a time: glibc runs two
+/// threads' handlers at the same time, and what one took the other must not release), and
+/// forks nested in it (from a signal handler during the handlers: they take nothing more).
+static FORKER: AtomicUsize = AtomicUsize::new(0);
+static NESTED: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn before_fork() {
     let me = me();
+    loop {
+        match FORKER.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(o) if o == me => {
+                NESTED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            Err(_) => unsafe {
+                libc::sched_yield();
+            },
+        }
+    }
     for slot in &HEAPS {
         let p = slot.load(Ordering::Acquire);
         if p.is_null() {
@@ -199,6 +217,10 @@ extern "C" fn before_fork() {
 }
 
 extern "C" fn after_fork() {
+    if NESTED.load(Ordering::Relaxed) > 0 && FORKER.load(Ordering::Relaxed) == me() {
+        NESTED.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     for slot in HEAPS.iter().rev() {
         let p = slot.load(Ordering::Acquire);
         if !p.is_null() {
@@ -209,6 +231,7 @@ extern "C" fn after_fork() {
             }
         }
     }
+    FORKER.store(0, Ordering::SeqCst);
 }
 
 /// Register a heap's lock for fork handling; `false` if every slot is taken.

@@ -12,7 +12,8 @@
 //!
 //! After the fork, in both processes, everything taken is let go and [`owner`] cleared. The
 //! child therefore finds every map consistent, no page held by a thread it does not have, and
-//! no lock held by one.
+//! no lock held by one. Two threads that fork at once fork one after the other (glibc runs
+//! their handlers at the same time: it lets go of its own lock around each handler).
 //!
 //! **fork from a signal handler.** The forking thread may have been interrupted inside osmem:
 //! between a claim and its settle, or inside a section of some lock. Waiting for that would
@@ -37,6 +38,8 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The forking thread while the fork handlers run, else 0.
 static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// Forks nested in the forking thread (a signal handler that forked during the handlers).
+static NESTED: AtomicUsize = AtomicUsize::new(0);
 /// The arena's lock was taken by `prepare`.
 static ARENA_TAKEN: AtomicBool = AtomicBool::new(false);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -59,7 +62,23 @@ pub(crate) fn init() {
 
 extern "C" fn prepare() {
     let me = thread::me();
-    OWNER.store(me, Ordering::SeqCst);
+    // One fork at a time: glibc lets go of its own lock around each handler, so two threads
+    // that fork at once run their handlers at the same time, and what one took the other
+    // must not release. A fork from a signal handler that interrupted this thread's own
+    // handlers takes nothing more (its parent's handlers hold it all, or will).
+    loop {
+        match OWNER.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(o) if o == me => {
+                NESTED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            Err(_) => unsafe {
+                libc::sched_yield();
+            },
+        }
+    }
     registry::hold_for_fork();
     registry::each_live(|s| {
         let taken = s.table.hold_for_fork(me);
@@ -80,6 +99,10 @@ extern "C" fn child() {
 
 fn after() {
     let me = thread::me();
+    if NESTED.load(Ordering::Relaxed) > 0 && OWNER.load(Ordering::Relaxed) == me {
+        NESTED.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     arena::release_after_fork(ARENA_TAKEN.swap(false, Ordering::Relaxed), me);
     // Every slot, not only the live ones: a reservation may have been dropped by another
     // thread while the handlers held its map (its owner does not need the registry's lock to

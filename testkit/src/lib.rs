@@ -47,8 +47,8 @@ pub use mem::{
     resident_pages,
 };
 pub use procfs::{
-    eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, SmapsEntry, SmapsSum,
-    VmFlags, Vma,
+    eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, vmas_within, SmapsEntry,
+    SmapsSum, VmFlags, Vma,
 };
 pub use profile::{
     append_testing_row, emit, enter_profile, profile_filter, profile_rules, run_under_profile,

@@ -342,6 +342,37 @@ pub fn vmas_in(start: usize, end: usize) -> usize {
     open_reader(MAPS).map_or(0, |mut r| count_intersecting(&mut r, start, end))
 }
 
+/// The mappings of `/proc/self/maps` that intersect `[start, end)`, in address order, into
+/// `out`; returns how many there are (more than `out.len()` if it was too small: the first
+/// `out.len()` are written). One read of the file for any number of pages, allocation-free:
+/// for children of a fork that check many pages.
+///
+/// ```
+/// let ps = osmem_testkit::page_size();
+/// let p = osmem_testkit::map_rw(4 * ps).unwrap();
+/// let mut out = [osmem_testkit::vma_at(p).unwrap(); 4];
+/// let n = osmem_testkit::vmas_within(p, p + 4 * ps, &mut out);
+/// assert!(n >= 1 && out[0].contains(p));
+/// ```
+pub fn vmas_within(start: usize, end: usize, out: &mut [Vma]) -> usize {
+    let Some(mut r) = open_reader(MAPS) else {
+        return 0;
+    };
+    let mut line = Line::new();
+    let mut n = 0;
+    while r.next_line(&mut line) {
+        if let Some(v) = parse_vma(line.as_bytes()) {
+            if v.intersects(start, end) {
+                if n < out.len() {
+                    out[n] = v;
+                }
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Writes the lines of `/proc/self/maps` that intersect `[start, end)` to
 /// stderr (each cut to its first 256 bytes), for diagnosing a failing check.
 /// Allocation-free.
