@@ -40,6 +40,18 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 static OWNER: AtomicUsize = AtomicUsize::new(0);
 /// Forks nested in the forking thread (a signal handler that forked during the handlers).
 static NESTED: AtomicUsize = AtomicUsize::new(0);
+/// The process whose thread `OWNER` is: a child made without fork handlers (`_Fork`, a raw
+/// `clone`) while that thread was forking inherits `OWNER` set, by a thread it does not have.
+static OWNER_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
+/// Whether the fork in progress is another process's (this one was made without fork
+/// handlers while a thread of its parent was forking): nobody here will end it.
+#[cold]
+pub(crate) fn foreign() -> bool {
+    // SAFETY: getpid has no preconditions.
+    OWNER.load(Ordering::Relaxed) != 0
+        && OWNER_PID.load(Ordering::Relaxed) != unsafe { libc::getpid() }
+}
 /// The arena's lock was taken by `prepare`.
 static ARENA_TAKEN: AtomicBool = AtomicBool::new(false);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -73,11 +85,21 @@ extern "C" fn prepare() {
                 NESTED.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            // A fork of the parent's, in a child made without handlers: not ours to wait for.
+            Err(o) if foreign() => {
+                let _ = OWNER.compare_exchange(o, me, Ordering::SeqCst, Ordering::Relaxed);
+            }
             // SAFETY: sched_yield has no preconditions.
             Err(_) => unsafe {
                 libc::sched_yield();
             },
         }
+    }
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    crate::stats::bump(crate::stats::Counter::Forks);
+    if inside(me) {
+        crate::stats::bump(crate::stats::Counter::ForksReentrant);
     }
     registry::hold_for_fork();
     registry::each_live(|s| {
@@ -134,11 +156,27 @@ pub(crate) fn wait_end() -> Result<(), ()> {
         return Ok(());
     }
     if o == me || inside(me) {
+        crate::stats::bump(crate::stats::Counter::Reentered);
         return Err(());
     }
+    if foreign() {
+        // Made without fork handlers while a thread of the parent forked: that fork never
+        // ends here, and the maps it held are orphaned (their calls answer Busy). Forget it,
+        // so that reservations made here work.
+        let _ = OWNER.compare_exchange(o, 0, Ordering::SeqCst, Ordering::Relaxed);
+        crate::stats::bump(crate::stats::Counter::Reentered);
+        return Err(());
+    }
+    crate::stats::bump(crate::stats::Counter::ForkWaits);
+    let mut spins = 0u32;
     while OWNER.load(Ordering::Acquire) != 0 {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
+        spins += 1;
+        if spins % 64 == 0 && foreign() {
+            let _ = OWNER.compare_exchange(o, 0, Ordering::SeqCst, Ordering::Relaxed);
+            return Err(());
+        }
     }
     Ok(())
 }

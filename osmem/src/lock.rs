@@ -31,8 +31,13 @@ fn pid_word() -> &'static AtomicU32 {
     crate::stats::word(crate::stats::Word::Pid)
 }
 
-/// Cache the pid (at first use and in a child made by `fork`).
+/// This process was made without fork handlers (`_Fork`, `clone`): found out by a waiter
+/// whose cached pid was not its own.
+static HANDLERLESS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Cache the pid (at first use and in a child made by `fork`, which ran the handlers).
 pub(crate) fn refresh_pid() {
+    HANDLERLESS.store(false, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions (and is async-signal-safe).
     pid_word().store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
 }
@@ -112,7 +117,13 @@ impl SpinLock {
                 return Err(Held::Reentered);
             }
             if o == crate::fork::owner() {
-                return Err(Held::Fork);
+                // Held across a fork of this process, or, in a child made without fork
+                // handlers while a thread of the parent forked, by that thread: orphaned.
+                return Err(if crate::fork::foreign() {
+                    Held::Orphaned
+                } else {
+                    Held::Fork
+                });
             }
             spins += 1;
             if spins < SPINS {
@@ -129,20 +140,24 @@ impl SpinLock {
         }
     }
 
-    /// Whether the holder's process is not this one (0: the holder has not written it yet).
+    /// Whether the holder's process is not this one. A holder writes its pid just after
+    /// taking the lock (0 before); in a child made without fork handlers, a 0 left by a
+    /// holder of the parent caught between the two stays 0 for ever, so there a 0 counts as
+    /// orphaned too.
     #[cold]
     fn orphaned(&self) -> bool {
         let p = self.pid.load(Ordering::Relaxed);
         // SAFETY: getpid has no preconditions.
         let now = unsafe { libc::getpid() } as u32;
-        if p != 0 && p != now {
-            // The cache may be stale too (a `_Fork` child runs no handler): refresh it so the
-            // locks this process takes from now on carry its own pid.
+        if pid_word().load(Ordering::Relaxed) != now {
+            // The cache is stale: this process was made without fork handlers (`_Fork`,
+            // `clone`). Remember it, and refresh the cache so that the locks this process
+            // takes from now on carry its own pid.
+            HANDLERLESS.store(true, Ordering::Relaxed);
             pid_word().store(now, Ordering::Relaxed);
-            return self.owner.load(Ordering::Relaxed) != 0
-                && self.pid.load(Ordering::Relaxed) == p;
         }
-        false
+        let orphan = (p != 0 && p != now) || (p == 0 && HANDLERLESS.load(Ordering::Relaxed));
+        orphan && self.owner.load(Ordering::Relaxed) != 0 && self.pid.load(Ordering::Relaxed) == p
     }
 
     #[inline]

@@ -1233,7 +1233,10 @@ impl Reservation {
         };
         match h {
             Held::Fork => fork::wait_end().map_err(|_| busy),
-            Held::Reentered | Held::Orphaned => Err(busy),
+            Held::Reentered | Held::Orphaned => {
+                stats::bump(Counter::Reentered);
+                Err(busy)
+            }
         }
     }
 

@@ -226,6 +226,22 @@ counters! {
     /// use mincore.
     downgrade_pagemap => DowngradePagemap,
 
+    /// `fork` calls osmem's fork handlers ran for (each held every reservation's map across
+    /// the fork; see the crate docs, "Threads, fork and signals").
+    forks => Forks,
+    /// Of `forks`, those made from a signal handler that interrupted osmem on the forking
+    /// thread: what that thread held was left to it, in both processes.
+    forks_reentrant => ForksReentrant,
+    /// Transitions that waited for a fork in progress before claiming their pages.
+    fork_waits => ForkWaits,
+    /// Settles handed to the thread holding a map's lock across a fork (it runs them when its
+    /// signal handler returns, in both processes).
+    settles_handed_over => SettlesHandedOver,
+    /// Calls refused with `Busy` at once because waiting could never end: re-entered from a
+    /// signal handler on a thread inside the same map's bookkeeping, or meeting a fork that
+    /// waits for this thread.
+    reentered => Reentered,
+
     /// Residency queries answered (`Reservation::residency` and friends, checked mode's).
     residency_queries => ResidencyQueries,
     /// `open` calls of `/proc/self/pagemap` (once per process, and again after `fork`).

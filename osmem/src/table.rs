@@ -619,6 +619,7 @@ impl Table {
     ) -> Option<&'a Deferred> {
         match h {
             Held::Fork => {
+                crate::stats::bump(crate::stats::Counter::SettlesHandedOver);
                 let r = rec.write(Deferred {
                     next: core::ptr::null_mut(),
                     ctx: f as *mut J as *mut (),
