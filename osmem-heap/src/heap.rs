@@ -321,8 +321,8 @@ impl Heap {
     /// # Safety
     /// Nothing may use the heap or any memory allocated from it any more: every `&Heap`
     /// obtained from `create` is dangling afterwards, so a background scavenger must be
-    /// stopped first. No other thread may call `fork` while `destroy` runs (the fork
-    /// handlers take the lock of every live heap).
+    /// stopped first. (Another thread may fork meanwhile: the heap leaves the fork handlers'
+    /// list first, and `destroy` waits for a fork in progress before it unmaps anything.)
     ///
     /// ```
     /// let h = osmem_heap::Heap::create(osmem_heap::HeapConfig::new(8 << 20))?;

@@ -127,13 +127,24 @@
 //!   heap lock is held around `sysMap` in `mheap.grow`), so a fork never sees half-grown
 //!   chunks.
 //!
-//! ## Threads and fork
+//! ## Threads, fork and signals
 //!
 //! One spin lock guards the bookkeeping; system calls run with it released, on pages the
-//! heap has hidden meanwhile (as Go drops the heap lock around `sysUnused`). A child forked
-//! while another thread allocates does not deadlock: every heap's lock is held across
-//! `fork` (`pthread_atfork`, as glibc does for malloc), and a fork waits for release calls in
-//! flight. At most 64 heaps exist at once.
+//! heap has hidden meanwhile (as Go drops the heap lock around `sysUnused`). A child made by
+//! `fork()` at any instant, from any thread, finds every heap consistent and usable: every
+//! heap's lock is held across `fork` (`pthread_atfork`, as glibc does for malloc) once no
+//! other thread has an osmem call on that heap's memory in flight, so no run is left hidden
+//! in the child (osmem's own handlers do the same for its reservations). Runs that a thread
+//! of the parent was allocating or freeing at that instant stay in use in the child: their
+//! owner does not exist there. At most 64 heaps exist at once.
+//!
+//! A fork from a signal handler that interrupted this heap on the forking thread does not
+//! deadlock: the handlers skip what that thread holds (its call finishes in both processes
+//! when the handler returns). The heap's functions are not async-signal-safe, but they never
+//! wait for the thread they interrupted: called from a signal handler on a thread inside this
+//! heap's bookkeeping, [`Heap::alloc`] and [`Heap::free`] return [`HeapError::Busy`], the
+//! releases release nothing, and the others do nothing (or return zeros). Children made
+//! without fork handlers (`_Fork`, `vfork`, `clone`) must not use the heap.
 //!
 //! ## Safety
 //!
@@ -151,7 +162,7 @@
 //! lives inside the heap's own metadata mapping: `destroy` unmaps that mapping and every
 //! page of the heap, and no safe API can invalidate a `'static` reference. The caller
 //! promises that nothing uses the heap or any memory allocated from it afterwards — stop the
-//! [`Scavenger`] first — and that no other thread forks while `destroy` runs.
+//! [`Scavenger`] first.
 //!
 //! ## Knobs
 //!

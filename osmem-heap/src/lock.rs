@@ -252,15 +252,26 @@ pub(crate) fn register(lock: &'static Lock) -> bool {
     })
 }
 
-/// Forget a heap's lock (it is being destroyed).
+/// Forget a heap's lock (it is being destroyed), and wait for a fork whose handlers may
+/// still hold it: the heap may be unmapped once this returns. (A fork that starts after the
+/// slot is cleared never sees it.)
 pub(crate) fn unregister(lock: &Lock) {
     let p = lock as *const Lock as *mut Lock;
     for slot in &HEAPS {
         let _ = slot.compare_exchange(
             p,
             core::ptr::null_mut(),
-            Ordering::AcqRel,
+            Ordering::SeqCst,
             Ordering::Acquire,
         );
+    }
+    let me = me();
+    loop {
+        let f = FORKER.load(Ordering::SeqCst);
+        if f == 0 || f == me {
+            return;
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
     }
 }

@@ -106,7 +106,75 @@
 //! system call, so two that overlap never both act on a page: one that finds a page held by
 //! the other gets [`Error::Busy`] and changes nothing.
 //!
+//! ## Threads, fork and signals
+//!
+//! A runtime forks at any instant, from any thread, and takes signals whose handlers look its
+//! memory up. What osmem guarantees:
+//!
+//! **Threads.** A transition *claims* its pages (marks them held, in a few dozen instructions
+//! under the reservation's spin lock), makes its system calls with no lock held, then
+//! *settles* them (records their new state, again briefly under the lock). Transitions of
+//! disjoint ranges run in parallel, their system calls included; a transition meeting a page
+//! another one holds gets [`Error::Busy`] at once. Nothing on these paths allocates, and
+//! nothing waits except for another thread's few-dozen-instruction section of the same
+//! reservation's lock.
+//!
+//! **fork.** osmem registers `pthread_atfork` handlers (as glibc does for malloc). Before the
+//! fork they stop new claims, wait for every transition another thread has in flight to
+//! settle, and hold every reservation's lock and osmem's metadata locks across the fork: a
+//! child made by `fork()` at any instant, from any thread, finds every reservation consistent
+//! — each transition in flight either done or not begun, no page held, no lock held by a
+//! thread it does not have — and the parent goes on unaffected. A fork waits no longer than
+//! the longest transition in flight (and a transition that starts meanwhile waits for the fork).
+//! Two threads that fork at once fork one after the other.
+//!
+//! **fork from a signal handler** that interrupted osmem on the same thread: the handlers
+//! wait only for *other* threads. What the interrupted call holds stays held across the fork;
+//! in the child (and in the parent) the interrupted call finishes when the handler returns, on
+//! that process's own memory. Until then, in the child, its pages read as their state before
+//! it and refuse other transitions with `Busy`, and if it was interrupted inside a
+//! reservation's lock section, transitions on that reservation answer `Busy` and another
+//! thread's transition that must settle there hands its settle to it (it runs them when it
+//! lets go of the lock, in both processes). A handler that forks must return for this to
+//! happen (one that leaves by `longjmp` leaves those pages held).
+//!
+//! **Children made without the handlers.** `vfork` and `posix_spawn` children share the
+//! parent's memory until they exec: they must not call osmem. A child made by `_Fork` or a raw
+//! `clone` (no handlers) may inherit a transition another thread had in flight: its pages
+//! read as their state before it and answer `Busy` for ever; a lock another thread held at
+//! that instant is recognised as orphaned (its holder's process is not the child), and calls
+//! on that reservation answer `Busy` instead of waiting. Nothing hangs; reads always answer.
+//! Use `fork()` if the child must use osmem's reservations fully.
+//!
+//! **Signal handlers.** Two kinds of calls are async-signal-safe:
+//! - *Reads that never wait*: [`Reservation::state`], [`lookup`] (the reservation containing
+//!   an address, its range and that page's state, process-wide: a `SIGSEGV` handler needs no
+//!   registry of its own), [`ReservationId::state`] and [`ReservationId::span`],
+//!   [`Reservation::bytes_in`], [`stats()`], [`current_thread`]. Readers take no lock: they
+//!   walk the page-state map and check a sequence counter. A read that interrupts a transition
+//!   on its own thread answers each page's state before that transition or after it, never
+//!   another, and at once.
+//! - *Transitions callable from a handler*: `map`, `used`, `unused` and `fault` of a
+//!   [`Reservation`] or of a [`ReservationId`] (which [`lookup`] gives: a handler that knows
+//!   only a faulting address acts through it). They may wait for another thread's brief
+//!   section, never for the thread they interrupted: re-entered on a thread that is inside
+//!   the same reservation's lock section they return [`Error::Busy`] at once, as they do for
+//!   pages the interrupted call holds. While a fork is in progress on another thread, a
+//!   transition from a handler whose thread is inside osmem answers `Busy` rather than wait for
+//!   the fork (which waits for it).
+//!
+//! Not async-signal-safe: making and dropping reservations ([`Reservation::reserve`] and
+//! friends, drop), [`Batch`] (it may wait for a fork to end), [`configure`], the residency
+//! queries (they may open `/proc/self/pagemap`), and the `std`-only conveniences. A reservation
+//! being dropped waits for calls through its [`ReservationId`] on other threads to end; one on
+//! its own thread (a handler) finds it gone ([`Error::Gone`]).
+//!
 //! ## Cost model
+//!
+//! **Per reservation.** A slot in osmem's registry (about 300 bytes: the page-state map's
+//! root, its lock, byte counts, knobs, and its entry in the directory [`lookup`] searches):
+//! static memory for the first 64 reservations, metadata-arena chunks beyond. No mapping of
+//! its own and no system call.
 //!
 //! **Metadata.** osmem keeps each page's state, so that it can refuse wrong transitions, move
 //! exactly the bytes that change state in the accounting, and undo each fault with the inverse

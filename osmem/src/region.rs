@@ -697,6 +697,11 @@ impl Reservation {
 
     /// The state of the page containing `offset`, or `None` if `offset` is outside the region.
     ///
+    /// Async-signal-safe and lock-free: it never waits. A page another transition is changing
+    /// reads as its state before that transition until the transition settles; a read that
+    /// interrupts a transition on its own thread (a signal handler) answers the state before
+    /// or after it, never another (see the crate docs, "Threads, fork and signals").
+    ///
     /// ```
     /// let r = osmem::Reservation::reserve(8192)?;
     /// assert_eq!(r.state(4096), Some(osmem::State::Reserved));
