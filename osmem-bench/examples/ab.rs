@@ -65,14 +65,27 @@ fn main() {
         (t.elapsed(), pages / 2)
     });
     println!("used_prepared_fragmented_4k {claim_settle:.2} ns");
-    // Release and reuse, through the system call paths.
-    for (name, pages) in [("unused_used_4k", 1), ("unused_used_64k", 16)] {
+    // Release and reuse, through the system call paths: on pages never touched (the system
+    // call finds nothing to drop: osmem's share is largest), and on pages written before
+    // each release (the usual case).
+    for (name, pages, touch) in [
+        ("unused_used_untouched_4k", 1, false),
+        ("unused_used_untouched_64k", 16, false),
+        ("write_unused_used_4k", 1, true),
+        ("write_unused_used_64k", 16, true),
+    ] {
         let a = Reservation::alloc(64 * pages * ps()).unwrap();
         let v = best(5, || {
             let n = 4000;
             let t = Instant::now();
             for i in 0..n {
                 let o = (i % 64) * pages * ps();
+                if touch {
+                    for p in 0..pages {
+                        // SAFETY: a Ready page of ours.
+                        unsafe { a.as_ptr().add(o + p * ps()).write_volatile(1) };
+                    }
+                }
                 // SAFETY: nothing references the range.
                 unsafe { a.unused_with(o, pages * ps(), UnusedAdvice::DontNeed) }.unwrap();
                 a.used(o, pages * ps()).unwrap();

@@ -232,6 +232,10 @@ counters! {
     /// Of `forks`, those made from a signal handler that interrupted osmem on the forking
     /// thread: what that thread held was left to it, in both processes.
     forks_reentrant => ForksReentrant,
+    /// Nanoseconds the fork handlers spent waiting for other threads' transitions in flight
+    /// to settle (the part of a `fork()` osmem adds; a fork waits no longer than the longest
+    /// transition in flight).
+    fork_wait_ns => ForkWaitNs,
     /// Transitions that waited for a fork in progress before claiming their pages.
     fork_waits => ForkWaits,
     /// Settles handed to the thread holding a map's lock across a fork (it runs them when its

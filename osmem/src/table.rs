@@ -447,6 +447,9 @@ impl Guard<'_> {
             self.trim();
         }
         self.t.lock.unlock();
+        if crate::fork::owner() != 0 {
+            crate::fork::section_ended();
+        }
     }
 }
 
@@ -714,10 +717,10 @@ impl Table {
     /// runs them, in both processes, when the handler returns.
     pub(crate) fn hold_for_fork(&self, me: usize) -> bool {
         loop {
+            let seen = crate::fork::wake_count();
             if self.lock.owner() == me {
                 while self.claims_by_others(me) > self.deferred_count() {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    crate::fork::wait_for_settle(crate::fork::wake_count());
                 }
                 return false;
             }
@@ -727,10 +730,9 @@ impl Table {
                         return true;
                     }
                     // A transition between its claim and its settle: let it settle (new
-                    // claims wait for the fork, fork.rs).
+                    // claims wait for the fork, fork.rs), and sleep until a section ends.
                     self.lock.unlock();
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    crate::fork::wait_for_settle(seen);
                 }
                 Err(Held::Reentered) => {}
                 // Left by a thread of the parent of a `_Fork` child: nothing can be done.
