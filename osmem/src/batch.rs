@@ -276,9 +276,26 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     /// range is the first reservation's, and the array is not touched).
     iov: [MaybeUninit<Iov>; N],
     idx: [MaybeUninit<u8>; N],
-    /// For a range refused, failed or unverified: its error, packed (see `pack`).
+    /// Until the claims: how the range groups with its neighbours (see `GROUP_*`). For a
+    /// range refused, failed or unverified: its error, packed (see `pack`).
     note: [MaybeUninit<u64>; N],
+    /// The group the last range pushed belongs to, if it can take more: its first range, its
+    /// word, the reservation's index and its mask so far (written to the first range's note
+    /// when the group closes: see `close_group`).
+    group: Option<(usize, usize, usize, u64)>,
+    /// The notes hold groups (false after a fork moved pending ranges around).
+    grouped: bool,
 }
+
+// A range's note until the claims. Small ranges of one reservation pushed one after the
+// other into the same 16-page word of its map form a group, claimed and settled with one
+// load and one store (the usual batch: an allocator's scattered free pages); the group's
+// first range's note is the group's nibble mask (never 0 or 1: every nibble of a mask is 0
+// or F).
+/// The range continues the group of the range before it.
+const GROUP_NEXT: u64 = 0;
+/// The range stands alone (several words, or the word of the region's last page).
+const GROUP_SOLO: u64 = 1;
 
 /// The queued ranges' reservations and notes.
 struct Regions<'a, 'r> {
@@ -439,6 +456,8 @@ impl<'r, const N: usize> Batch<'r, N> {
             iov: unsafe { MaybeUninit::uninit().assume_init() },
             idx: unsafe { MaybeUninit::uninit().assume_init() },
             note: unsafe { MaybeUninit::uninit().assume_init() },
+            group: None,
+            grouped: true,
         }
     }
 
@@ -493,6 +512,7 @@ impl<'r, const N: usize> Batch<'r, N> {
     /// assert!(matches!(rep.error, Some(osmem::Error::WrongState { .. })));
     /// # Ok::<(), osmem::Error>(())
     /// ```
+    #[inline]
     pub unsafe fn push(
         &mut self,
         region: &'r Reservation,
@@ -503,35 +523,69 @@ impl<'r, const N: usize> Batch<'r, N> {
         if self.len == N {
             self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
         }
-        let k = match self.regions[..self.nregions]
-            .iter()
-            .position(|r| r.is_some_and(|r| core::ptr::eq(r, region)))
-        {
-            Some(k) => k,
-            None => {
-                if self.nregions == REGIONS {
-                    self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
-                }
-                if self.nregions == 1 {
-                    // A second reservation: from now on each range records whose it is.
-                    for slot in &mut self.idx[..self.len] {
-                        *slot = MaybeUninit::new(0);
-                    }
-                }
-                self.regions[self.nregions] = Some(region);
-                self.nregions += 1;
-                self.nregions - 1
-            }
-        };
-        self.iov[self.len] = MaybeUninit::new(Iov {
+        // The usual batch: every range of one reservation.
+        let one = self.nregions == 1 && self.regions[0].is_some_and(|r| core::ptr::eq(r, region));
+        let k = if one { 0 } else { self.region_index(region) };
+        let i = self.len;
+        self.iov[i] = MaybeUninit::new(Iov {
             base: addr,
             len: len | PENDING,
         });
         if self.nregions > 1 {
-            self.idx[self.len] = MaybeUninit::new(k as u8);
+            self.idx[i] = MaybeUninit::new(k as u8);
         }
+        // The group's mask is kept aside and written when it closes: updating the first
+        // range's note at every push chained each push to the one before it through memory.
+        self.note[i] = MaybeUninit::new(match region.word_mask(offset, len) {
+            Some((w, m)) => match &mut self.group {
+                Some((_, gw, gk, gm)) if *gw == w && *gk == k && *gm & m == 0 => {
+                    *gm |= m;
+                    GROUP_NEXT
+                }
+                _ => {
+                    self.close_group();
+                    self.group = Some((i, w, k, m));
+                    m
+                }
+            },
+            None => {
+                self.close_group();
+                GROUP_SOLO
+            }
+        });
         self.len += 1;
         Ok(())
+    }
+
+    /// Write the open group's mask to its first range's note.
+    #[inline]
+    fn close_group(&mut self) {
+        if let Some((g, _, _, m)) = self.group.take() {
+            self.note[g] = MaybeUninit::new(m);
+        }
+    }
+
+    /// The index of `region` among the batch's reservations, adding it (and flushing first if
+    /// there are eight already).
+    fn region_index(&mut self, region: &'r Reservation) -> usize {
+        if let Some(k) = self.regions[..self.nregions]
+            .iter()
+            .position(|r| r.is_some_and(|r| core::ptr::eq(r, region)))
+        {
+            return k;
+        }
+        if self.nregions == REGIONS {
+            self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
+        }
+        if self.nregions == 1 {
+            // A second reservation: from now on each range records whose it is.
+            for slot in &mut self.idx[..self.len] {
+                *slot = MaybeUninit::new(0);
+            }
+        }
+        self.regions[self.nregions] = Some(region);
+        self.nregions += 1;
+        self.nregions - 1
     }
 
     /// Release (or fault) everything queued and return the totals since the last `flush`
@@ -597,10 +651,11 @@ impl<'r, const N: usize> Batch<'r, N> {
         }
         stats::bump(Counter::BatchFlushes);
         stats::add(Counter::BatchRanges, self.len as u64);
+        self.close_group();
         let me = crate::thread::me();
         loop {
-            self.claim_all(me);
-            let nc = self.claimed_first();
+            let all = self.claim_all(me);
+            let nc = if all { self.len } else { self.claimed_first() };
             let mut uniform = None;
             if nc > 0 {
                 let mut pidfd = Pidfd::new();
@@ -609,7 +664,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                     BatchKind::Fault(strategy) => self.flush_fault(strategy, nc, &mut pidfd),
                 };
                 pidfd.close();
-                self.settle(nc, uniform, me);
+                self.settle(nc, uniform, me, all);
                 self.verify(nc, uniform);
             }
             if let Some(f) = each.as_mut() {
@@ -618,7 +673,7 @@ impl<'r, const N: usize> Batch<'r, N> {
             // What is left: ranges a fork in progress kept from being claimed. This round's
             // claims are all settled, so this thread may wait for the fork now, unless the
             // fork waits for it (a signal handler on a thread inside osmem).
-            if self.keep_pending() == 0 {
+            if all || self.keep_pending() == 0 {
                 break;
             }
             if crate::fork::wait_end().is_err() {
@@ -632,6 +687,8 @@ impl<'r, const N: usize> Batch<'r, N> {
         self.len = 0;
         self.regions = [None; REGIONS];
         self.nregions = 0;
+        self.group = None;
+        self.grouped = true;
     }
 
     /// The queued ranges and their reservations.
@@ -655,11 +712,15 @@ impl<'r, const N: usize> Batch<'r, N> {
     }
 
     /// Claim every pending range: one section per reservation. Ranges of a reservation whose
-    /// map is held across a fork in progress stay pending.
-    fn claim_all(&mut self, me: usize) {
+    /// map is held across a fork in progress stay pending. Returns whether every range was
+    /// claimed (none refused, none pending: the usual case, nothing to reorder).
+    fn claim_all(&mut self, me: usize) -> bool {
         let op = self.op();
         let nregions = self.nregions;
+        let grouped = self.grouped;
         let mut report = core::mem::take(&mut self.report);
+        let refused_before = report.refused;
+        let mut pending = false;
         let (iov, mut regs) = self.queued();
         for k in 0..nregions {
             let r = regs.regions[k].expect("a reservation of the batch");
@@ -671,13 +732,71 @@ impl<'r, const N: usize> Batch<'r, N> {
             }
             let mut claims = match r.begin_claims(me) {
                 Ok(c) => Some(c),
-                Err(true) => continue,
-                Err(false) => None,
-            };
-            for (i, v) in iov.iter_mut().enumerate() {
-                if !mine(&regs, i, v) {
+                Err(true) => {
+                    pending = true;
                     continue;
                 }
+                Err(false) => None,
+            };
+            let n = iov.len();
+            let (rb, sh, _) = r.geometry();
+            let mut i = 0;
+            while i < n {
+                if !mine(&regs, i, &iov[i]) {
+                    i += 1;
+                    continue;
+                }
+                // A group (see `GROUP_NEXT`): its pages claimed with one load and one store.
+                let note = regs.note(i);
+                if grouped && note != GROUP_SOLO && note != GROUP_NEXT {
+                    let mut j = i + 1;
+                    while j < n && regs.note(j) == GROUP_NEXT {
+                        j += 1;
+                    }
+                    if let Some(c) = claims.as_mut() {
+                        let p = (iov[i].base - rb) >> sh;
+                        match c.word_node(p) {
+                            Some((node, k)) => {
+                                if Guard::claim_word(node, k, note, region::READY_CODE) {
+                                    c.claimed_some();
+                                    for v in &mut iov[i..j] {
+                                        v.len &= !TAGS;
+                                    }
+                                    i = j;
+                                    continue;
+                                }
+                            }
+                            // No leaf there yet: claim the first range on its own (which
+                            // makes the leaf), then the rest of the group at once.
+                            None => {
+                                let (base, len) = (iov[i].base, iov[i].len & !TAGS);
+                                let first =
+                                    crate::table::nibble_mask(p & 15, (p & 15) + (len >> sh));
+                                if j > i + 1 && c.claim(op, base, len).is_ok() {
+                                    iov[i].len = len;
+                                    if let Some((node, k)) = c.word_node(p) {
+                                        if Guard::claim_word(
+                                            node,
+                                            k,
+                                            note & !first,
+                                            region::READY_CODE,
+                                        ) {
+                                            for v in &mut iov[i + 1..j] {
+                                                v.len &= !TAGS;
+                                            }
+                                            i = j;
+                                            continue;
+                                        }
+                                    }
+                                    i += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    // A page not Ready or held (or a group of one): one by one.
+                }
+                let v = &mut iov[i];
                 let len = v.len & !TAGS;
                 let refused = match claims.as_mut() {
                     // The lock cannot be had at all: this thread holds it (a signal handler).
@@ -688,20 +807,27 @@ impl<'r, const N: usize> Batch<'r, N> {
                     Some(c) => match c.claim(op, v.base, len) {
                         Ok(()) => {
                             v.len = len;
+                            i += 1;
                             continue;
                         }
                         Err(Some(e)) => e,
                         // The arena is held across a fork: the rest after it.
-                        Err(None) => break,
+                        Err(None) => {
+                            pending = true;
+                            break;
+                        }
                     },
                 };
                 regs.note_set(i, pack(&refused, r.offset_of(v.base), r.page_shift()));
                 v.len = len | REFUSED;
                 report.refused += 1;
                 report.error.get_or_insert(refused);
+                i += 1;
             }
         }
+        let all = report.refused == refused_before && !pending;
         self.report = report;
+        all
     }
 
     /// Move the claimed ranges to the front (keeping their order), and return how many.
@@ -725,6 +851,7 @@ impl<'r, const N: usize> Batch<'r, N> {
 
     /// Drop every range but the pending ones, which move to the front; their number.
     fn keep_pending(&mut self) -> usize {
+        self.grouped = false; // ranges move: the notes' groups no longer hold
         let (iov, mut regs) = self.queued();
         let mut n = 0;
         for i in 0..iov.len() {
@@ -965,8 +1092,10 @@ impl<'r, const N: usize> Batch<'r, N> {
     /// code in its tags (or `uniform`'s), a failed one let go unchanged. A reservation whose
     /// map is held across a fork by the forking thread gets its settle handed over; the flush
     /// waits for those after settling every other reservation (the fork waits for them).
-    fn settle(&mut self, nc: usize, uniform: Option<(u8, usize)>, me: usize) {
+    fn settle(&mut self, nc: usize, uniform: Option<(u8, usize)>, me: usize, all: bool) {
         let nregions = self.nregions;
+        // The groups hold if every range was claimed in place (none refused or pending).
+        let groups = self.grouped && all;
         let (iov, regs) = self.queued();
         let iov = &iov[..nc];
         let idx = regs.idx.as_deref();
@@ -992,6 +1121,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                 k,
                 iov,
                 idx,
+                note: if groups { Some(&*regs.note) } else { None },
                 code: uniform.map(|u| u.0),
                 me,
             });
@@ -1106,6 +1236,8 @@ struct SettleJob<'a, 'r> {
     k: usize,
     iov: &'a [Iov],
     idx: Option<&'a [u8]>,
+    /// The ranges' groups (see `GROUP_NEXT`), when they still hold.
+    note: Option<&'a [MaybeUninit<u64>]>,
     /// One code for every range (the flush's uniform outcome).
     code: Option<u8>,
     me: usize,
@@ -1113,18 +1245,47 @@ struct SettleJob<'a, 'r> {
 
 impl Job for SettleJob<'_, '_> {
     fn run(&mut self, g: &mut Guard<'_>) {
-        let (iov, idx, k, code) = (self.iov, self.idx, self.k, self.code);
-        self.r.settle_in(g, self.me, |s| {
-            for (i, v) in iov.iter().enumerate() {
-                if idx.map_or(0, |x| x[i] as usize) != k {
+        let (iov, idx, k, code, r) = (self.iov, self.idx, self.k, self.code, self.r);
+        let mine = |i: usize| idx.map_or(true, |x| x[i] as usize == k);
+        // SAFETY: `push` wrote every range's note.
+        let note = |i: usize| self.note.map(|n| unsafe { n[i].assume_init() });
+        let (rb, sh, _) = r.geometry();
+        r.settle_in(g, self.me, |s| {
+            let n = iov.len();
+            let mut i = 0;
+            while i < n {
+                if !mine(i) {
+                    i += 1;
                     continue;
                 }
+                let v = &iov[i];
                 let (base, len) = (v.base & !BASE_TAGS, v.len & !TAGS);
-                match code {
-                    Some(c) => s.set(base, len, c),
-                    None if v.len & FAILED != 0 => s.unclaim(base, len),
-                    None => s.set(base, len, (v.len & CODE) as u8),
+                if let Some(c) = code {
+                    // One code for all (the usual flush): a group's pages with one store, as
+                    // they were claimed.
+                    if let Some(m) = note(i).filter(|&m| m != GROUP_SOLO && m != GROUP_NEXT) {
+                        let mut j = i + 1;
+                        while j < n && note(j) == Some(GROUP_NEXT) {
+                            j += 1;
+                        }
+                        let bytes = (m.count_ones() as u64 / 4) << sh;
+                        if s.set_word((base - rb) >> sh, m, bytes, c) {
+                            i = j;
+                            continue;
+                        }
+                        for u in &iov[i..j] {
+                            s.set(u.base & !BASE_TAGS, u.len & !TAGS, c);
+                        }
+                        i = j;
+                        continue;
+                    }
+                    s.set(base, len, c);
+                } else if v.len & FAILED != 0 {
+                    s.unclaim(base, len);
+                } else {
+                    s.set(base, len, (v.len & CODE) as u8);
                 }
+                i += 1;
             }
         });
     }

@@ -85,6 +85,8 @@ const PREPARED: u8 = 1;
 /// Prepared and PROT_NONE (harddecommit).
 const PREPARED_NONE: u8 = 2;
 const READY: u8 = 3;
+/// `READY`, for the batch's word claims.
+pub(crate) const READY_CODE: u8 = READY;
 /// Faulted with guard markers (protection RW).
 const FAULT_GUARD: u8 = 4;
 /// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap), or released but not
@@ -145,6 +147,28 @@ impl Settle<'_, '_> {
         if let Some(p) = self.refold.take() {
             self.g.refold(p);
         }
+    }
+}
+
+impl Settle<'_, '_> {
+    /// Set claimed Ready pages of one 16-page word, `[first, first+16)` masked by `m`
+    /// (`bytes` of them), to `code` with one store: `false` if the tree has no leaf there
+    /// (the caller sets them range by range).
+    #[inline]
+    pub(crate) fn set_word(&mut self, first: usize, m: u64, bytes: u64, code: u8) -> bool {
+        let leaf = first / crate::table::LEAF;
+        if self.leaf.is_some_and(|(l, _)| l != leaf) {
+            self.fold_pending();
+            self.leaf = None;
+        }
+        let Some((node, k)) = self.g.word(first) else {
+            return false;
+        };
+        Guard::set_word(node, k, m, code);
+        self.leaf = Some((leaf, node));
+        self.refold = Some(first);
+        self.to[state_of(code) as usize] += bytes;
+        true
     }
 }
 
@@ -1077,10 +1101,20 @@ impl Reservation {
 
     /// Validate a range for a batch (the checks every transition makes before looking at
     /// states). Returns its address.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_range(&self, op: Op, offset: usize, len: usize) -> Result<usize, Error> {
         let (first, _) = self.range(op, offset, len)?;
         Ok(self.addr(first))
+    }
+
+    /// The 16-page word a valid range lies in and its nibble mask there, if it lies inside
+    /// one word that does not hold the region's last page (a batch groups such ranges).
+    #[inline(always)]
+    pub(crate) fn word_mask(&self, offset: usize, len: usize) -> Option<(usize, u64)> {
+        let (p, n) = (offset >> self.page_shift, len >> self.page_shift);
+        let (a, w) = (p & 15, p >> 4);
+        let last_w = ((self.len >> self.page_shift) - 1) >> 4;
+        (a + n <= 16 && w < last_w).then(|| (w, crate::table::nibble_mask(a, a + n)))
     }
 
     pub(crate) fn verify_unused_at(
@@ -1205,6 +1239,7 @@ impl Reservation {
 
     /// Validate a range: the checks every transition shares, in a fixed order, before any
     /// syscall. Returns (first page, page count).
+    #[inline(always)] // see unused::release
     fn range(&self, op: Op, offset: usize, len: usize) -> Result<(usize, usize), Error> {
         if len == 0 {
             return Err(Error::ZeroLength { op });
@@ -1585,6 +1620,35 @@ impl Claims<'_> {
         self.r
             .claim_locked(&mut self.g, op, first, n, &|c| c == READY)
             .map(|_| self.any = true)
+    }
+}
+
+impl Reservation {
+    /// (start address, log2 page size, the index of the 16-page word holding the last page):
+    /// what a batch's word operations compute pages with.
+    #[inline(always)]
+    pub(crate) fn geometry(&self) -> (usize, u32, usize) {
+        (
+            self.base,
+            self.page_shift,
+            ((self.len >> self.page_shift) - 1) >> 4,
+        )
+    }
+}
+
+impl Claims<'_> {
+    /// The leaf node and word index of the 16-page word holding page `p`, if the map has a
+    /// leaf there (the batch's word claims).
+    #[inline(always)]
+    pub(crate) fn word_node(&mut self, p: usize) -> Option<(&'static crate::arena::Node, usize)> {
+        self.g.word(p)
+    }
+
+    /// Words were claimed through [`word_node`](Self::word_node): the batch settles this
+    /// reservation.
+    #[inline(always)]
+    pub(crate) fn claimed_some(&mut self) {
+        self.any = true;
     }
 }
 

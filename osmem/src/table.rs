@@ -1143,6 +1143,37 @@ impl Guard<'_> {
         true
     }
 
+    /// The leaf node holding page `p`'s word of 16 pages, if the tree has a leaf there (not
+    /// for the word that starts at the last page: see `extend`), with its index in the leaf.
+    /// For a batch's word operations ([`claim_word`](Self::claim_word),
+    /// [`set_word`](Self::set_word)): many small ranges in one word, one load and one store.
+    #[inline]
+    pub(crate) fn word(&mut self, p: usize) -> Option<(&'static Node, usize)> {
+        let w = p & !15;
+        let leaf = self.leaf_for(w, w + 1)?;
+        Some((leaf, (w % LEAF) / 16))
+    }
+
+    /// Hold the pages of nibble mask `m` of `node[k]` if every one of them has `code` (and so
+    /// none is held): `false` changes nothing.
+    #[inline(always)]
+    pub(crate) fn claim_word(node: &Node, k: usize, m: u64, code: u8) -> bool {
+        let v = ld(&node[k]);
+        if v & m != (SPLAT * code as u64) & m {
+            return false;
+        }
+        st(&node[k], v | ((SPLAT * BUSY as u64) & m));
+        true
+    }
+
+    /// Set the (held) pages of nibble mask `m` of `node[k]` to `code`: a settle of many small
+    /// ranges at once (never a node: see the module doc).
+    #[inline(always)]
+    pub(crate) fn set_word(node: &Node, k: usize, m: u64, code: u8) {
+        let v = ld(&node[k]);
+        st(&node[k], (v & !m) | ((SPLAT * code as u64) & m));
+    }
+
     /// Fold the tree along the path of page `p` (after [`update_in_leaf`]s): `p` must be a
     /// page no claim holds.
     pub(crate) fn refold(&mut self, p: usize) {
@@ -1507,7 +1538,7 @@ fn scan(
 
 /// The bits of nibbles `[a, b)` of a word (0 ≤ a < b ≤ 16).
 #[inline]
-fn nibble_mask(a: usize, b: usize) -> u64 {
+pub(crate) fn nibble_mask(a: usize, b: usize) -> u64 {
     debug_assert!(a < b && b <= 16);
     (u64::MAX >> (64 - 4 * (b - a))) << (4 * a)
 }
