@@ -276,26 +276,32 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     /// range is the first reservation's, and the array is not touched).
     iov: [MaybeUninit<Iov>; N],
     idx: [MaybeUninit<u8>; N],
-    /// Until the claims: how the range groups with its neighbours (see `GROUP_*`). For a
-    /// range refused, failed or unverified: its error, packed (see `pack`).
+    /// For a range refused, failed or unverified: its error, packed (see `pack`). Until then,
+    /// from the front, the groups of the claims (see `group_span`).
     note: [MaybeUninit<u64>; N],
-    /// The group the last range pushed belongs to, if it can take more: its first range, its
-    /// word, the reservation's index and its mask so far (written to the first range's note
-    /// when the group closes: see `close_group`).
-    group: Option<(usize, usize, usize, u64)>,
-    /// The notes hold groups (false after a fork moved pending ranges around).
-    grouped: bool,
+    /// A later round of one flush (a fork kept ranges from being claimed): the ranges still
+    /// to claim are the ones tagged `PENDING`. In the first round, untagged, they all are.
+    retry: bool,
+    /// How many groups the notes hold (`None`: the claims stopped recording them, or ranges
+    /// moved).
+    groups: Option<usize>,
 }
 
-// A range's note until the claims. Small ranges of one reservation pushed one after the
-// other into the same 16-page word of its map form a group, claimed and settled with one
-// load and one store (the usual batch: an allocator's scattered free pages); the group's
-// first range's note is the group's nibble mask (never 0 or 1: every nibble of a mask is 0
-// or F).
-/// The range continues the group of the range before it.
-const GROUP_NEXT: u64 = 0;
-/// The range stands alone (several words, or the word of the region's last page).
-const GROUP_SOLO: u64 = 1;
+// Groups. Small disjoint ranges of one reservation pushed one after the other into the same
+// 16-page word of its map form a group, claimed and settled with one load and one store (the
+// usual batch: an allocator's scattered free pages). Groups are found while claiming, in the
+// one pass over the ranges that has to read them anyway (`push` only writes the iovec:
+// grouping there cost ~3 ns a range more), and recorded in two notes each from the front of
+// the note array: its span (`group_span`) and its nibble mask. A group has two ranges or
+// more, so they fit. They are few: the settle reads 2 KiB of them for 1024 ranges, not a note
+// per range (measured: each cache line the flush touches costs, as the system call leaves
+// the caches cold). The first refusal stops the recording: from then on the notes hold the
+// refused ranges' errors, and groups matter only when every range is claimed.
+/// The first note of a group: its first range and its end.
+#[inline(always)]
+fn group_span(i: usize, j: usize) -> u64 {
+    i as u64 | (j as u64) << 32
+}
 
 /// The queued ranges' reservations and notes.
 struct Regions<'a, 'r> {
@@ -456,8 +462,8 @@ impl<'r, const N: usize> Batch<'r, N> {
             iov: unsafe { MaybeUninit::uninit().assume_init() },
             idx: unsafe { MaybeUninit::uninit().assume_init() },
             note: unsafe { MaybeUninit::uninit().assume_init() },
-            group: None,
-            grouped: true,
+            retry: false,
+            groups: None,
         }
     }
 
@@ -527,42 +533,12 @@ impl<'r, const N: usize> Batch<'r, N> {
         let one = self.nregions == 1 && self.regions[0].is_some_and(|r| core::ptr::eq(r, region));
         let k = if one { 0 } else { self.region_index(region) };
         let i = self.len;
-        self.iov[i] = MaybeUninit::new(Iov {
-            base: addr,
-            len: len | PENDING,
-        });
+        self.iov[i] = MaybeUninit::new(Iov { base: addr, len });
         if self.nregions > 1 {
             self.idx[i] = MaybeUninit::new(k as u8);
         }
-        // The group's mask is kept aside and written when it closes: updating the first
-        // range's note at every push chained each push to the one before it through memory.
-        self.note[i] = MaybeUninit::new(match region.word_mask(offset, len) {
-            Some((w, m)) => match &mut self.group {
-                Some((_, gw, gk, gm)) if *gw == w && *gk == k && *gm & m == 0 => {
-                    *gm |= m;
-                    GROUP_NEXT
-                }
-                _ => {
-                    self.close_group();
-                    self.group = Some((i, w, k, m));
-                    m
-                }
-            },
-            None => {
-                self.close_group();
-                GROUP_SOLO
-            }
-        });
         self.len += 1;
         Ok(())
-    }
-
-    /// Write the open group's mask to its first range's note.
-    #[inline]
-    fn close_group(&mut self) {
-        if let Some((g, _, _, m)) = self.group.take() {
-            self.note[g] = MaybeUninit::new(m);
-        }
     }
 
     /// The index of `region` among the batch's reservations, adding it (and flushing first if
@@ -651,7 +627,6 @@ impl<'r, const N: usize> Batch<'r, N> {
         }
         stats::bump(Counter::BatchFlushes);
         stats::add(Counter::BatchRanges, self.len as u64);
-        self.close_group();
         let me = crate::thread::me();
         loop {
             let all = self.claim_all(me);
@@ -687,8 +662,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         self.len = 0;
         self.regions = [None; REGIONS];
         self.nregions = 0;
-        self.group = None;
-        self.grouped = true;
+        self.retry = false;
     }
 
     /// The queued ranges and their reservations.
@@ -717,116 +691,48 @@ impl<'r, const N: usize> Batch<'r, N> {
     fn claim_all(&mut self, me: usize) -> bool {
         let op = self.op();
         let nregions = self.nregions;
-        let grouped = self.grouped;
+        let retry = self.retry;
         let mut report = core::mem::take(&mut self.report);
         let refused_before = report.refused;
         let mut pending = false;
+        let mut groups = Some(0);
         let (iov, mut regs) = self.queued();
         for k in 0..nregions {
             let r = regs.regions[k].expect("a reservation of the batch");
             let mine = |regs: &Regions<'_, 'r>, i: usize, v: &Iov| {
-                v.len & PENDING != 0 && regs.index(i) == k
+                (!retry || v.len & PENDING != 0) && regs.index(i) == k
             };
-            if !iov.iter().enumerate().any(|(i, v)| mine(&regs, i, v)) {
+            if nregions > 1 && !iov.iter().enumerate().any(|(i, v)| mine(&regs, i, v)) {
                 continue;
             }
-            let mut claims = match r.begin_claims(me) {
+            let claims = match r.begin_claims(me) {
                 Ok(c) => Some(c),
                 Err(true) => {
+                    // Held across a fork in progress: all of its ranges wait for the next round.
+                    mark_pending(iov, 0, |i, v| mine(&regs, i, v));
                     pending = true;
                     continue;
                 }
                 Err(false) => None,
             };
-            let n = iov.len();
-            let (rb, sh, _) = r.geometry();
-            let mut i = 0;
-            while i < n {
-                if !mine(&regs, i, &iov[i]) {
-                    i += 1;
-                    continue;
-                }
-                // A group (see `GROUP_NEXT`): its pages claimed with one load and one store.
-                let note = regs.note(i);
-                if grouped && note != GROUP_SOLO && note != GROUP_NEXT {
-                    let mut j = i + 1;
-                    while j < n && regs.note(j) == GROUP_NEXT {
-                        j += 1;
-                    }
-                    if let Some(c) = claims.as_mut() {
-                        let p = (iov[i].base - rb) >> sh;
-                        match c.word_node(p) {
-                            Some((node, k)) => {
-                                if Guard::claim_word(node, k, note, region::READY_CODE) {
-                                    c.claimed_some();
-                                    for v in &mut iov[i..j] {
-                                        v.len &= !TAGS;
-                                    }
-                                    i = j;
-                                    continue;
-                                }
-                            }
-                            // No leaf there yet: claim the first range on its own (which
-                            // makes the leaf), then the rest of the group at once.
-                            None => {
-                                let (base, len) = (iov[i].base, iov[i].len & !TAGS);
-                                let first =
-                                    crate::table::nibble_mask(p & 15, (p & 15) + (len >> sh));
-                                if j > i + 1 && c.claim(op, base, len).is_ok() {
-                                    iov[i].len = len;
-                                    if let Some((node, k)) = c.word_node(p) {
-                                        if Guard::claim_word(
-                                            node,
-                                            k,
-                                            note & !first,
-                                            region::READY_CODE,
-                                        ) {
-                                            for v in &mut iov[i + 1..j] {
-                                                v.len &= !TAGS;
-                                            }
-                                            i = j;
-                                            continue;
-                                        }
-                                    }
-                                    i += 1;
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    // A page not Ready or held (or a group of one): one by one.
-                }
-                let v = &mut iov[i];
-                let len = v.len & !TAGS;
-                let refused = match claims.as_mut() {
-                    // The lock cannot be had at all: this thread holds it (a signal handler).
-                    None => Error::Busy {
-                        op,
-                        offset: r.offset_of(v.base),
-                    },
-                    Some(c) => match c.claim(op, v.base, len) {
-                        Ok(()) => {
-                            v.len = len;
-                            i += 1;
-                            continue;
-                        }
-                        Err(Some(e)) => e,
-                        // The arena is held across a fork: the rest after it.
-                        Err(None) => {
-                            pending = true;
-                            break;
-                        }
-                    },
-                };
-                regs.note_set(i, pack(&refused, r.offset_of(v.base), r.page_shift()));
-                v.len = len | REFUSED;
-                report.refused += 1;
-                report.error.get_or_insert(refused);
-                i += 1;
-            }
+            let mut ctx = ClaimCtx {
+                r,
+                op,
+                claims,
+                retry,
+                report: &mut report,
+                groups: &mut groups,
+            };
+            // The usual batch (one reservation, first round) gets a loop of its own.
+            pending |= if nregions == 1 && !retry {
+                ctx.claim(iov, &mut regs, |_, _, _| true)
+            } else {
+                ctx.claim(iov, &mut regs, mine)
+            };
         }
         let all = report.refused == refused_before && !pending;
         self.report = report;
+        self.groups = groups;
         all
     }
 
@@ -851,7 +757,7 @@ impl<'r, const N: usize> Batch<'r, N> {
 
     /// Drop every range but the pending ones, which move to the front; their number.
     fn keep_pending(&mut self) -> usize {
-        self.grouped = false; // ranges move: the notes' groups no longer hold
+        self.retry = true;
         let (iov, mut regs) = self.queued();
         let mut n = 0;
         for i in 0..iov.len() {
@@ -1095,7 +1001,7 @@ impl<'r, const N: usize> Batch<'r, N> {
     fn settle(&mut self, nc: usize, uniform: Option<(u8, usize)>, me: usize, all: bool) {
         let nregions = self.nregions;
         // The groups hold if every range was claimed in place (none refused or pending).
-        let groups = self.grouped && all;
+        let groups = if all { self.groups } else { None };
         let (iov, regs) = self.queued();
         let iov = &iov[..nc];
         let idx = regs.idx.as_deref();
@@ -1121,7 +1027,10 @@ impl<'r, const N: usize> Batch<'r, N> {
                 k,
                 iov,
                 idx,
-                note: if groups { Some(&*regs.note) } else { None },
+                // SAFETY: the claims wrote the first `2 * ng` notes.
+                groups: groups.map(|ng| unsafe {
+                    &*(&regs.note[..2 * ng] as *const [MaybeUninit<u64>] as *const [u64])
+                }),
                 code: uniform.map(|u| u.0),
                 me,
             });
@@ -1236,8 +1145,8 @@ struct SettleJob<'a, 'r> {
     k: usize,
     iov: &'a [Iov],
     idx: Option<&'a [u8]>,
-    /// The ranges' groups (see `GROUP_NEXT`), when they still hold.
-    note: Option<&'a [MaybeUninit<u64>]>,
+    /// The groups of the claims (see `group_span`), when they still hold.
+    groups: Option<&'a [u64]>,
     /// One code for every range (the flush's uniform outcome).
     code: Option<u8>,
     me: usize,
@@ -1247,11 +1156,24 @@ impl Job for SettleJob<'_, '_> {
     fn run(&mut self, g: &mut Guard<'_>) {
         let (iov, idx, k, code, r) = (self.iov, self.idx, self.k, self.code, self.r);
         let mine = |i: usize| idx.map_or(true, |x| x[i] as usize == k);
-        // SAFETY: `push` wrote every range's note.
-        let note = |i: usize| self.note.map(|n| unsafe { n[i].assume_init() });
+        let groups = self.groups.unwrap_or(&[]);
         let (rb, sh, _) = r.geometry();
         r.settle_in(g, self.me, |s| {
             let n = iov.len();
+            // The next group of this reservation (they come in order of their first range).
+            let mut gi = 0;
+            let mut next = || {
+                while gi < groups.len() {
+                    let (span, m) = (groups[gi], groups[gi + 1]);
+                    gi += 2;
+                    let (a, b) = ((span & 0xFFFF_FFFF) as usize, (span >> 32) as usize);
+                    if mine(a) {
+                        return (a, b, m);
+                    }
+                }
+                (n, n, 0)
+            };
+            let mut grp = next();
             let mut i = 0;
             while i < n {
                 if !mine(i) {
@@ -1263,20 +1185,16 @@ impl Job for SettleJob<'_, '_> {
                 if let Some(c) = code {
                     // One code for all (the usual flush): a group's pages with one store, as
                     // they were claimed.
-                    if let Some(m) = note(i).filter(|&m| m != GROUP_SOLO && m != GROUP_NEXT) {
-                        let mut j = i + 1;
-                        while j < n && note(j) == Some(GROUP_NEXT) {
-                            j += 1;
-                        }
+                    if i == grp.0 {
+                        let (j, m) = (grp.1, grp.2);
                         let bytes = (m.count_ones() as u64 / 4) << sh;
-                        if s.set_word((base - rb) >> sh, m, bytes, c) {
-                            i = j;
-                            continue;
-                        }
-                        for u in &iov[i..j] {
-                            s.set(u.base & !BASE_TAGS, u.len & !TAGS, c);
+                        if !s.set_word((base - rb) >> sh, m, bytes, c) {
+                            for u in &iov[i..j] {
+                                s.set(u.base & !BASE_TAGS, u.len & !TAGS, c);
+                            }
                         }
                         i = j;
+                        grp = next();
                         continue;
                     }
                     s.set(base, len, c);
@@ -1414,6 +1332,139 @@ fn dontneed_advice() -> i32 {
 /// in the module doc. Returns `p`: ranges `[0, p)` are done under `advice`, unmarked; later
 /// ranges done are marked `DONE` (and `LOCKED` when done with `MADV_DONTNEED_LOCKED`). Ranges
 /// left unmarked after `p` go through the per-range chain in the caller.
+/// One reservation's claims in [`Batch::claim_all`].
+struct ClaimCtx<'a, 'r> {
+    r: &'r Reservation,
+    op: Op,
+    /// `None`: the map's lock cannot be had at all (this thread holds it: a signal handler).
+    claims: Option<region::Claims<'r>>,
+    retry: bool,
+    report: &'a mut BatchReport,
+    /// Groups recorded so far (see `group_span`); `None` once a range was refused.
+    groups: &'a mut Option<usize>,
+}
+
+/// The nibbles below nibble `x` of a word, `x` in `[0, 16]`: a range's mask from two loads
+/// (variable shifts cost more in the claims' one pass over every range).
+const NIBBLES_BELOW: [u64; 17] = {
+    let mut t = [0u64; 17];
+    let mut x = 1;
+    while x < 17 {
+        t[x] = u64::MAX >> (64 - 4 * x);
+        x += 1;
+    }
+    t
+};
+
+impl<'r> ClaimCtx<'_, 'r> {
+    /// Claim the ranges `mine` says are this reservation's, in groups where they share a
+    /// word. Returns whether some must wait for the next round (a fork holds the arena).
+    #[inline(always)]
+    fn claim(
+        &mut self,
+        iov: &mut [Iov],
+        regs: &mut Regions<'_, 'r>,
+        mine: impl Fn(&Regions<'_, 'r>, usize, &Iov) -> bool,
+    ) -> bool {
+        let (r, op, retry) = (self.r, self.op, self.retry);
+        let (rb, sh, last_w) = r.geometry();
+        // The word and nibble mask of a range inside one 16-page word that does not hold
+        // the region's last page (whose pages past the end follow it in the map).
+        let word = |v: &Iov| {
+            let (p, e) = ((v.base - rb) >> sh, (v.base - rb + (v.len & !TAGS)) >> sh);
+            let w = p >> 4;
+            let w0 = w << 4;
+            (e - w0 <= 16 && w < last_w)
+                .then(|| (w, NIBBLES_BELOW[e - w0] & !NIBBLES_BELOW[p - w0]))
+        };
+        let n = iov.len();
+        let mut i = 0;
+        while i < n {
+            if !mine(regs, i, &iov[i]) {
+                i += 1;
+                continue;
+            }
+            // A group: the disjoint ranges after this one in its word.
+            if let (Some(c), Some((w, mut m))) = (self.claims.as_mut(), word(&iov[i])) {
+                let mut j = i + 1;
+                while j < n && mine(regs, j, &iov[j]) {
+                    match word(&iov[j]) {
+                        Some((w2, m2)) if w2 == w && m & m2 == 0 => m |= m2,
+                        _ => break,
+                    }
+                    j += 1;
+                }
+                if j > i + 1 && claim_group(c, w << 4, m) {
+                    if let Some(ng) = self.groups.as_mut() {
+                        regs.note_set(2 * *ng, group_span(i, j));
+                        regs.note_set(2 * *ng + 1, m);
+                        *ng += 1;
+                    }
+                    if retry {
+                        for v in &mut iov[i..j] {
+                            v.len &= !TAGS;
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
+                // A page not Ready or held (or a group of one): one by one.
+            }
+            let v = &mut iov[i];
+            let len = v.len & !TAGS;
+            let refused = match self.claims.as_mut() {
+                None => Error::Busy {
+                    op,
+                    offset: r.offset_of(v.base),
+                },
+                Some(c) => match c.claim(op, v.base, len) {
+                    Ok(()) => {
+                        v.len = len;
+                        i += 1;
+                        continue;
+                    }
+                    Err(Some(e)) => e,
+                    // The arena is held across a fork: the rest after it wait.
+                    Err(None) => {
+                        mark_pending(iov, i, |i, v| mine(regs, i, v));
+                        return true;
+                    }
+                },
+            };
+            *self.groups = None;
+            regs.note_set(i, pack(&refused, r.offset_of(v.base), r.page_shift()));
+            v.len = len | REFUSED;
+            self.report.refused += 1;
+            self.report.error.get_or_insert(refused);
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Claim the pages of nibble mask `m` of the word starting at page `w0` (a group of ranges)
+/// with one load and one store, making the leaf there if the map has none yet.
+#[inline]
+fn claim_group(c: &mut region::Claims<'_>, w0: usize, m: u64) -> bool {
+    match c.leaf_word(w0, m) {
+        Some((node, k)) if Guard::claim_word(node, k, m, region::READY_CODE) => {
+            c.claimed_some();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Tag `PENDING` the ranges from `from` on that `mine` says are the reservation's.
+#[cold]
+fn mark_pending(iov: &mut [Iov], from: usize, mine: impl Fn(usize, &Iov) -> bool) {
+    for i in from..iov.len() {
+        if mine(i, &iov[i]) {
+            iov[i].len |= PENDING;
+        }
+    }
+}
+
 fn submit(iov: &mut [Iov], advice: i32, pidfd: &mut Pidfd, calls: &mut usize) -> usize {
     let n = iov.len();
     let mut i = 0;

@@ -1107,16 +1107,6 @@ impl Reservation {
         Ok(self.addr(first))
     }
 
-    /// The 16-page word a valid range lies in and its nibble mask there, if it lies inside
-    /// one word that does not hold the region's last page (a batch groups such ranges).
-    #[inline(always)]
-    pub(crate) fn word_mask(&self, offset: usize, len: usize) -> Option<(usize, u64)> {
-        let (p, n) = (offset >> self.page_shift, len >> self.page_shift);
-        let (a, w) = (p & 15, p >> 4);
-        let last_w = ((self.len >> self.page_shift) - 1) >> 4;
-        (a + n <= 16 && w < last_w).then(|| (w, crate::table::nibble_mask(a, a + n)))
-    }
-
     pub(crate) fn verify_unused_at(
         &self,
         addr: usize,
@@ -1637,14 +1627,19 @@ impl Reservation {
 }
 
 impl Claims<'_> {
-    /// The leaf node and word index of the 16-page word holding page `p`, if the map has a
-    /// leaf there (the batch's word claims).
-    #[inline(always)]
-    pub(crate) fn word_node(&mut self, p: usize) -> Option<(&'static crate::arena::Node, usize)> {
-        self.g.word(p)
+    /// The leaf node and word index of the 16-page word holding page `p` (the batch's word
+    /// claims), making the leaf if the map has none there and every page of nibble mask `m`
+    /// of that word is Ready (`None`: one is not, or no metadata memory; nothing changed).
+    #[inline]
+    pub(crate) fn leaf_word(
+        &mut self,
+        p: usize,
+        m: u64,
+    ) -> Option<(&'static crate::arena::Node, usize)> {
+        self.g.leaf_word(p, m, READY).ok().flatten()
     }
 
-    /// Words were claimed through [`word_node`](Self::word_node): the batch settles this
+    /// Words were claimed through [`leaf_word`](Self::leaf_word): the batch settles this
     /// reservation.
     #[inline(always)]
     pub(crate) fn claimed_some(&mut self) {

@@ -1154,6 +1154,62 @@ impl Guard<'_> {
         Some((leaf, (w % LEAF) / 16))
     }
 
+    /// [`word`](Self::word), making the leaf if the tree has none there yet: the entries
+    /// above it are split down to a leaf saying the same, if every page of nibble mask `m` of
+    /// the word at page `p` (16-aligned, not the last page's word) has `code` (the caller then
+    /// holds them with [`claim_word`](Self::claim_word)). `Ok(None)`: some page has another
+    /// code; nothing changed.
+    ///
+    /// A batch's first group in a leaf comes here: claiming its first range through
+    /// [`claim`](Self::claim) would leave one held run in a one-word entry and split only at
+    /// the next group (measured: two general claims per leaf, ~550 cycles each, a third of
+    /// the claims of 1024 ranges).
+    pub(crate) fn leaf_word(
+        &mut self,
+        p: usize,
+        m: u64,
+        code: u8,
+    ) -> Result<Option<(&'static Node, usize)>, NoMemory> {
+        if let Some(w) = self.word(p) {
+            return Ok(Some(w));
+        }
+        let w = p & !15;
+        // The first one-word entry on the way down, and the word's offset under it.
+        let (mut e, mut s, mut q) = (&self.t.root, self.span, w);
+        while let E::Child(n) = decode(ld(e)) {
+            let cs = s / FAN;
+            e = &arena::node(n)[q >> cs.trailing_zeros()];
+            s = cs;
+            q &= cs - 1;
+        }
+        let flat = ld(e);
+        for x in 0..16 {
+            if (m >> (4 * x)) & 0xF != 0 && code_at(flat, s, q + x, |_| None) != Some(code) {
+                return Ok(None);
+            }
+        }
+        self.ensure(self.depth)?;
+        self.holding = true;
+        loop {
+            let d = decode(ld(e));
+            let n = match d {
+                E::Child(n) => n,
+                flat => {
+                    self.split(e, s, &Runs::of(flat, s));
+                    continue;
+                }
+            };
+            if s == LEAF {
+                self.holding = false;
+                return Ok(Some((arena::node(n), (w % LEAF) / 16)));
+            }
+            let cs = s / FAN;
+            e = &arena::node(n)[q >> cs.trailing_zeros()];
+            s = cs;
+            q &= cs - 1;
+        }
+    }
+
     /// Hold the pages of nibble mask `m` of `node[k]` if every one of them has `code` (and so
     /// none is held): `false` changes nothing.
     #[inline(always)]
