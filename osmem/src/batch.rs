@@ -1458,9 +1458,9 @@ fn claim_group(c: &mut region::Claims<'_>, w0: usize, m: u64) -> bool {
 /// Tag `PENDING` the ranges from `from` on that `mine` says are the reservation's.
 #[cold]
 fn mark_pending(iov: &mut [Iov], from: usize, mine: impl Fn(usize, &Iov) -> bool) {
-    for i in from..iov.len() {
-        if mine(i, &iov[i]) {
-            iov[i].len |= PENDING;
+    for (i, v) in iov.iter_mut().enumerate().skip(from) {
+        if mine(i, v) {
+            v.len |= PENDING;
         }
     }
 }
