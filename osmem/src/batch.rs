@@ -1344,18 +1344,6 @@ struct ClaimCtx<'a, 'r> {
     groups: &'a mut Option<usize>,
 }
 
-/// The nibbles below nibble `x` of a word, `x` in `[0, 16]`: a range's mask from two loads
-/// (variable shifts cost more in the claims' one pass over every range).
-const NIBBLES_BELOW: [u64; 17] = {
-    let mut t = [0u64; 17];
-    let mut x = 1;
-    while x < 17 {
-        t[x] = u64::MAX >> (64 - 4 * x);
-        x += 1;
-    }
-    t
-};
-
 impl<'r> ClaimCtx<'_, 'r> {
     /// Claim the ranges `mine` says are this reservation's, in groups where they share a
     /// word. Returns whether some must wait for the next round (a fork holds the arena).
@@ -1374,8 +1362,7 @@ impl<'r> ClaimCtx<'_, 'r> {
             let (p, e) = ((v.base - rb) >> sh, (v.base - rb + (v.len & !TAGS)) >> sh);
             let w = p >> 4;
             let w0 = w << 4;
-            (e - w0 <= 16 && w < last_w)
-                .then(|| (w, NIBBLES_BELOW[e - w0] & !NIBBLES_BELOW[p - w0]))
+            (e - w0 <= 16 && w < last_w).then(|| (w, crate::table::nibble_mask(p - w0, e - w0)))
         };
         let n = iov.len();
         let mut i = 0;
