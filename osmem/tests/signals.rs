@@ -249,6 +249,7 @@ fn handlers_read_look_up_and_transition_in_a_signal_storm_and_nothing_hangs() {
     let signals = scale(200_000, 30_000);
     let stop = AtomicBool::new(false);
     let (ops, sent) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         let workers: Vec<_> = regions
             .iter()
             .enumerate()
@@ -339,6 +340,7 @@ fn a_segv_handler_unfaults_the_page_it_trapped_on() {
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -356,7 +358,6 @@ fn a_segv_handler_unfaults_the_page_it_trapped_on() {
             assert_eq!(unsafe { (a as *const u8).read_volatile() }, 0x11);
             assert_eq!(r.state(p * ps()), Some(State::Ready));
         }
-        stop.store(true, Ordering::Relaxed);
     });
     assert_eq!(SEGV_FAIL.load(Ordering::Relaxed), 0);
     assert_eq!(SEGV_HANDLED.load(Ordering::Relaxed), pages as u64);
@@ -542,6 +543,7 @@ fn fork_from_a_handler_that_interrupted_osmem_does_not_deadlock() {
     let before = osmem::stats();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| target(&x, &stop));
         for (k, r) in own.iter().enumerate() {
             let (x, stop) = (&x, &stop);
@@ -561,7 +563,6 @@ fn fork_from_a_handler_that_interrupted_osmem_does_not_deadlock() {
             }
             std::thread::sleep(Duration::from_micros(rng.below(300) as u64));
         }
-        stop.store(true, Ordering::Relaxed);
     });
     let after = osmem::stats();
     let reentrant = after.forks_reentrant - before.forks_reentrant;
@@ -602,6 +603,15 @@ fn fork_from_a_handler_that_interrupted_osmem_does_not_deadlock() {
 
 static CLONE_PROGRESS: AtomicU64 = AtomicU64::new(0);
 
+/// Sets the flag when dropped, also by a panic.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn children_made_without_fork_handlers_never_hang() {
     osmem::probe();
@@ -627,6 +637,9 @@ fn children_made_without_fork_handlers_never_hang() {
                 i += 1;
             }
         });
+        // A failed check below panics: the worker must stop then too, or the scope waits for
+        // it for ever and the watchdog reports a hang instead of the failure.
+        let _stop = StopOnDrop(&stop);
         for _ in 0..scale(300, 100) {
             // SAFETY: a raw clone (no fork handlers), as `_Fork` makes a child; the child
             // runs only osmem calls and `_exit`.
@@ -666,7 +679,6 @@ fn children_made_without_fork_handlers_never_hang() {
             }
             CLONE_PROGRESS.fetch_add(1, Ordering::Relaxed);
         }
-        stop.store(true, Ordering::Relaxed);
     });
     eprintln!("raw clone children: {ok} found nothing held, {busy} answered Busy somewhere");
 }
