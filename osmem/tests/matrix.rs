@@ -50,6 +50,11 @@
 //! - `process_madvise(MADV_FREE)`: the same code as DONTNEED (`pm_bit`), covered by the
 //!   DONTNEED batch rows.
 //! - EINTR: treated exactly like EAGAIN by `advise::retry`; `failure.rs` #6 covers it.
+//! - `process_madvise(MADV_DONTNEED_LOCKED)` in phase 1 of a batched fault over locked
+//!   memory: the same `submit` as the batch unused rows over mlocked slots.
+//! - `mprotect` of the metadata arena's growth for a registry slot chunk × ENOSYS: as for
+//!   every mprotect above (no kernel lacks it); the errno reaches `reserve` as EINVAL and
+//!   EPERM do.
 //!
 //! With `OSMEM_TESTING_OUT` set, each row appends one line to `$OSMEM_TESTING_OUT/matrix.tsv`
 //! (scenario, call, injected, operation, expected, pass/fail) for `scripts/testing_md.py`.
@@ -69,8 +74,8 @@ use common::{
     T_OK, U_DONTNEED, U_DONTNEED_LOCKED, U_FREE, U_REMAP,
 };
 use osmem::{
-    Batch, BatchKind, Config, Error, FaultHow, FaultStrategy, Faulted, Op, Reservation, Stats,
-    Syscall, Unused, UnusedAdvice,
+    Batch, BatchDone, BatchKind, Config, Error, FaultHow, FaultStrategy, Faulted, Op, Reservation,
+    Stats, Syscall, Unused, UnusedAdvice, UnusedHow,
 };
 use osmem_testkit::seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
@@ -424,6 +429,7 @@ fn how_name(v: u64) -> &'static str {
         U_FREE => "free",
         U_DONTNEED => "dontneed",
         U_REMAP => "remap",
+        U_DONTNEED_LOCKED => "dontneed_locked",
         F_GUARD => "guard",
         F_PROTECT => "protect",
         F_GO => "go",
@@ -605,6 +611,11 @@ const T_PM: Target = Target {
 const T_PM_GUARD: Target = Target {
     nr: libc::SYS_process_madvise,
     when: &[(3, MADV_GUARD_INSTALL as u32)],
+};
+/// A batch's release of mlocked ranges: `process_madvise(MADV_DONTNEED_LOCKED)`.
+const T_PM_DONTNEED_LOCKED: Target = Target {
+    nr: libc::SYS_process_madvise,
+    when: &[(3, MADV_DONTNEED_LOCKED as u32)],
 };
 const T_PIDFD_OPEN: Target = Target {
     nr: libc::SYS_pidfd_open,
@@ -1690,6 +1701,95 @@ fn op_arena_nohugepage(c: &mut Ctx<'_>) {
     c.set(K::X1, osmem::stats().metadata_reserved_bytes);
 }
 
+/// Reservations held by [`op_registry_grow`] besides one plain one: with it, all 64 of the
+/// registry's static slots (the warm-up's reservation gave its slot back). Each has two
+/// disjoint mapped pages, so its map needs a node and holds one arena chunk of its own: 63
+/// chunks are also every chunk the arena's first 256 KiB step hands out with 4 KiB pages
+/// (its first chunk holds links), so the next chunk needs the arena to grow.
+const HELD: usize = 63;
+
+/// The registry's growth: with every static slot taken and the arena's read-write step used
+/// up, the next `reserve` needs a new slot chunk (and a directory chunk), so the arena grows
+/// with `mprotect(RW)` of its next 256 KiB step. Refused: a typed error from `reserve`, its
+/// own mmap undone (`Unchanged`: one mmap and one munmap, no byte or op accounted, no chunk
+/// taken, /proc/self/maps as before). X1: on success, the reservation took a slot chunk and
+/// a directory chunk. The next: another `reserve` (it asks to grow again unless the arena
+/// did grow). X2: afterwards, still under the injection, two held reservations dropped, three
+/// `reserve`s succeed without an mprotect and their regions work; Flag: the third took a
+/// slot chunk and a directory chunk (those given back: the failed growth left the registry
+/// able to add chunks).
+fn op_registry_grow(c: &mut Ctx<'_>) {
+    let ps = ps();
+    let start = osmem::stats();
+    let mut held: [Option<Reservation>; HELD] = core::array::from_fn(|_| {
+        let r = Reservation::reserve(4 * ps).ok()?;
+        (r.map(0, ps).is_ok() && r.map(2 * ps, ps).is_ok()).then_some(r)
+    });
+    let plain = Reservation::reserve(ps).ok();
+    let s = osmem::stats();
+    c.setup(
+        held.iter().all(Option::is_some)
+            && plain.is_some()
+            && (256 << 10) / ps == HELD + 1
+            && start.metadata_bytes == 0
+            && s.metadata_bytes == (HELD * ps) as u64
+            && s.metadata_grows == start.metadata_grows,
+    );
+    c.arm();
+    let a = osmem::stats();
+    let lines = maps_line_count();
+    let r = Reservation::reserve(slot_len());
+    let b = osmem::stats();
+    if r.is_err() {
+        c.flag(
+            K::Unchanged,
+            maps_line_count() == lines
+                && b.mmap_calls - a.mmap_calls == 1
+                && b.munmap_calls - a.munmap_calls == 1
+                && a.reserved_bytes == b.reserved_bytes
+                && a.reserve_ops == b.reserve_ops
+                && a.metadata_bytes == b.metadata_bytes,
+        );
+    }
+    let r = c.result(r);
+    if let Some(r) = &r {
+        c.flag(
+            K::X1,
+            b.metadata_bytes - a.metadata_bytes == 2 * ps as u64
+                && r.map(0, ps).is_ok()
+                && r.used(0, ps).is_ok()
+                && perms_code(r.as_ptr() as usize) == P_RW,
+        );
+    }
+    c.again(|| drop(Reservation::reserve(slot_len())));
+    // Two held reservations dropped: two static slots and their two chunks back (a map keeps
+    // its last chunk until the reservation is dropped, so none comes back earlier). Where the
+    // growth failed, the first two reserves take those slots and the third needs a slot chunk
+    // and a directory chunk again: it gets both from the chunks given back (Flag).
+    let [h0, h1, ..] = &mut held;
+    drop((h0.take(), h1.take()));
+    let m0 = osmem::stats();
+    let more: [Result<Reservation, Error>; 3] =
+        core::array::from_fn(|_| Reservation::reserve(slot_len()));
+    let m1 = osmem::stats();
+    c.flag(
+        K::Flag,
+        m1.metadata_bytes - m0.metadata_bytes == 2 * ps as u64,
+    );
+    let works = |r: Result<Reservation, Error>| {
+        r.is_ok_and(|r| {
+            r.map(0, ps).is_ok() && r.used(0, ps).is_ok() && perms_code(r.as_ptr() as usize) == P_RW
+        })
+    };
+    c.flag(
+        K::X2,
+        m1.mprotect_calls == m0.mprotect_calls && more.into_iter().all(works),
+    );
+    drop(r);
+    drop(plain);
+    drop(held);
+}
+
 /// Mapping names: a region is named at its first `map` (reserve + drop names nothing, so a
 /// wasm pool's reserve/drop stays one mmap and one munmap). X1: prctl calls issued by
 /// reserve + the first map (1 = the failure stopped naming; 2 = a transient EAGAIN retried,
@@ -1771,6 +1871,117 @@ fn op_batch_unused(c: &mut Ctx<'_>) {
 
 fn op_batch_fault_guard(c: &mut Ctx<'_>) {
     batch(c, BatchKind::Fault(FaultStrategy::Guard));
+}
+
+/// Slots of one flush of [`op_batch_unused_locked`]; the next flush takes as many others.
+const LOCKED_SLOTS: usize = 4;
+/// Ranges of one such flush: pages 0..4 and 8..12 of each slot.
+const LOCKED_RANGES: usize = 2 * LOCKED_SLOTS;
+const LOCKED_RANGE_PAGES: usize = 4;
+/// Pages of those slots a flush leaves resident (the other half of each slot).
+const LOCKED_KEPT: u64 = (LOCKED_SLOTS * (SLOT_PAGES - 2 * LOCKED_RANGE_PAGES)) as u64;
+
+/// A DONTNEED batch over mlocked slots (`mlock`, in the child) in a process that has not met
+/// locked memory yet: the kernel refuses `process_madvise(MADV_DONTNEED)` at the first range
+/// (DONTNEED refuses `VM_LOCKED`), madvise(DONTNEED) refuses that range too, so the flush
+/// goes on with `process_madvise(MADV_DONTNEED_LOCKED)`, the call the injection hits.
+/// How: `U_DONTNEED_LOCKED` if every range says so (released, zeroed); Resident: pages of
+/// the 4 slots still resident (the unbatched halves); Zero: the ranges read zero and the
+/// rest kept its data; Flag: osmem's states (ranges Prepared, the rest Ready); X1: every
+/// slot still mlocked (`lo` in VmFlags); X2: the flush's process_madvise calls; Fallback:
+/// `fallback_locked` over the flush. The next: the same ranges of 4 other locked slots.
+fn op_batch_unused_locked(c: &mut Ctx<'_>) {
+    let Some(s) = Slots::try_new(2 * LOCKED_SLOTS) else {
+        return;
+    };
+    let r = &s.r;
+    // SAFETY: mlock of our own slots.
+    let lock = |i: usize| unsafe { libc::mlock(s.addr(i) as *const _, slot_len()) } == 0;
+    let ready = (0..2 * LOCKED_SLOTS).all(|i| s.ready(i, 0xA5) && lock(i));
+    // No release has met locked memory in this child yet: the batch starts with DONTNEED.
+    c.setup(ready && osmem::stats().fallback_locked == 0);
+    let in_range = |p: usize| p % 8 < LOCKED_RANGE_PAGES;
+    let flush = |first: usize, all_locked: &mut bool| {
+        let mut b: Batch<'_, 16> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+        for i in first..first + LOCKED_SLOTS {
+            for p in [0, 8] {
+                let off = slot_off(i) + p * ps();
+                // SAFETY: nothing refers to these pages.
+                if unsafe { b.push(r, off, LOCKED_RANGE_PAGES * ps()) }.is_err() {
+                    return None;
+                }
+            }
+        }
+        // SAFETY: as above.
+        Some(unsafe {
+            b.flush_with(|br| {
+                *all_locked &= matches!(br.result, Ok(BatchDone::Unused(u))
+                    if u.how == UnusedHow::DontNeedLocked && u.zeroed && u.released);
+            })
+        })
+    };
+    c.arm();
+    let a = osmem::stats();
+    let mut all_locked = true;
+    let Some(rep) = flush(0, &mut all_locked) else {
+        return;
+    };
+    let b = osmem::stats();
+    let bad = rep.failed != 0
+        || rep.refused != 0
+        || rep.ranges != LOCKED_RANGES
+        || rep.bytes != LOCKED_RANGES * LOCKED_RANGE_PAGES * ps()
+        || rep.error.is_some();
+    c.flag(K::Result, bad);
+    c.set(K::PerRange, rep.per_range as u64);
+    c.set(K::X2, rep.batch_calls as u64);
+    c.set(K::Fallback, stats_delta(&a, &b, |s| s.fallback_locked));
+    c.set(K::How, if all_locked { U_DONTNEED_LOCKED } else { 0 });
+    let slots = 0..LOCKED_SLOTS;
+    c.set(
+        K::Resident,
+        slots
+            .clone()
+            .map(|i| resident_pages(s.addr(i), slot_len()) as u64)
+            .sum(),
+    );
+    c.flag(
+        K::X1,
+        slots
+            .clone()
+            .all(|i| smaps_at(s.addr(i)).is_some_and(|e| e.vm_flags.contains("lo"))),
+    );
+    c.flag(
+        K::Flag,
+        slots.clone().all(|i| {
+            (0..SLOT_PAGES).all(|p| {
+                let want = if in_range(p) {
+                    osmem::State::Prepared
+                } else {
+                    osmem::State::Ready
+                };
+                r.state(slot_off(i) + p * ps()) == Some(want)
+            })
+        }),
+    );
+    // Read last: reading a released page maps the zero page, which mincore counts.
+    c.flag(
+        K::Zero,
+        slots.clone().all(|i| {
+            (0..SLOT_PAGES).all(|p| {
+                let at = s.addr(i) + p * ps();
+                if in_range(p) {
+                    // SAFETY: Prepared after DONTNEED(_LOCKED): mapped read-write.
+                    unsafe { is_zero(at, ps()) }
+                } else {
+                    all_bytes(at, ps(), 0xA5)
+                }
+            })
+        }),
+    );
+    c.again(|| {
+        let _ = flush(LOCKED_SLOTS, &mut true);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2205,6 +2416,61 @@ matrix! {
         op_reserve_named, Prim::Prctl, T_PRCTL_SET_VMA, EagainOnce,
         BestEffort(DG_NAME_IF_KERNEL_LACKS), SkippedIfKernelLacksNames,
         &[eq(K::Retries, 1), eq(K::X1, 2), eq(K::X2, 1)]).cold();
+
+    // ----- process_madvise(MADV_DONTNEED_LOCKED): a batch unused over mlocked slots, after
+    // the kernel refused process_madvise(MADV_DONTNEED) at the first range (EINVAL) and
+    // madvise found it locked. Every range is released either way and keeps its lock.
+    // ENOSYS / EPERM: process_madvise as a whole is off (sticky); the 8 ranges go through
+    // the per-range chain (madvise DONTNEED refused, then DONTNEED_LOCKED: fallback_locked
+    // 1 + 8). Injected: the kernel's own EINVAL plus the injected refusal.
+    process_madvise_locked_enosys = row("process_madvise(MADV_DONTNEED_LOCKED)",
+        "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
+        T_PM_DONTNEED_LOCKED, Enosys, NextLink(DG_PM), Skipped,
+        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
+          eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
+          eq(K::X2, 2), eq(K::Fallback, 1 + LOCKED_RANGES as u64), eq(K::Injected, 2)]);
+    // EINVAL: madvise(MADV_DONTNEED_LOCKED) takes the first range, so process_madvise does
+    // not take that advice here: only it is off (sticky; counted as a process_madvise
+    // downgrade), the other 7 ranges go per range. Locked memory is remembered, but with
+    // that advice off the next batch starts with process_madvise(MADV_DONTNEED) again, which
+    // the kernel refuses on the locked range (one more EINVAL: Injected 3), and goes per range.
+    process_madvise_locked_einval = row("process_madvise(MADV_DONTNEED_LOCKED)",
+        "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
+        T_PM_DONTNEED_LOCKED, Einval, NextLink(DG_PM), Again,
+        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64 - 1),
+          eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
+          eq(K::X2, 2), eq(K::Fallback, LOCKED_RANGES as u64), eq(K::Injected, 3),
+          eq(K::Again, 1)]);
+    process_madvise_locked_eperm = row("process_madvise(MADV_DONTNEED_LOCKED)",
+        "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
+        T_PM_DONTNEED_LOCKED, Eperm, NextLink(DG_PM), Skipped,
+        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
+          eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
+          eq(K::X2, 2), eq(K::Fallback, 1 + LOCKED_RANGES as u64), eq(K::Injected, 2)]);
+    // EAGAIN: the same call again releases all 8 ranges (3 calls in all); the next batch
+    // starts with MADV_DONTNEED_LOCKED directly: one call.
+    process_madvise_locked_eagain_once = row("process_madvise(MADV_DONTNEED_LOCKED)",
+        "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
+        T_PM_DONTNEED_LOCKED, EagainOnce, Retried, Again,
+        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, 0), eq(K::Resident, LOCKED_KEPT),
+          eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1), eq(K::X2, 3), eq(K::Fallback, 1),
+          eq(K::Again, 1)]);
+
+    // ----- mprotect(RW): the metadata arena's growth for a registry slot chunk (every
+    // static slot taken) → a typed error from reserve, whose own mmap is undone
+    mprotect_registry_grow_einval = row("mprotect(RW) metadata arena growth",
+        "reserve (slot chunk needed)", op_registry_grow, Prim::Mprotect, T_MPROTECT_ARENA,
+        Einval, TypedError(Op::Reserve, Syscall::Mprotect, 0), Again,
+        &[eq(K::X2, 1), eq(K::Flag, 1)]);
+    mprotect_registry_grow_eperm = row("mprotect(RW) metadata arena growth",
+        "reserve (slot chunk needed)", op_registry_grow, Prim::Mprotect, T_MPROTECT_ARENA,
+        Eperm, TypedError(Op::Reserve, Syscall::Mprotect, 0), Again,
+        &[eq(K::X2, 1), eq(K::Flag, 1)]);
+    // EAGAIN: retried; the arena grew a step, so the next reserve needs no growth (and the
+    // new slot chunk still has free slots for the later ones: Flag 0).
+    mprotect_registry_grow_eagain_once = row("mprotect(RW) metadata arena growth",
+        "reserve (slot chunk needed)", op_registry_grow, Prim::Mprotect, T_MPROTECT_ARENA,
+        EagainOnce, Retried, Skipped, &[eq(K::X1, 1), eq(K::X2, 1), eq(K::Flag, 0)]);
 }
 
 /// The matrix is what the issue asks for: at least 30 scenarios, every injected errno
