@@ -388,3 +388,90 @@ fn a_locked_range_in_the_middle_of_a_batch_is_released_in_the_batch() {
         }
     }
 }
+
+/// Ranges of two reservations pushed interleaved, many of them sharing a 16-page word of
+/// their map (the flush claims and settles those as one group per word), with a range across
+/// two words, a two-page range and an overlap among them: every page ends in the state the
+/// ranges say, and the kernel agrees page by page (mincore); the pages between stay resident
+/// with their contents.
+#[test]
+fn interleaved_groups_of_two_reservations_settle_page_by_page() {
+    // With a refusal the flush settles range by range; without, by groups.
+    interleaved(true);
+    interleaved(false);
+}
+
+fn interleaved(with_overlap: bool) {
+    let ps = osmem::page_size();
+    let pages = 96;
+    let (a, b) = (
+        Reservation::alloc(pages * ps).unwrap(),
+        Reservation::alloc(pages * ps).unwrap(),
+    );
+    for r in [&a, &b] {
+        unsafe { r.as_ptr().write_bytes(0x6b, pages * ps) };
+    }
+    // (reservation, first page, pages): every third page of both, interleaved, then a range
+    // across the word boundary at page 48, a two-page range, and an overlap (refused).
+    let mut ranges: Vec<(usize, usize, usize)> = Vec::new();
+    for p in (0..40).step_by(3) {
+        ranges.push((0, p, 1));
+        ranges.push((1, p + 1, 1));
+    }
+    ranges.extend([(0, 46, 4), (1, 60, 2), (0, 61, 1)]);
+    // Runs of one reservation in one word (groups), two groups in the same word of `a`, a
+    // group of `b` between them.
+    ranges.extend([(0, 64, 1), (0, 66, 1), (0, 68, 2), (0, 71, 1)]);
+    ranges.extend([(1, 64, 1), (1, 65, 1), (1, 67, 3)]);
+    ranges.extend([(0, 72, 1), (0, 74, 1), (0, 79, 1)]);
+    // Last: an overlap of an earlier range (refused, nothing changed).
+    if with_overlap {
+        ranges.push((0, 61, 2));
+    }
+    let acted = ranges.len() - usize::from(with_overlap);
+    let mut q: Batch<'_, 64> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    for &(k, p, n) in &ranges {
+        let r = if k == 0 { &a } else { &b };
+        unsafe { q.push(r, p * ps, n * ps).unwrap() };
+    }
+    let rep = unsafe { q.flush() };
+    assert_eq!(
+        (rep.ranges, rep.refused, rep.failed),
+        (acted, usize::from(with_overlap), 0),
+        "{rep:?}"
+    );
+    // What each page must be: released if a range acted on it (the first of two that
+    // overlap), Ready otherwise.
+    let mut released = [[false; 96]; 2];
+    for &(k, p, n) in &ranges[..acted] {
+        released[k][p..p + n].fill(true);
+    }
+    for (k, r) in [&a, &b].into_iter().enumerate() {
+        let base = r.as_ptr() as usize;
+        for (p, &rel) in released[k].iter().enumerate() {
+            let (want, resident) = if rel {
+                (State::Prepared, 0)
+            } else {
+                (State::Ready, 1)
+            };
+            assert_eq!(r.state(p * ps), Some(want), "reservation {k} page {p}");
+            assert_eq!(
+                resident_pages(base + p * ps, ps),
+                resident,
+                "reservation {k} page {p}"
+            );
+            if !rel {
+                assert_eq!(unsafe { *((base + p * ps) as *const u8) }, 0x6b);
+            }
+        }
+        // The accounting agrees with the pages.
+        let n = released[k].iter().filter(|&&x| x).count();
+        assert_eq!(
+            r.bytes_in(State::Prepared),
+            (n * ps) as u64,
+            "reservation {k}"
+        );
+        // Nothing is left held.
+        r.used(0, pages * ps).unwrap();
+    }
+}
