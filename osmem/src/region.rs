@@ -173,7 +173,9 @@ impl Settle<'_, '_> {
         };
         Guard::set_word(node, (first % crate::table::LEAF) / 16, m, code);
         self.leaf = Some((leaf, node));
-        self.refold = Some(first);
+        // The fold starts from a page just settled: `first` may be another claim's page of
+        // the word, which `refold` would let go of.
+        self.refold = Some((first & !15) + m.trailing_zeros() as usize / 4);
         self.to[state_of(code) as usize] += bytes;
         true
     }
