@@ -34,8 +34,9 @@
 //!   more than the per-range loop. (Unless process_madvise takes `MADV_DONTNEED` but refuses
 //!   `MADV_DONTNEED_LOCKED` — no kernel does, a seccomp filter can: that advice is then
 //!   downgraded, later batches start with DONTNEED again, and each one over locked memory
-//!   makes two calls more than the loop, the refused process_madvise and the madvise that
-//!   finds the range locked.)
+//!   makes three calls more than the loop: the refused process_madvise, the madvise that
+//!   finds the range locked and the zero-length call that tells a refused range from an
+//!   unknown advice.)
 //! - `ENOSYS`, `EPERM`/`EACCES`, `ESRCH`: process_madvise is unusable here → sticky downgrade,
 //!   every later range goes through the per-range chain (the madvise loop).
 //! - `EBADF`/`EINVAL` with the `PIDFD_SELF` sentinel on its first use: a kernel before 6.15

@@ -45,8 +45,10 @@ pub enum UnusedHow {
     Free,
     /// `MADV_DONTNEED`: released now.
     DontNeed,
-    /// `MADV_DONTNEED_LOCKED`: the range is mlocked; released now, still locked (its pages
-    /// come back locked when touched).
+    /// `MADV_DONTNEED_LOCKED`: released now; a locked range stays locked (its pages come back
+    /// locked when touched). Used for a range the kernel refused `MADV_DONTNEED` for (it is
+    /// mlocked), and from then on for every `DontNeed` release of the process, locked or not
+    /// (the same call on unlocked memory: a locked range then costs one call, not three).
     DontNeedLocked,
     /// `mmap(RW, MAP_FIXED)`: replaced by fresh zero pages.
     Remap,

@@ -2421,17 +2421,19 @@ matrix! {
     // the kernel refused process_madvise(MADV_DONTNEED) at the first range (EINVAL) and
     // madvise found it locked. Every range is released either way and keeps its lock.
     // ENOSYS / EPERM: process_madvise as a whole is off (sticky); the 8 ranges go through
-    // the per-range chain (madvise DONTNEED refused, then DONTNEED_LOCKED: fallback_locked
-    // 1 + 8). Injected: the kernel's own EINVAL plus the injected refusal.
+    // the per-range chain, which starts with madvise(DONTNEED_LOCKED) now that locked memory
+    // was seen (one call each; fallback_locked 1, the batch's own refusal). Injected: the
+    // kernel's own EINVAL plus the injected refusal.
     process_madvise_locked_enosys = row("process_madvise(MADV_DONTNEED_LOCKED)",
         "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
         T_PM_DONTNEED_LOCKED, Enosys, NextLink(DG_PM), Skipped,
         &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
           eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
-          eq(K::X2, 2), eq(K::Fallback, 1 + LOCKED_RANGES as u64), eq(K::Injected, 2)]);
+          eq(K::X2, 2), eq(K::Fallback, 1), eq(K::Injected, 2)]);
     // EINVAL: madvise(MADV_DONTNEED_LOCKED) takes the first range, so process_madvise does
     // not take that advice here: only it is off (sticky; counted as a process_madvise
-    // downgrade), the other 7 ranges go per range. Locked memory is remembered, but with
+    // downgrade), the other 7 ranges go per range (DONTNEED_LOCKED, one call each). Locked
+    // memory is remembered, but with
     // that advice off the next batch starts with process_madvise(MADV_DONTNEED) again, which
     // the kernel refuses on the locked range (one more EINVAL: Injected 3), and goes per range.
     process_madvise_locked_einval = row("process_madvise(MADV_DONTNEED_LOCKED)",
@@ -2439,14 +2441,14 @@ matrix! {
         T_PM_DONTNEED_LOCKED, Einval, NextLink(DG_PM), Again,
         &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64 - 1),
           eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
-          eq(K::X2, 2), eq(K::Fallback, LOCKED_RANGES as u64), eq(K::Injected, 3),
+          eq(K::X2, 2), eq(K::Fallback, 1), eq(K::Injected, 3),
           eq(K::Again, 1)]);
     process_madvise_locked_eperm = row("process_madvise(MADV_DONTNEED_LOCKED)",
         "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
         T_PM_DONTNEED_LOCKED, Eperm, NextLink(DG_PM), Skipped,
         &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
           eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
-          eq(K::X2, 2), eq(K::Fallback, 1 + LOCKED_RANGES as u64), eq(K::Injected, 2)]);
+          eq(K::X2, 2), eq(K::Fallback, 1), eq(K::Injected, 2)]);
     // EAGAIN: the same call again releases all 8 ranges (3 calls in all); the next batch
     // starts with MADV_DONTNEED_LOCKED directly: one call.
     process_madvise_locked_eagain_once = row("process_madvise(MADV_DONTNEED_LOCKED)",

@@ -188,7 +188,10 @@ fn releases_under_mlockall_keep_the_lock() {
     for (k, v) in want {
         assert_eq!(kv[k], v, "{k}: {kv:?}");
     }
-    assert!(kv["fallback_locked"].parse::<u64>().unwrap() >= 2, "{kv:?}");
+    // At most once, for the first refusal (none if locked memory was known before the first
+    // release): from then on releases start with MADV_DONTNEED_LOCKED, one call, nothing
+    // refused.
+    assert!(kv["fallback_locked"].parse::<u64>().unwrap() <= 1, "{kv:?}");
     let _ = Touch::Ok;
 }
 
