@@ -1880,6 +1880,19 @@ const LOCKED_RANGES: usize = 2 * LOCKED_SLOTS;
 const LOCKED_RANGE_PAGES: usize = 4;
 /// Pages of those slots a flush leaves resident (the other half of each slot).
 const LOCKED_KEPT: u64 = (LOCKED_SLOTS * (SLOT_PAGES - 2 * LOCKED_RANGE_PAGES)) as u64;
+/// What the ENOSYS and EPERM rows of process_madvise(MADV_DONTNEED_LOCKED) find: every range
+/// released per range with madvise(DONTNEED_LOCKED), one call each (see those rows).
+const PM_LOCKED_OFF: &[Want] = &[
+    eq(K::How, U_DONTNEED_LOCKED),
+    eq(K::PerRange, LOCKED_RANGES as u64),
+    eq(K::Resident, LOCKED_KEPT),
+    eq(K::Zero, 1),
+    eq(K::Flag, 1),
+    eq(K::X1, 1),
+    eq(K::X2, 2),
+    eq(K::Fallback, 1),
+    eq(K::Injected, 2),
+];
 
 /// A DONTNEED batch over mlocked slots (`mlock`, in the child) in a process that has not met
 /// locked memory yet: the kernel refuses `process_madvise(MADV_DONTNEED)` at the first range
@@ -2427,15 +2440,13 @@ matrix! {
     process_madvise_locked_enosys = row("process_madvise(MADV_DONTNEED_LOCKED)",
         "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
         T_PM_DONTNEED_LOCKED, Enosys, NextLink(DG_PM), Skipped,
-        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
-          eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
-          eq(K::X2, 2), eq(K::Fallback, 1), eq(K::Injected, 2)]);
+        PM_LOCKED_OFF);
     // EINVAL: madvise(MADV_DONTNEED_LOCKED) takes the first range, so process_madvise does
     // not take that advice here: only it is off (sticky; counted as a process_madvise
     // downgrade), the other 7 ranges go per range (DONTNEED_LOCKED, one call each). Locked
-    // memory is remembered, but with
-    // that advice off the next batch starts with process_madvise(MADV_DONTNEED) again, which
-    // the kernel refuses on the locked range (one more EINVAL: Injected 3), and goes per range.
+    // memory is remembered, but with that advice off the next batch starts with
+    // process_madvise(MADV_DONTNEED) again, which the kernel refuses on the locked range (one
+    // more EINVAL: Injected 3), and goes per range.
     process_madvise_locked_einval = row("process_madvise(MADV_DONTNEED_LOCKED)",
         "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
         T_PM_DONTNEED_LOCKED, Einval, NextLink(DG_PM), Again,
@@ -2446,9 +2457,7 @@ matrix! {
     process_madvise_locked_eperm = row("process_madvise(MADV_DONTNEED_LOCKED)",
         "batch unused (mlocked)", op_batch_unused_locked, Prim::ProcessMadvise,
         T_PM_DONTNEED_LOCKED, Eperm, NextLink(DG_PM), Skipped,
-        &[eq(K::How, U_DONTNEED_LOCKED), eq(K::PerRange, LOCKED_RANGES as u64),
-          eq(K::Resident, LOCKED_KEPT), eq(K::Zero, 1), eq(K::Flag, 1), eq(K::X1, 1),
-          eq(K::X2, 2), eq(K::Fallback, 1), eq(K::Injected, 2)]);
+        PM_LOCKED_OFF);
     // EAGAIN: the same call again releases all 8 ranges (3 calls in all); the next batch
     // starts with MADV_DONTNEED_LOCKED directly: one call.
     process_madvise_locked_eagain_once = row("process_madvise(MADV_DONTNEED_LOCKED)",
