@@ -79,29 +79,22 @@ struct Runs {
 }
 
 fn tag(addr: usize) -> u64 {
-    addr as u64 ^ MAGIC
+    osmem_testkit::page_tag(addr, MAGIC)
 }
 
 /// Every page of a run carries its tag, and in its last word a flag saying the tag is there
 /// (one page is copied by the fork at one instant: both or neither).
 fn fill(addr: usize, pages: usize, ps: usize) {
     for p in 0..pages {
-        let a = addr + p * ps;
         // SAFETY: a page of the calling thread's own run.
-        unsafe {
-            (a as *mut u64).write_volatile(tag(a));
-            (*((a + ps - 8) as *const std::sync::atomic::AtomicU64)).store(1, Ordering::Release);
-        }
+        unsafe { osmem_testkit::tag_page(addr + p * ps, MAGIC) };
     }
 }
 
 fn unflag(addr: usize, pages: usize, ps: usize) {
     for p in 0..pages {
-        let a = addr + p * ps;
         // SAFETY: as above.
-        unsafe {
-            (*((a + ps - 8) as *const std::sync::atomic::AtomicU64)).store(0, Ordering::Release)
-        };
+        unsafe { osmem_testkit::untag_page(addr + p * ps) };
     }
 }
 

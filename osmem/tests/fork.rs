@@ -21,7 +21,10 @@
 use osmem::{
     lookup, Batch, BatchKind, FaultStrategy, PageRun, Reservation, Residence, State, UnusedAdvice,
 };
-use osmem_testkit::{eprint_bytes, eprint_u64, resident_pages, vma_at, vmas_within, Rng, Vma};
+use osmem_testkit::{
+    eprint_bytes, eprint_u64, page_tag, page_tag_intact, resident_pages, tag_page, untag_page,
+    vma_at, vmas_within, Rng, Vma,
+};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const THREADS: usize = 4;
@@ -43,26 +46,19 @@ fn ps() -> usize {
 }
 
 fn tag(addr: usize) -> u64 {
-    addr as u64 ^ MAGIC
+    page_tag(addr, MAGIC)
 }
 
 /// Fill a Ready page: its tag first, then the flag in its last word saying the tag is there.
 fn fill(addr: usize) {
     // SAFETY: a Ready page of the calling thread's own.
-    unsafe {
-        (addr as *mut u64).write_volatile(tag(addr));
-        let flag = &*((addr + ps() - 8) as *const std::sync::atomic::AtomicU64);
-        flag.store(1, Ordering::Release);
-    }
+    unsafe { tag_page(addr, MAGIC) }
 }
 
 /// The page is about to be released or faulted: its tag no longer counts.
 fn unflag(addr: usize) {
     // SAFETY: as for `fill`.
-    unsafe {
-        let flag = &*((addr + ps() - 8) as *const std::sync::atomic::AtomicU64);
-        flag.store(0, Ordering::Release);
-    }
+    unsafe { untag_page(addr) }
 }
 
 /// A page of a thread: which reservation, which page.
@@ -168,13 +164,7 @@ fn check_region(r: &Reservation) -> i32 {
                     return fail(BAD_PERMS, b"Ready not rw", addr);
                 }
                 // SAFETY: a Ready page (rw-p, checked above).
-                let (t, flag) = unsafe {
-                    (
-                        (addr as *const u64).read_volatile(),
-                        ((addr + ps() - 8) as *const u64).read_volatile(),
-                    )
-                };
-                if flag == 1 && t != tag(addr) {
+                if !unsafe { page_tag_intact(addr, MAGIC) } {
                     return fail(BAD_CONTENT, b"Ready page lost its contents", addr);
                 }
             }

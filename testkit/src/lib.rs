@@ -43,8 +43,8 @@ pub use child::{
     SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR,
 };
 pub use mem::{
-    drain_lru_batches, is_zero, map_rw, page_size, pagemap_entries, pagemap_scan_answers,
-    resident_pages,
+    drain_lru_batches, is_zero, map_rw, page_size, page_tag, page_tag_intact, pagemap_entries,
+    pagemap_scan_answers, resident_pages, tag_page, untag_page,
 };
 pub use procfs::{
     eprint_maps, maps_line_count, smaps_at, smaps_sum, vma_at, vmas_in, vmas_within, SmapsEntry,

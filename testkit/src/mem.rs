@@ -265,6 +265,50 @@ pub fn pagemap_scan_answers(addr: usize, len: usize) -> bool {
     r >= 0
 }
 
+/// A page's tag for fork tests: the first word of a page derived from its address and a
+/// test's `magic`, and in its last word a flag saying the tag is there. Both are in one page,
+/// so a fork copies both or neither: a child that finds the flag set and the tag wrong has a
+/// page that lost its contents. Allocation-free.
+pub fn page_tag(addr: usize, magic: u64) -> u64 {
+    addr as u64 ^ magic
+}
+
+/// Write the tag of the page at `addr` (see [`page_tag`]), then set its flag.
+///
+/// # Safety
+/// `[addr, addr + page_size())` is writable memory the caller owns.
+pub unsafe fn tag_page(addr: usize, magic: u64) {
+    (addr as *mut u64).write_volatile(page_tag(addr, magic));
+    tag_flag(addr).store(1, Ordering::Release);
+}
+
+/// Clear the flag of the page at `addr`: its tag no longer counts (the page is about to be
+/// released or faulted).
+///
+/// # Safety
+/// As for [`tag_page`].
+pub unsafe fn untag_page(addr: usize) {
+    tag_flag(addr).store(0, Ordering::Release);
+}
+
+/// Whether the page at `addr` holds what its flag says: no flag, or the right tag.
+///
+/// # Safety
+/// `[addr, addr + page_size())` is readable.
+pub unsafe fn page_tag_intact(addr: usize, magic: u64) -> bool {
+    let t = (addr as *const u64).read_volatile();
+    let flag = ((addr + page_size() - 8) as *const u64).read_volatile();
+    flag != 1 || t == page_tag(addr, magic)
+}
+
+/// The flag word of the page at `addr`.
+///
+/// # Safety
+/// As for [`tag_page`].
+unsafe fn tag_flag(addr: usize) -> &'static core::sync::atomic::AtomicU64 {
+    &*((addr + page_size() - 8) as *const core::sync::atomic::AtomicU64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
