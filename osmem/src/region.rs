@@ -157,21 +157,14 @@ impl Settle<'_, '_> {
     #[inline]
     pub(crate) fn set_word(&mut self, first: usize, m: u64, bytes: u64, code: u8) -> bool {
         let leaf = first / crate::table::LEAF;
-        let node = match self.leaf {
-            // The same leaf as the last range: no walk.
-            Some((l, node)) if l == leaf => node,
-            _ => {
-                self.fold_pending();
-                match self.g.word(first) {
-                    Some((node, _)) => node,
-                    None => {
-                        self.leaf = None;
-                        return false;
-                    }
-                }
-            }
+        if self.leaf.is_some_and(|(l, _)| l != leaf) {
+            self.fold_pending();
+            self.leaf = None;
+        }
+        let Some((node, k)) = self.g.word(first) else {
+            return false;
         };
-        Guard::set_word(node, (first % crate::table::LEAF) / 16, m, code);
+        Guard::set_word(node, k, m, code);
         self.leaf = Some((leaf, node));
         // The fold starts from a page just settled: `first` may be another claim's page of
         // the word, which `refold` would let go of.

@@ -1182,25 +1182,10 @@ impl Guard<'_> {
             s = cs;
             q &= cs - 1;
         }
-        // The word's pages of `m` must all have `code`: in a one-entry span, a word outside
-        // the exception (or inside it) has one code, read once.
-        let one = match decode(ld(e)) {
-            E::Uni(c) => Some(c),
-            E::Exc { bg, off, len, .. } if q + 16 <= off || q >= off + len => Some(bg),
-            E::Exc { off, len, ec, .. } if q >= off && q + 16 <= off + len => Some(ec),
-            _ => None,
-        };
-        match one {
-            Some(c) if c != code => return Ok(None),
-            Some(_) => {}
-            None => {
-                let flat = ld(e);
-                for x in 0..16 {
-                    if (m >> (4 * x)) & 0xF != 0 && code_at(flat, s, q + x, |_| None) != Some(code)
-                    {
-                        return Ok(None);
-                    }
-                }
+        let flat = ld(e);
+        for x in 0..16 {
+            if (m >> (4 * x)) & 0xF != 0 && code_at(flat, s, q + x, |_| None) != Some(code) {
+                return Ok(None);
             }
         }
         self.ensure(self.depth)?;
