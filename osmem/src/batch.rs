@@ -278,6 +278,9 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     /// The reservations of the queued ranges, `regions[..nregions]`.
     regions: [Option<&'r Reservation>; REGIONS],
     nregions: usize,
+    /// The address of `regions[0]` while it is the only one, else 0: `push`'s one compare
+    /// for the usual batch (an address, not a pointer, so the batch stays `Send`).
+    sole: usize,
     /// `iov[..len]` is initialised; so is `idx[..len]` once `nregions > 1` (until then every
     /// range is the first reservation's, and the array is not touched).
     iov: [MaybeUninit<Iov>; N],
@@ -291,6 +294,10 @@ pub struct Batch<'r, const N: usize = MAX_IOV> {
     /// How many groups the notes hold (`None`: the claims stopped recording them, or ranges
     /// moved).
     groups: Option<usize>,
+    /// Bytes of the ranges this round claimed: summed in the claims' pass, which reads every
+    /// length anyway, so the usual flush needs no pass over the iovecs after its system
+    /// call (measured: ~0.3 µs of 1024 ranges).
+    claimed_bytes: usize,
 }
 
 // Groups. Small disjoint ranges of one reservation pushed one after the other into the same
@@ -495,12 +502,14 @@ impl<'r, const N: usize> Batch<'r, N> {
             report: BatchReport::default(),
             regions: [None; REGIONS],
             nregions: 0,
+            sole: 0,
             // SAFETY: an array of MaybeUninit needs no initialisation.
             iov: unsafe { MaybeUninit::uninit().assume_init() },
             idx: unsafe { MaybeUninit::uninit().assume_init() },
             note: unsafe { MaybeUninit::uninit().assume_init() },
             retry: false,
             groups: None,
+            claimed_bytes: 0,
         }
     }
 
@@ -566,16 +575,27 @@ impl<'r, const N: usize> Batch<'r, N> {
         if self.len == N {
             self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
         }
-        // The usual batch: every range of one reservation.
-        let one = self.nregions == 1 && self.regions[0].is_some_and(|r| core::ptr::eq(r, region));
-        let k = if one { 0 } else { self.region_index(region) };
+        // The usual batch: every range of one reservation, one compare and the iovec.
+        if self.sole == region as *const Reservation as usize {
+            let i = self.len;
+            self.iov[i] = MaybeUninit::new(Iov { base: addr, len });
+            self.len = i + 1;
+        } else {
+            self.push_other(region, addr, len);
+        }
+        Ok(())
+    }
+
+    /// `push` of a range whose reservation is not the batch's only one (yet).
+    #[inline(never)]
+    fn push_other(&mut self, region: &'r Reservation, addr: usize, len: usize) {
+        let k = self.region_index(region);
         let i = self.len;
         self.iov[i] = MaybeUninit::new(Iov { base: addr, len });
         if self.nregions > 1 {
             self.idx[i] = MaybeUninit::new(k as u8);
         }
         self.len += 1;
-        Ok(())
     }
 
     /// The index of `region` among the batch's reservations, adding it (and flushing first if
@@ -598,6 +618,11 @@ impl<'r, const N: usize> Batch<'r, N> {
         }
         self.regions[self.nregions] = Some(region);
         self.nregions += 1;
+        self.sole = if self.nregions == 1 {
+            region as *const Reservation as usize
+        } else {
+            0
+        };
         self.nregions - 1
     }
 
@@ -699,6 +724,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         self.len = 0;
         self.regions = [None; REGIONS];
         self.nregions = 0;
+        self.sole = 0;
         self.retry = false;
     }
 
@@ -733,6 +759,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let refused_before = report.refused;
         let mut pending = false;
         let mut groups = (self.len < 1 << GROUP_I_BITS).then_some(0);
+        let mut bytes = 0;
         let (iov, mut regs) = self.queued();
         for k in 0..nregions {
             let r = regs.regions[k].expect("a reservation of the batch");
@@ -759,6 +786,7 @@ impl<'r, const N: usize> Batch<'r, N> {
                 retry,
                 report: &mut report,
                 groups: &mut groups,
+                bytes: &mut bytes,
             };
             // The usual batch (one reservation, first round) gets a loop of its own.
             pending |= if nregions == 1 && !retry {
@@ -770,6 +798,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let all = report.refused == refused_before && !pending;
         self.report = report;
         self.groups = groups;
+        self.claimed_bytes = bytes;
         all
     }
 
@@ -861,9 +890,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let plain =
             |k: &Option<config::Knobs>| k.map_or(true, |k| !k.harddecommit() && !k.checked());
         if done == nc && knobs.iter().all(plain) {
-            for v in iov.iter() {
-                report.settled(v.len);
-            }
+            report.settled_all(nc, self.claimed_bytes);
             if batched_how == UnusedHow::Free {
                 report.not_zeroed += nc;
             }
@@ -968,9 +995,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         // The usual outcome: every range emptied and guarded, no checks asked: one code for
         // all, settled in one pass.
         if guarded_all && knobs.iter().all(|k| k.map_or(true, |k| !k.checked())) {
-            for v in iov.iter() {
-                report.settled(v.len);
-            }
+            report.settled_all(nc, self.claimed_bytes);
             stats::add(Counter::FaultOps, nc as u64);
             self.report = report;
             return Some((
@@ -1258,6 +1283,12 @@ impl BatchReport {
         self.bytes += len;
     }
 
+    /// Every range claimed this round settled: `n` ranges of `bytes` in all.
+    fn settled_all(&mut self, n: usize, bytes: usize) {
+        self.ranges += n;
+        self.bytes += bytes;
+    }
+
     /// The range's release failed: it is let go of, unchanged, when the batch settles.
     fn failed(
         &mut self,
@@ -1381,6 +1412,8 @@ struct ClaimCtx<'a, 'r> {
     report: &'a mut BatchReport,
     /// Groups recorded so far (see `group_span`); `None` once a range was refused.
     groups: &'a mut Option<usize>,
+    /// Bytes of the ranges claimed so far.
+    bytes: &'a mut usize,
 }
 
 impl<'r> ClaimCtx<'_, 'r> {
@@ -1416,6 +1449,7 @@ impl<'r> ClaimCtx<'_, 'r> {
                 // subtraction and two compares tell, no division into words).
                 let wbase = rb + (w << (sh + 4));
                 let mut j = i + 1;
+                let mut bytes = iov[i].len & !TAGS;
                 while j < n && mine(regs, j, &iov[j]) {
                     let u = &iov[j];
                     let off = u.base.wrapping_sub(wbase);
@@ -1428,6 +1462,7 @@ impl<'r> ClaimCtx<'_, 'r> {
                         break;
                     }
                     m |= m2;
+                    bytes += u.len & !TAGS;
                     j += 1;
                 }
                 // A range alone in its word is claimed there too when the leaf is there
@@ -1440,6 +1475,7 @@ impl<'r> ClaimCtx<'_, 'r> {
                             && mine(regs, j, &iov[j])
                             && ((iov[j].base - rb) >> sh) / LEAF == (w << 4) / LEAF));
                 if (j > i + 1 || lone) && claim_group(c, &mut leaf, w << 4, m) {
+                    *self.bytes += bytes;
                     if let (Some(ng), false) = (self.groups.as_mut(), lone) {
                         regs.note_set(2 * *ng, group_span(i, j, w));
                         regs.note_set(2 * *ng + 1, m);
@@ -1466,6 +1502,7 @@ impl<'r> ClaimCtx<'_, 'r> {
                 Some(c) => match c.claim(op, v.base, len) {
                     Ok(()) => {
                         v.len = len;
+                        *self.bytes += len;
                         i += 1;
                         continue;
                     }
