@@ -85,6 +85,7 @@ impl Drop for ExitOnDrop {
 
 /// Forks; panics in the parent (where allocating is fine) on failure.
 fn fork() -> libc::pid_t {
+    crate::diag::before_fork();
     // SAFETY: the child side only runs allocation-free code (see module docs).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -95,14 +96,15 @@ fn fork() -> libc::pid_t {
 
 /// Child side: arm the watchdog, run `f`, `_exit` with its result.
 fn run_child<F: FnOnce() -> i32>(f: F) -> ! {
+    crate::diag::in_child();
     // SAFETY: plain syscalls on the child's own state.
     unsafe {
         libc::signal(libc::SIGALRM, libc::SIG_DFL);
         libc::alarm(CHILD_TIMEOUT_SECS);
     }
-    // Best effort on panic: the panic hook itself may allocate or print
-    // (glibc's fork does make malloc usable in the child, so this usually
-    // works), then unwinding drops the guard, which exits with
+    // Best effort on panic: the panic hook (see `diag`) writes the message to
+    // fd 2; std may allocate to format it (glibc's fork does make malloc
+    // usable in the child, so this usually works), then unwinding drops the guard, which exits with
     // CHILD_PANIC_EXIT. Do not rely on panicking in a child.
     let guard = ExitOnDrop(CHILD_PANIC_EXIT);
     let code = f();

@@ -29,6 +29,7 @@
 compile_error!("osmem-testkit supports Linux only: it reads /proc/self/smaps and maps, calls mincore and installs seccomp filters.");
 
 mod child;
+mod diag;
 mod mem;
 mod procfs;
 mod profile;
