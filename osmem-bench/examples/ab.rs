@@ -87,7 +87,7 @@ fn main() {
                     }
                 }
                 // SAFETY: nothing references the range.
-                unsafe { a.unused_with(o, pages * ps(), UnusedAdvice::DontNeed) }.unwrap();
+                let _ = unsafe { a.unused_with(o, pages * ps(), UnusedAdvice::DontNeed) }.unwrap();
                 a.used(o, pages * ps()).unwrap();
             }
             (t.elapsed(), n)
@@ -101,7 +101,7 @@ fn main() {
         for i in 0..n {
             let o = (i % 64) * 16 * ps();
             // SAFETY: nothing references the range.
-            unsafe { g.fault_with(o, 16 * ps(), FaultStrategy::Guard) }.unwrap();
+            let _ = unsafe { g.fault_with(o, 16 * ps(), FaultStrategy::Guard) }.unwrap();
             g.map(o, 16 * ps()).unwrap();
             g.used(o, 16 * ps()).unwrap();
         }
@@ -145,7 +145,7 @@ fn main() {
                     unsafe { r.as_ptr().write_bytes(1, big) };
                     let t = Instant::now();
                     // SAFETY: nothing references the range.
-                    unsafe { r.unused_with(0, big, UnusedAdvice::DontNeed) }.unwrap();
+                    let _ = unsafe { r.unused_with(0, big, UnusedAdvice::DontNeed) }.unwrap();
                     longest.fetch_max(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     r.used(0, big).unwrap();
                 }

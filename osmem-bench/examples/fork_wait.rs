@@ -36,7 +36,7 @@ fn main() {
                     unsafe { r.as_ptr().write_bytes(1, size) };
                     let t = Instant::now();
                     // SAFETY: nothing references the range.
-                    unsafe { r.unused_with(0, size, UnusedAdvice::DontNeed) }.unwrap();
+                    let _ = unsafe { r.unused_with(0, size, UnusedAdvice::DontNeed) }.unwrap();
                     longest.fetch_max(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     transitions.fetch_add(1, Ordering::Relaxed);
                     r.used(0, size).unwrap();

@@ -149,7 +149,8 @@ impl WorkerState {
             }
             WorkerState::Residency { buf } => {
                 let r = residency_region();
-                r.residency(0, r.len(), buf)
+                let _ = r
+                    .residency(0, r.len(), buf)
                     .unwrap_or_else(|e| panic!("residency query: {e}"));
             }
         }

@@ -58,7 +58,7 @@ pub fn free_then_used(size: usize, iters: usize) -> LazyFree {
         {
             let t0 = Instant::now();
             // SAFETY: nothing references the range while it is released.
-            unsafe { r.unused_with(0, size, advice) }.expect("unused");
+            let _ = unsafe { r.unused_with(0, size, advice) }.expect("unused");
             let t1 = Instant::now();
             r.used(0, size).expect("used");
             let t2 = Instant::now();

@@ -213,7 +213,7 @@ pub fn scale(plan: ScalePlan) -> Scale {
             if osmem_first {
                 let t = Instant::now();
                 // SAFETY: nothing uses the region.
-                unsafe { r.unused_with(GIB, GIB, UnusedAdvice::DontNeed) }.expect("unused");
+                let _ = unsafe { r.unused_with(GIB, GIB, UnusedAdvice::DontNeed) }.expect("unused");
                 let d = t.elapsed();
                 r.used(GIB, GIB).expect("used");
                 d
@@ -251,7 +251,7 @@ pub fn scale(plan: ScalePlan) -> Scale {
     let t = Instant::now();
     for &p in &picked {
         // SAFETY: nothing uses the region.
-        unsafe { r.fault(p * ps, ps) }.expect("fault");
+        let _ = unsafe { r.fault(p * ps, ps) }.expect("fault");
     }
     let scattered_fault_us = us(t.elapsed()) / picked.len() as f64;
     let scattered_metadata_bytes = osmem::stats().metadata_bytes.saturating_sub(m0);

@@ -69,7 +69,7 @@ fn protect_holes_split_twice_in_the_kernels_view() {
     let before = vmas_in(a, b);
     for off in (chunk..region).step_by(2 * chunk) {
         // SAFETY: nothing references the region.
-        unsafe { r.fault_with(off, chunk, osmem::FaultStrategy::Protect) }.unwrap();
+        let _ = unsafe { r.fault_with(off, chunk, osmem::FaultStrategy::Protect) }.unwrap();
     }
     assert_eq!(vmas_in(a, b) - before, 2 * (region / chunk / 2) - 1);
     let g = vma_growth(Op::FaultProtect, region, chunk);

@@ -129,6 +129,7 @@ pub struct Run {
 /// # unsafe { osmem_heap::Heap::destroy(h) };
 /// # Ok::<(), osmem_heap::HeapError>(())
 /// ```
+#[must_use = "what was released (and what could not be) is only said here"]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Released {

@@ -331,6 +331,7 @@ pub enum Mode {
 /// # unsafe { osmem_heap::Heap::destroy(h) };
 /// # Ok::<(), osmem_heap::HeapError>(())
 /// ```
+#[must_use = "a snapshot has no other effect"]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeapStats {
@@ -402,6 +403,7 @@ pub struct HeapStats {
 /// # unsafe { Heap::destroy(h) };
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[must_use = "an error that is dropped is lost"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HeapError {

@@ -20,7 +20,7 @@ fn a_child_forked_while_the_heap_is_busy_allocates_at_once() {
                     let r = heap.alloc(n).unwrap();
                     heap.free(r.addr, r.pages).unwrap();
                     if k % 64 == 0 {
-                        heap.release(1 << 20);
+                        let _ = heap.release(1 << 20);
                     }
                     k += 1;
                 }
@@ -205,7 +205,7 @@ fn children_forked_at_any_instant_find_every_run_intact_and_the_heap_usable() {
                             }
                         }
                         1 => {
-                            heap.release(1 << 20);
+                            let _ = heap.release(1 << 20);
                         }
                         _ => {
                             let k = rng.below(RUNS);

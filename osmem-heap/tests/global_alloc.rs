@@ -100,7 +100,7 @@ fn std_runs_on_a_heap_made_of_osmem_heap_pages() {
                     .map(|i| char::from(b'a' + (i % 26) as u8))
                     .collect();
                 if t == 0 {
-                    heap().release_all();
+                    let _ = heap().release_all();
                 }
                 (m.len(), s.len())
             })

@@ -418,7 +418,7 @@ fn stress(mode: Mode) {
     for l in live.drain(..) {
         heap.free(l.addr, l.pages).unwrap();
     }
-    heap.release_all();
+    let _ = heap.release_all();
     let st3 = heap.stats();
     assert_eq!(st3.in_use_bytes, 0, "{st3:?}");
     assert_eq!(st3.released_bytes, st3.mapped_bytes, "{st3:?}");
@@ -478,7 +478,7 @@ fn bad_frees_from_several_threads_are_refused_and_change_nothing() {
         for &(h, n) in &holes[..32] {
             heap.free(h, n).unwrap();
         }
-        heap.release_all();
+        let _ = heap.release_all();
         for &(h, n) in &holes[32..] {
             heap.free(h, n).unwrap();
         }
@@ -651,7 +651,7 @@ fn a_double_free_racing_a_release_is_refused() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let _d = SetOnDrop(&done);
-                heap.release_all();
+                let _ = heap.release_all();
             });
             s.spawn(|| {
                 // Double free the freed pages, highest first (where the release starts),

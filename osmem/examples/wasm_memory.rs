@@ -218,7 +218,8 @@ fn main() -> Result<(), osmem::Error> {
         size2 >> 20,
         mem.slot.resident_bytes(0, size2)? >> 20
     );
-    mem.reset()?;
+    let reset = mem.reset()?;
+    assert!(reset.released && reset.zeroed, "reset: {reset:?}");
     assert_eq!(mem.slot.resident_bytes(0, MAX_MEMORY)?, 0);
     println!("ok");
     Ok(())

@@ -172,6 +172,7 @@ fn fault_how_tag(h: FaultHow) -> usize {
 /// assert!(rep.error.is_none());
 /// # Ok::<(), osmem::Error>(())
 /// ```
+#[must_use = "ranges refused or failed are only said here"]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchReport {
@@ -207,6 +208,7 @@ pub struct BatchReport {
 }
 
 /// What a flush did to one range ([`BatchRange::result`]).
+#[must_use = "what was done to the range"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BatchDone {
@@ -248,7 +250,8 @@ pub struct BatchRange<'r> {
 ///
 /// What happened to each range: [`flush_with`](Self::flush_with) reports every range to a
 /// callback, without allocating. [`flush`](Self::flush) returns the totals only (and the
-/// first error). Dropping a batch flushes what is queued and discards the report; ranges
+/// first error). Dropping a batch flushes what is queued and discards the report
+/// ([`finish`](Self::finish) flushes and returns it); ranges
 /// flushed by `push` because the batch was full are counted in the totals of the next
 /// `flush`, not reported one by one.
 ///
@@ -643,6 +646,31 @@ impl<'r, const N: usize> Batch<'r, N> {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub unsafe fn flush(&mut self) -> BatchReport {
+        self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
+        core::mem::take(&mut self.report)
+    }
+
+    /// Flush what is queued and return the totals since the last `flush`, consuming the
+    /// batch: what dropping it does, without discarding the report (ranges refused or failed
+    /// are said only there).
+    ///
+    /// Safe, as dropping is: every queued range was given up by [`push`](Self::push)'s
+    /// contract.
+    ///
+    /// ```
+    /// use osmem::{Batch, BatchKind, Reservation, UnusedAdvice};
+    /// let ps = osmem::page_size();
+    /// let r = Reservation::alloc(4 * ps)?;
+    /// let mut b: Batch<'_, 4> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    /// unsafe {
+    ///     b.push(&r, 0, ps)?;
+    ///     b.push(&r, 0, ps)?; // the same range again: refused
+    /// }
+    /// let rep = b.finish();
+    /// assert_eq!((rep.ranges, rep.refused), (1, 1));
+    /// # Ok::<(), osmem::Error>(())
+    /// ```
+    pub fn finish(mut self) -> BatchReport {
         self.flush_inner(None::<&mut fn(BatchRange<'r>)>);
         core::mem::take(&mut self.report)
     }

@@ -635,6 +635,7 @@ impl Problem {
 /// let (_, r) = osmem::Config::parse(b"unused=free,bogus=1");
 /// assert_eq!((r.problems().len(), r.dropped()), (1, 0));
 /// ```
+#[must_use = "problems in the environment are only said here"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct EnvReport {
     problems: [Problem; PROBLEMS_MAX],

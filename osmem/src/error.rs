@@ -52,6 +52,7 @@ pub enum Op {
 /// assert!(matches!(e, osmem::Error::Unaligned { .. }));
 /// # Ok::<(), osmem::Error>(())
 /// ```
+#[must_use = "an error that is dropped is lost"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {

@@ -63,6 +63,7 @@ pub enum FaultHow {
 /// assert!(f.traps());
 /// # Ok::<(), osmem::Error>(())
 /// ```
+#[must_use = "a fault that does not trap (`ReleasedOnly`) must be seen"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Faulted {

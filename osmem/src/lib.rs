@@ -354,6 +354,7 @@ pub fn metadata_range() -> Option<core::ops::Range<usize>> {
 /// let s = osmem::selected();
 /// println!("unused starts with {:?}, fault uses {:?}", s.unused, s.fault);
 /// ```
+#[must_use = "a query has no other effect"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Selected {

@@ -1823,6 +1823,7 @@ impl ReservationId {
 }
 
 /// What [`lookup`] found at an address.
+#[must_use = "a lookup has no other effect"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lookup {

@@ -218,6 +218,7 @@ impl PageRun {
 /// assert_eq!(total, 8);
 /// # Ok::<(), osmem::Error>(())
 /// ```
+#[must_use = "a residency query has no other effect"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Residency {

@@ -30,6 +30,7 @@ macro_rules! counters {
         /// drop(r);
         /// # Ok::<(), osmem::Error>(())
         /// ```
+        #[must_use = "a snapshot has no other effect"]
         #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats { $( $(#[$doc])* pub $field: u64, )* }

@@ -65,6 +65,16 @@ pub enum UnusedHow {
 /// }
 /// # Ok::<(), osmem::Error>(())
 /// ```
+///
+/// Every result and report type of osmem is `#[must_use]`: a release that did not do what
+/// the caller assumed (not zeroed, not released) cannot be dropped unseen.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let r = osmem::Reservation::alloc(1 << 16).unwrap();
+/// unsafe { r.unused(0, 1 << 16) }.unwrap(); // error: unused `Unused` that must be used
+/// ```
+#[must_use = "what the kernel was asked and holds now: a release that was not what the caller assumed must be seen"]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Unused {

@@ -92,14 +92,14 @@ fn region_bytes_follow_a_sequence() {
     assert_eq!(region(&r), pages([32, 16, 16, 0]));
     unsafe { core::ptr::write_bytes(r.as_ptr(), 9, 16 * ps) };
     assert_eq!(tk::resident_pages(base, 16 * ps), 16);
-    unsafe { r.unused_with(8 * ps, 8 * ps, UnusedAdvice::DontNeed) }.unwrap();
+    let _ = unsafe { r.unused_with(8 * ps, 8 * ps, UnusedAdvice::DontNeed) }.unwrap();
     assert_eq!(region(&r), pages([32, 24, 8, 0]));
     assert_eq!(
         tk::resident_pages(base, 16 * ps),
         8,
         "kernel: 8 pages released"
     );
-    unsafe { r.fault(0, 4 * ps) }.unwrap();
+    let _ = unsafe { r.fault(0, 4 * ps) }.unwrap();
     assert_eq!(region(&r), pages([32, 24, 4, 4]));
     assert_eq!(tk::resident_pages(base, 4 * ps), 0);
     assert!(matches!(tk::touch_in_child(base, true), Touch::Segv { .. }));
@@ -116,15 +116,15 @@ fn region_bytes_follow_a_sequence() {
     r.used(0, 64 * ps).unwrap();
     assert_eq!(region(&r), pages([0, 0, 64, 0]));
     assert_eq!(tk::touch_in_child(base, true), Touch::Ok);
-    unsafe { r.fault_with(0, 64 * ps, FaultStrategy::Protect) }.unwrap();
+    let _ = unsafe { r.fault_with(0, 64 * ps, FaultStrategy::Protect) }.unwrap();
     assert_eq!(region(&r), pages([0, 0, 0, 64]));
     assert_eq!(tk::vma_at(base).unwrap().perms_str(), "---p");
     assert_eq!(region(&r).iter().sum::<u64>(), 64 * ps as u64);
 
     let a = Reservation::alloc(8 * ps).unwrap();
     assert_eq!(region(&a), pages([0, 0, 8, 0]));
-    unsafe { a.unused_with(0, 4 * ps, UnusedAdvice::Free) }.unwrap();
-    unsafe { a.fault_with(4 * ps, 4 * ps, FaultStrategy::Remap) }.unwrap();
+    let _ = unsafe { a.unused_with(0, 4 * ps, UnusedAdvice::Free) }.unwrap();
+    let _ = unsafe { a.fault_with(4 * ps, 4 * ps, FaultStrategy::Remap) }.unwrap();
     assert_eq!(region(&a), pages([0, 4, 0, 4]));
 }
 
@@ -155,10 +155,10 @@ fn global_bytes_deltas_are_exact() {
             step!(r, [24, 40, 0, 0]);
             ok!(rep, r.used(8 * p, 24 * p));
             step!(r, [24, 16, 24, 0]);
-            unsafe { ok!(rep, r.unused(8 * p, 8 * p)) };
+            let _ = unsafe { ok!(rep, r.unused(8 * p, 8 * p)) };
             step!(r, [24, 24, 16, 0]);
-            unsafe { ok!(rep, r.fault(16 * p, 4 * p)) };
-            unsafe { ok!(rep, r.fault_with(20 * p, 4 * p, FaultStrategy::Protect)) };
+            let _ = unsafe { ok!(rep, r.fault(16 * p, 4 * p)) };
+            let _ = unsafe { ok!(rep, r.fault_with(20 * p, 4 * p, FaultStrategy::Protect)) };
             step!(r, [24, 24, 8, 8]);
             // One map over Faulted (two mechanisms) + Reserved pages.
             ok!(rep, r.map(16 * p, 8 * p));
@@ -241,16 +241,16 @@ fn op_and_syscall_counters_are_exact() {
             );
             ck!(rep, u.zeroed);
             ck!(rep, tk::resident_pages(base, 4 * p) == 0);
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.unused_with(4 * p, 2 * p, UnusedAdvice::Free)) },
                 &[("unused_ops", 1), ("madvise_calls", 1), ("madv_free", 1)]
             );
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.unused_with(6 * p, 2 * p, UnusedAdvice::Remap)) },
                 &[("unused_ops", 1), ("mmap_calls", 1)]
             );
             // Auto fault = guard markers on this kernel.
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.fault(8 * p, 2 * p)) },
                 &[
                     ("fault_ops", 1),
@@ -265,7 +265,7 @@ fn op_and_syscall_counters_are_exact() {
                         si_code: SEGV_MAPERR
                     }
             );
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.fault_with(10 * p, 2 * p, FaultStrategy::Protect)) },
                 &[
                     ("fault_ops", 1),
@@ -274,7 +274,7 @@ fn op_and_syscall_counters_are_exact() {
                     ("mprotect_calls", 1)
                 ]
             );
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.fault_with(12 * p, 2 * p, FaultStrategy::Go)) },
                 &[
                     ("fault_ops", 1),
@@ -283,7 +283,7 @@ fn op_and_syscall_counters_are_exact() {
                     ("mprotect_calls", 1)
                 ]
             );
-            step!(
+            let _ = step!(
                 unsafe { ok!(rep, r.fault_with(14 * p, 2 * p, FaultStrategy::Remap)) },
                 &[("fault_ops", 1), ("mmap_calls", 1)]
             );

@@ -133,7 +133,7 @@ fn fixture() -> Result<Reservation, Error> {
     for p in READY_PAGES {
         unsafe { core::ptr::write_bytes(r.as_ptr().add(p * ps), pat(p), ps) };
     }
-    unsafe { r.fault_with(10 * ps, 2 * ps, FaultStrategy::Protect) }?;
+    let _ = unsafe { r.fault_with(10 * ps, 2 * ps, FaultStrategy::Protect) }?;
     Ok(r)
 }
 

@@ -228,9 +228,9 @@ fn pushing_holds_nothing_and_the_flush_refuses_what_it_cannot_claim() {
     ));
     assert_eq!(b.len(), 4);
     // Queued, not held: a direct transition goes through (page 4 is Prepared now).
-    unsafe { r.unused(4 * ps, ps) }.unwrap();
+    let _ = unsafe { r.unused(4 * ps, ps) }.unwrap();
     r.used(4 * ps, ps).unwrap();
-    unsafe { r.fault(4 * ps, ps) }.unwrap();
+    let _ = unsafe { r.fault(4 * ps, ps) }.unwrap();
     let mut seen = Vec::new();
     let rep = unsafe { b.flush_with(|x| seen.push((x.offset, x.len, x.result))) };
     assert_eq!((rep.ranges, rep.refused, rep.failed), (1, 3, 0), "{rep:?}");
@@ -474,4 +474,33 @@ fn interleaved(with_overlap: bool) {
         // Nothing is left held.
         r.used(0, pages * ps).unwrap();
     }
+}
+
+#[test]
+fn finish_returns_what_dropping_would_discard() {
+    let ps = osmem::page_size();
+    let r = Reservation::reserve(8 * ps).unwrap();
+    r.map(0, 4 * ps).unwrap();
+    r.used(0, 4 * ps).unwrap();
+    unsafe { r.as_ptr().write_bytes(0x5a, 4 * ps) };
+    let mut b: Batch<'_, 8> = Batch::new(BatchKind::Unused(UnusedAdvice::DontNeed));
+    unsafe {
+        b.push(&r, 0, 2 * ps).unwrap(); // Ready: released
+        b.push(&r, 4 * ps, ps).unwrap(); // Reserved: refused, unchanged
+    }
+    // Before the flush the range is still resident (pushing does nothing).
+    assert_eq!(resident_pages(r.as_ptr() as usize, 2 * ps), 2);
+    let rep = b.finish();
+    assert_eq!(
+        (rep.ranges, rep.bytes, rep.refused, rep.failed),
+        (1, 2 * ps, 1, 0)
+    );
+    assert!(
+        matches!(rep.error, Some(osmem::Error::WrongState { .. })),
+        "{rep:?}"
+    );
+    assert_eq!(resident_pages(r.as_ptr() as usize, 2 * ps), 0);
+    assert_eq!(resident_pages(r.as_ptr() as usize + 2 * ps, 2 * ps), 2);
+    assert_eq!(r.state(0), Some(State::Prepared));
+    assert_eq!(r.state(4 * ps), Some(State::Reserved));
 }

@@ -283,13 +283,13 @@ fn worker(world: &World, t: usize, forks: &AtomicUsize, failed: &AtomicUsize, st
                 0 => {
                     unflag(addr);
                     // SAFETY: this thread's own page; nothing references it.
-                    unsafe { r.unused_with(o, ps(), UnusedAdvice::DontNeed) }.unwrap();
+                    let _ = unsafe { r.unused_with(o, ps(), UnusedAdvice::DontNeed) }.unwrap();
                     model[i] = State::Prepared;
                 }
                 1 => {
                     unflag(addr);
                     // SAFETY: as above.
-                    unsafe { r.fault(o, ps()) }.unwrap();
+                    let _ = unsafe { r.fault(o, ps()) }.unwrap();
                     model[i] = State::Faulted;
                 }
                 _ => {

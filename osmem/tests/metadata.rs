@@ -58,7 +58,7 @@ fn the_arena_is_nohugepage_and_never_merges_with_a_region() {
         r.used(0, 1 << 30).unwrap();
         for i in 0..64 {
             // Pages far apart: each needs its own nodes.
-            unsafe { r.fault(i * (1 << 24) + 3 * ps, ps) }.unwrap();
+            let _ = unsafe { r.fault(i * (1 << 24) + 3 * ps, ps) }.unwrap();
         }
         let held = osmem::stats().metadata_bytes;
         let m = osmem::metadata_range().unwrap();
@@ -127,7 +127,7 @@ fn metadata_follows_the_shape_and_returns_when_uniform() {
         pages.dedup();
         let n = pages.len();
         for &p in &pages {
-            unsafe { r.fault(p * ps, ps) }.unwrap();
+            let _ = unsafe { r.fault(p * ps, ps) }.unwrap();
         }
         let rss1 = arena_rss_kb();
         for &p in &pages {

@@ -234,7 +234,7 @@ fn a_batch_over_locked_memory_is_not_slower_than_the_loop() {
         let (rep2, pm2, all2, res2) = run(16);
         let a = osmem::stats();
         for i in 0..8 {
-            unsafe { r.unused((32 + 2 * i) * ps, ps) }.unwrap();
+            let _ = unsafe { r.unused((32 + 2 * i) * ps, ps) }.unwrap();
         }
         let loop_calls = calls(&osmem::stats()) - calls(&a);
         let (lo, _) = locked(base);

@@ -68,12 +68,12 @@ fn full_cycle() {
     r.nohugepage(0, len).unwrap();
     for (i, advice) in ADVICES.into_iter().enumerate() {
         let off = i * 16 * ps;
-        unsafe { r.unused_with(off, 16 * ps, advice).unwrap() };
+        let _ = unsafe { r.unused_with(off, 16 * ps, advice).unwrap() };
         r.used(off, 16 * ps).unwrap();
     }
     for (i, s) in STRATEGIES.into_iter().enumerate() {
         let off = huge + i * 16 * ps;
-        unsafe { r.fault_with(off, 16 * ps, s).unwrap() };
+        let _ = unsafe { r.fault_with(off, 16 * ps, s).unwrap() };
         r.map(off, 16 * ps).unwrap();
         r.used(off, 16 * ps).unwrap();
     }
@@ -90,12 +90,12 @@ fn full_cycle() {
     for m in osmem::ResidencyMethod::ALL {
         let _ = r.residency_with(m, 0, len, &mut runs);
     }
-    r.residency(0, len, &mut runs[..1]).unwrap();
+    let _ = r.residency(0, len, &mut runs[..1]).unwrap();
     r.resident_bytes(0, len).unwrap();
     drop(r);
 
     let a = Reservation::alloc(8 * ps).unwrap();
-    unsafe { a.unused(0, 8 * ps).unwrap() };
+    let _ = unsafe { a.unused(0, 8 * ps).unwrap() };
     drop(a);
     let _ = Reservation::reserve(ps).unwrap();
     let _ = osmem::stats();

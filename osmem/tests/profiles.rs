@@ -1217,7 +1217,7 @@ fn suite_accounting(k: &Kernel) -> Result<String, String> {
     m[2] += 32;
     check(&mut c, "used [0,32)", Some(&r), &m);
     // SAFETY (all unsafe calls below): nothing references the ranges.
-    c.op("unused", unsafe { r.unused(0, pg(8)) })?;
+    let _ = c.op("unused", unsafe { r.unused(0, pg(8)) })?;
     m[2] -= 8;
     m[1] += 8;
     check(&mut c, "unused [0,8)", Some(&r), &m);
@@ -1247,7 +1247,7 @@ fn suite_accounting(k: &Kernel) -> Result<String, String> {
         ),
     );
     check(&mut c, "refused unused [28,36)", Some(&r), &m);
-    c.op("fault remap", unsafe {
+    let _ = c.op("fault remap", unsafe {
         r.fault_with(pg(16), pg(8), FaultStrategy::Remap)
     })?;
     m[2] -= 8;

@@ -51,15 +51,16 @@ fn layout() -> (Reservation, [Truth; N]) {
         for i in [4, 5] {
             p.add(i * ps).read_volatile();
         }
-        r.unused_with(6 * ps, 2 * ps, UnusedAdvice::DontNeed)
+        let _ = r
+            .unused_with(6 * ps, 2 * ps, UnusedAdvice::DontNeed)
             .unwrap();
-        r.unused_with(8 * ps, 2 * ps, UnusedAdvice::Free).unwrap();
+        let _ = r.unused_with(8 * ps, 2 * ps, UnusedAdvice::Free).unwrap();
         let s = if guards {
             FaultStrategy::Guard
         } else {
             FaultStrategy::Protect
         };
-        r.fault_with(10 * ps, 2 * ps, s).unwrap();
+        let _ = r.fault_with(10 * ps, 2 * ps, s).unwrap();
     }
     let mut t = [Truth::Nothing; N];
     for (i, t) in t.iter_mut().enumerate() {

@@ -336,7 +336,7 @@ fn a_segv_handler_unfaults_the_page_it_trapped_on() {
             osmem::FaultStrategy::Protect
         };
         // SAFETY: nothing references the pages.
-        unsafe { r.fault_with(p * ps(), ps(), s) }.unwrap();
+        let _ = unsafe { r.fault_with(p * ps(), ps(), s) }.unwrap();
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -346,7 +346,7 @@ fn a_segv_handler_unfaults_the_page_it_trapped_on() {
             while !stop.load(Ordering::Relaxed) {
                 let o = (pages + i % pages) * ps();
                 // SAFETY: the other half, which only this thread uses.
-                unsafe { r.unused(o, ps()) }.unwrap();
+                let _ = unsafe { r.unused(o, ps()) }.unwrap();
                 r.used(o, ps()).unwrap();
                 i += 1;
             }
@@ -500,14 +500,14 @@ fn helper(k: usize, x: &Reservation, own: &Reservation, stop: &AtomicBool) {
         unsafe {
             match x.state(p * ps()).unwrap() {
                 State::Ready => {
-                    x.unused(p * ps(), ps()).unwrap();
+                    let _ = x.unused(p * ps(), ps()).unwrap();
                 }
                 State::Prepared => x.used(p * ps(), ps()).unwrap(),
                 _ => x.map(p * ps(), ps()).unwrap(),
             }
             match own.state(q * ps()).unwrap() {
                 State::Ready => {
-                    own.fault(q * ps(), ps()).unwrap();
+                    let _ = own.fault(q * ps(), ps()).unwrap();
                 }
                 State::Prepared => own.used(q * ps(), ps()).unwrap(),
                 _ => own.map(q * ps(), ps()).unwrap(),
@@ -530,7 +530,7 @@ fn fork_from_a_handler_that_interrupted_osmem_does_not_deadlock() {
     // Fragment X: every odd page Prepared, so its map has nodes and claims take sections.
     for p in (1..X_PAGES).step_by(2) {
         // SAFETY: nothing references the pages.
-        unsafe { x.unused(p * ps(), ps()) }.unwrap();
+        let _ = unsafe { x.unused(p * ps(), ps()) }.unwrap();
     }
     let own: Vec<Reservation> = (0..2)
         .map(|_| Reservation::alloc(X_PAGES / 4 * ps()).unwrap())
@@ -588,7 +588,7 @@ fn fork_from_a_handler_that_interrupted_osmem_does_not_deadlock() {
         unsafe {
             match st {
                 State::Ready => {
-                    x.unused(p * ps(), ps()).unwrap();
+                    let _ = x.unused(p * ps(), ps()).unwrap();
                 }
                 State::Prepared => x.used(p * ps(), ps()).unwrap(),
                 _ => x.map(p * ps(), ps()).unwrap(),
@@ -624,7 +624,7 @@ fn children_made_without_fork_handlers_never_hang() {
     let x = Reservation::alloc(pages * ps()).unwrap();
     for p in (1..pages).step_by(2) {
         // SAFETY: nothing references the pages.
-        unsafe { x.unused(p * ps(), ps()) }.unwrap();
+        let _ = unsafe { x.unused(p * ps(), ps()) }.unwrap();
     }
     let stop = AtomicBool::new(false);
     let (mut ok, mut busy) = (0u64, 0u64);

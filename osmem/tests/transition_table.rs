@@ -52,10 +52,10 @@ fn prepare<'r>(r: &'r Reservation, from: From, batch: &mut Batch<'r, 4>) {
     unsafe { r.as_ptr().add(off).write_bytes(0x3c, len) };
     match from {
         From::FaultedGuard => {
-            unsafe { r.fault_with(off, len, FaultStrategy::Guard) }.unwrap();
+            let _ = unsafe { r.fault_with(off, len, FaultStrategy::Guard) }.unwrap();
         }
         From::FaultedProtect => {
-            unsafe { r.fault_with(off, len, FaultStrategy::Protect) }.unwrap();
+            let _ = unsafe { r.fault_with(off, len, FaultStrategy::Protect) }.unwrap();
         }
         From::Queued => unsafe { batch.push(r, off, len) }.unwrap(),
         _ => {}

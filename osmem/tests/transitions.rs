@@ -182,7 +182,7 @@ fn unused_partial_releases_only_the_range() {
     let f = Fix::new().unwrap();
     f.ready(LO, HI).unwrap();
     f.fill(LO, HI, 0x77);
-    unsafe {
+    let _ = unsafe {
         f.r.unused_with(f.off(5), f.bytes(5, 9), UnusedAdvice::DontNeed)
     }
     .unwrap();
@@ -286,7 +286,7 @@ fn ready_after_free_stays_what_it_reads() {
                 ok!(rep, x.ready(LO, HI));
                 x.fill(LO, HI, 0x5b);
                 let _ = tk::smaps_at(x.at(LO)); // drain the LRU batches (see above)
-                ok!(rep, unsafe {
+                let _ = ok!(rep, unsafe {
                     x.r.unused_with(x.off(LO), x.bytes(LO, HI), UnusedAdvice::Free)
                 });
             }
@@ -345,7 +345,7 @@ fn used_over_prepared_and_ready_leaves_ready_pages_alone() {
     f.ready(LO, HI).unwrap();
     f.fill(LO, HI, 0x71);
     // [A, B) Prepared (released), the rest Ready with data.
-    unsafe { f.r.unused(f.off(A), f.bytes(A, B)) }.unwrap();
+    let _ = unsafe { f.r.unused(f.off(A), f.bytes(A, B)) }.unwrap();
     let before = osmem::stats();
     f.r.used(f.off(LO), f.bytes(LO, HI)).unwrap();
     assert_eq!(f.r.state(f.off(LO)), Some(State::Ready));
@@ -603,7 +603,7 @@ fn drop_unmaps_the_region() {
             let f = ok!(rep, Fix::new());
             ok!(rep, f.ready(LO, HI));
             f.fill(LO, HI, 0x31);
-            unsafe { ok!(rep, f.r.fault(f.off(A), f.bytes(A, B))) };
+            let _ = unsafe { ok!(rep, f.r.fault(f.off(A), f.bytes(A, B))) };
             let (base, end) = (f.at(0), f.end());
             ck!(rep, tk::vmas_in(base, end) >= 3);
             drop(f);

@@ -198,7 +198,8 @@ fn guard_fault_traps_with_maperr_and_protect_with_accerr() {
     let ps = osmem::page_size();
     let r = Reservation::alloc(8 * ps).unwrap();
     let base = r.as_ptr() as usize;
-    unsafe { r.fault_with(ps, ps, FaultStrategy::Protect).unwrap() };
+    let f = unsafe { r.fault_with(ps, ps, FaultStrategy::Protect) }.unwrap();
+    assert_eq!(f.how, osmem::FaultHow::Protect);
     assert_eq!(
         touch_in_child(base + ps, true),
         Touch::Segv {
@@ -206,7 +207,8 @@ fn guard_fault_traps_with_maperr_and_protect_with_accerr() {
         }
     );
     if osmem::probe().advice.guard_install {
-        unsafe { r.fault_with(4 * ps, ps, FaultStrategy::Guard).unwrap() };
+        let f = unsafe { r.fault_with(4 * ps, ps, FaultStrategy::Guard) }.unwrap();
+        assert_eq!(f.how, osmem::FaultHow::Guard);
         assert_eq!(
             touch_in_child(base + 4 * ps, false),
             Touch::Segv {

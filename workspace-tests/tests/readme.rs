@@ -114,9 +114,9 @@ fn readme_examples_run() {
         heap.cycle(128 << 20);
 
         // `debug.FreeOSMemory()`: everything free goes back now.
-        heap.release_all();
-        println!("{:?}", heap.stats()); // in use, free, released, held; scavenger work
-                                        // README-EXAMPLE-END
+        let released = heap.release_all(); // bytes, runs, system calls, failures
+        println!("{released:?} {:?}", heap.stats()); // in use, free, released, held; scavenger work
+                                                     // README-EXAMPLE-END
         Ok(())
     };
     heap().unwrap();
