@@ -1201,25 +1201,41 @@ impl Reservation {
     /// Synchronous and best used on a touched, 2 MiB-aligned Ready range; EAGAIN is retried a
     /// bounded number of times. Kernels without it give [`Error::Unsupported`].
     ///
+    /// Every page must be Ready: the kernel makes the whole range resident (it would bring
+    /// back pages released with `unused`, which the accounting says it no longer holds, and
+    /// refuses a range with a guard marker with EINVAL). Anything else is refused with
+    /// [`Error::WrongState`] (or [`Error::Busy`] while another transition holds a page)
+    /// before any system call, and the range is claimed for the call like every transition's,
+    /// so an `unused` of the same pages waits for it or is refused. The states do not change.
+    ///
     /// ```
-    /// let r = osmem::Reservation::reserve_aligned(2 << 20, 2 << 20)?;
-    /// r.map(0, 2 << 20)?;
+    /// let r = osmem::Reservation::reserve_aligned(4 << 20, 2 << 20)?;
+    /// r.map(0, 4 << 20)?;
     /// r.used(0, 2 << 20)?;
     /// unsafe { core::ptr::write_bytes(r.as_ptr(), 1, 2 << 20) };
     /// let _ = r.collapse(0, 2 << 20); // may fail where THP is off
+    /// // Half of it Prepared: refused, nothing asked of the kernel.
+    /// assert!(matches!(
+    ///     r.collapse(1 << 20, 2 << 20),
+    ///     Err(osmem::Error::WrongState { found: osmem::State::Prepared, .. })
+    /// ));
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn collapse(&self, offset: usize, len: usize) -> Result<(), Error> {
         let op = Op::Collapse;
-        let (first, _) = self.range(op, offset, len)?;
-        if self.slot.knobs.resolve().thp_never() {
+        let (first, n) = self.range(op, offset, len)?;
+        let held = self.claim_pages(op, first, n, |c| c == READY)?;
+        let r = if self.slot.knobs.resolve().thp_never() {
             huge::skipped();
-            return Ok(());
-        }
-        if !probe::probe().advice.collapse || !advise::usable(advise::D_COLLAPSE) {
-            return Err(Error::Unsupported { op });
-        }
-        huge::hint(op, self.addr(first), len, huge::COLLAPSE)
+            Ok(())
+        } else if !probe::probe().advice.collapse || !advise::usable(advise::D_COLLAPSE) {
+            Err(Error::Unsupported { op })
+        } else {
+            huge::hint(op, self.addr(first), len, huge::COLLAPSE)
+        };
+        // Nothing changed state: let go of the pages as they were.
+        self.unclaim(first, n, held);
+        r
     }
 
     // ----- the page-state map -----

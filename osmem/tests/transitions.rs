@@ -716,6 +716,48 @@ fn collapse_makes_huge_pages() {
 }
 
 #[test]
+fn collapse_refuses_anything_but_ready_before_any_syscall() {
+    // A 2 MiB block, first half Ready and written, second half released (Prepared), and a
+    // page of the first half then faulted: collapse must refuse each mixture and leave the
+    // kernel's view as it was (the released half not resident again).
+    let ps = ps();
+    let r = Reservation::reserve_aligned(HUGE, HUGE).unwrap();
+    let base = r.as_ptr() as usize;
+    r.map(0, HUGE).unwrap();
+    r.used(0, HUGE).unwrap();
+    unsafe { core::ptr::write_bytes(r.as_ptr(), 0x5f, HUGE) };
+    let u = unsafe { r.unused_with(HUGE / 2, HUGE / 2, UnusedAdvice::DontNeed) }.unwrap();
+    assert!(u.released, "{u:?}");
+    assert_eq!(tk::resident_pages(base + HUGE / 2, HUGE / 2), 0);
+    for _ in 0..3 {
+        let e = r.collapse(0, HUGE);
+        assert!(
+            matches!(e, Err(Error::WrongState { op: osmem::Op::Collapse, offset, found: State::Prepared }) if offset == HUGE / 2),
+            "{e:?}"
+        );
+    }
+    // Nothing came back, nothing changed state.
+    assert_eq!(tk::resident_pages(base + HUGE / 2, HUGE / 2), 0);
+    assert_eq!(tk::resident_pages(base, HUGE / 2), HUGE / 2 / ps);
+    assert_eq!(r.state(0), Some(State::Ready));
+    assert_eq!(r.state(HUGE / 2), Some(State::Prepared));
+    // A Faulted page: refused by state, not by the kernel's EINVAL.
+    r.used(HUGE / 2, HUGE / 2).unwrap();
+    let f = unsafe { r.fault(4 * ps, ps) }.unwrap();
+    assert_ne!(f.how, FaultHow::ReleasedOnly);
+    let e = r.collapse(0, HUGE);
+    assert!(
+        matches!(e, Err(Error::WrongState { offset, found: State::Faulted, .. }) if offset == 4 * ps),
+        "{e:?}"
+    );
+    // And the pages collapse left claimed are free for the next transition.
+    r.map(4 * ps, ps).unwrap();
+    r.used(4 * ps, ps).unwrap();
+    let u = unsafe { r.unused(0, HUGE) }.unwrap();
+    assert!(u.released);
+}
+
+#[test]
 fn hugepage_without_aligned_interior_is_a_noop() {
     let ps = ps();
     let r = Reservation::reserve_aligned(2 * HUGE, HUGE).unwrap();
