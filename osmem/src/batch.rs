@@ -189,7 +189,8 @@ pub struct BatchReport {
     pub not_zeroed: usize,
     /// Unused: ranges the kernel still holds (see [`Unused::released`](crate::Unused)).
     pub not_released: usize,
-    /// Fault: ranges released but not trapping (see [`FaultHow::ReleasedOnly`]).
+    /// Fault: ranges released but not trapping, left Prepared (see
+    /// [`FaultHow::ReleasedOnly`]).
     pub not_trapping: usize,
     /// Fault: ranges that took another link than the batch's strategy asked for (guard
     /// markers are refused on mlocked memory, so those ranges were made `PROT_NONE`); each

@@ -51,7 +51,10 @@ pub enum FaultHow {
     /// Replaced by a PROT_NONE mapping: `SEGV_ACCERR`.
     Remap,
     /// Released (reads zero) but **not** trapping: the protecting step failed, typically
-    /// because the process is at `vm.max_map_count`. Counted in `fallback_fault_open`.
+    /// because the process is at `vm.max_map_count`. Counted in `fallback_fault_open`. The
+    /// pages are then [`State::Prepared`](crate::State::Prepared), which is what the kernel
+    /// has (released, accessible, reading zero), not `Faulted`: [`used`](crate::Reservation::used)
+    /// makes them Ready again, and `map` refuses them as it refuses any Prepared page.
     ReleasedOnly,
 }
 

@@ -89,9 +89,9 @@ const READY: u8 = 3;
 pub(crate) const READY_CODE: u8 = READY;
 /// Faulted with guard markers (protection RW).
 const FAULT_GUARD: u8 = 4;
-/// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap), or released but not
-/// trapping (protection RW: the VMA limit stopped the protecting step). `map` makes both RW
-/// with `mprotect(RW)`, which changes nothing on a range that is RW already.
+/// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap). (A fault that could only
+/// release the range, `FaultHow::ReleasedOnly`, leaves it `PREPARED`: that is what the kernel
+/// has, accessible and zero-filled.)
 const FAULT_NONE: u8 = 5;
 /// Prepared after `MADV_FREE`: the kernel may still hold the old pages and drop any of them
 /// later, until each is written. `used` writes every page of it, so Ready is stable.
@@ -228,6 +228,8 @@ pub(crate) fn code_protected(code: u8) -> bool {
 pub(crate) fn code_after_fault(how: FaultHow) -> u8 {
     match how {
         FaultHow::Guard => FAULT_GUARD,
+        // Released, not trapping: what the kernel has is Prepared, not Faulted.
+        FaultHow::ReleasedOnly => PREPARED,
         _ => FAULT_NONE,
     }
 }

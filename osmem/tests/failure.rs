@@ -16,9 +16,9 @@
 //! | 6 | `dontneed_eintr_retried_then_remap` | DONTNEED→EINTR | same as 5 |
 //! | 7 | `unused_all_links_fail_loses_nothing` | every madvise→ENOSYS, mmap→ENOMEM | `Error::Os { Unused, Mmap, ENOMEM, changed: false }`; data intact and resident, state Ready, byte accounting unchanged |
 //! | 8 | `guard_install_einval_falls_to_protect` | GUARD_INSTALL→EINVAL | `fault(Guard)` → `Protect`, touch → SEGV_ACCERR, released, fallback_fault_guard 1, downgrade_guard 1; `selected().fault` = Protect; `map` makes it usable |
-//! | 9 | `protect_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL (no VMA-free way to trap) | `fault(Protect)` → `ReleasedOnly`, `traps()` false, touch succeeds, released, reads 0, fallback_fault_open 1; map+used work |
+//! | 9 | `protect_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL (no VMA-free way to trap) | `fault(Protect)` → `ReleasedOnly`, `traps()` false, touch succeeds, released, reads 0, fallback_fault_open 1; state Prepared (as the kernel has it): `map` refused before any syscall, `used` works |
 //! | 10 | `go_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Go)`: same as 9 |
-//! | 11 | `remap_fault_mmap_enomem_released_only` | mmap→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Remap)` → DONTNEED only → `ReleasedOnly`, released |
+//! | 11 | `remap_fault_mmap_enomem_released_only` | mmap→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Remap)` → DONTNEED only → `ReleasedOnly`, released, state Prepared, `used` works |
 //! | 12 | `protect_dontneed_enosys_falls_to_remap` | DONTNEED→ENOSYS | `fault(Protect)` → `Remap` (mmap PROT_NONE), SEGV_ACCERR, released, downgrade_dontneed 1 (a zero-length `MADV_NORMAL` works: only DONTNEED is refused), downgrade_madvise 0 |
 //! | 13 | `map_mprotect_enomem_falls_to_mmap` | mprotect(RW)→ENOMEM | `map` → mmap(RW, MAP_FIXED), fallback_map_remap 1, VMA rw-p and usable |
 //! | 14 | `map_all_links_fail_changes_nothing` | mprotect(RW)→ENOMEM, mmap→ENOMEM | `Error::Os { Map, Mmap, ENOMEM, changed: false }`, state Reserved, VMA ---p, still traps |
@@ -1085,12 +1085,19 @@ fn fault_at_vma_limit(test: &'static str, strat: FaultStrategy) {
                 madv_dontneed,
                 fault_ops
             );
-            // Usable again: map + used, then real data round-trips. map issues its usual
-            // mprotect(RW), which on a range that is RW already changes nothing (and needs no
-            // VMA, so it works at the limit too).
-            let m = s.r.map(s.off(0), slot_len()).is_ok() && s.r.used(s.off(0), slot_len()).is_ok();
+            // The range is Prepared (released, accessible), as the kernel has it: map refuses
+            // it before any syscall, used makes it Ready, and real data round-trips.
+            let refused = matches!(
+                s.r.map(s.off(0), slot_len()),
+                Err(Error::WrongState {
+                    found: State::Prepared,
+                    ..
+                })
+            );
+            let u = s.r.used(s.off(0), slot_len()).is_ok();
             let c = osmem::stats();
-            o.flag("map_used", m);
+            o.flag("map_refused", refused);
+            o.flag("used", u);
             o.put("map_mprotect_calls", c.mprotect_calls - b.mprotect_calls);
             unsafe { core::ptr::write_bytes(s.addr(0) as *mut u8, 0x78, slot_len()) };
             o.flag("roundtrip", all_bytes(s.addr(0), slot_len(), 0x78));
@@ -1101,15 +1108,16 @@ fn fault_at_vma_limit(test: &'static str, strat: FaultStrategy) {
         ("setup", 1),
         ("how", F_RELEASED_ONLY),
         ("traps", 0),
-        ("state", S_FAULTED),
+        ("state", S_PREPARED),
         ("touch", T_OK),
         ("s0_perms", P_RW),
         ("d_fallback_fault_open", 1),
         ("d_mprotect_errors", 1),
         ("d_madv_dontneed", 1),
         ("d_fault_ops", 1),
-        ("map_used", 1),
-        ("map_mprotect_calls", 1),
+        ("map_refused", 1),
+        ("used", 1),
+        ("map_mprotect_calls", 0),
         ("roundtrip", 1),
     ]);
 }
@@ -1142,10 +1150,8 @@ fn remap_fault_mmap_enomem_released_only() {
             o.put("touch", touch_code(s.addr(0), true));
             view_zero(o, "s0", s.addr(0), slot_len());
             delta!(o, a, b, fallback_fault_open, mmap_errors, madv_dontneed);
-            o.flag(
-                "map_used",
-                s.r.map(s.off(0), slot_len()).is_ok() && s.r.used(s.off(0), slot_len()).is_ok(),
-            );
+            o.put("state", state(s.r.state(s.off(0))));
+            o.flag("used", s.r.used(s.off(0), slot_len()).is_ok());
         },
     );
     f.expect_released("s0");
@@ -1158,7 +1164,8 @@ fn remap_fault_mmap_enomem_released_only() {
         ("d_fallback_fault_open", 1),
         ("d_mmap_errors", 1),
         ("d_madv_dontneed", 1),
-        ("map_used", 1),
+        ("state", S_PREPARED),
+        ("used", 1),
     ]);
 }
 

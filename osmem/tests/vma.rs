@@ -108,11 +108,19 @@ fn at_the_limit(prog: &[osmem_testkit::seccompiler::sock_filter]) -> Vec<u64> {
         out.push(u64::from(hit));
         let s0 = osmem::stats();
         // Fault a middle range with each strategy; each would need a split except guards.
-        // Every strategy but Auto (which is one of them).
+        // Every strategy but Auto (which is one of them). Each range's state says what the
+        // kernel does: Faulted if it traps, Prepared if it was only released.
+        let mut states_true = true;
         for (i, s) in STRATEGIES.into_iter().skip(1).enumerate() {
             let off = (4 + 8 * i) * ps;
             match unsafe { r.fault_with(off, 2 * ps, s) } {
                 Ok(f) => {
+                    let want = if f.traps() {
+                        State::Faulted
+                    } else {
+                        State::Prepared
+                    };
+                    states_true &= r.state(off) == Some(want) && r.state(off + ps) == Some(want);
                     out.push(how_code(f.how));
                     out.push(resident_pages(r.as_ptr() as usize + off, 2 * ps) as u64);
                 }
@@ -131,12 +139,24 @@ fn at_the_limit(prog: &[osmem_testkit::seccompiler::sock_filter]) -> Vec<u64> {
         out.push(s1.fallback_fault_open - s0.fallback_fault_open);
         out.push(s1.fallback_fault_guard - s0.fallback_fault_guard);
         out.push(s1.fallback_harddecommit_open - s0.fallback_harddecommit_open);
-        // A faulted range comes back with map + used, zero-filled, whatever faulted it.
-        let ok = r.map(12 * ps, 2 * ps).is_ok()
-            && r.used(12 * ps, 2 * ps).is_ok()
+        // A faulted range comes back with map + used, zero-filled, whatever faulted it; one
+        // that was only released (Prepared) with used alone, map refusing it unchanged.
+        let back = if r.state(12 * ps) == Some(State::Prepared) {
+            matches!(
+                r.map(12 * ps, 2 * ps),
+                Err(osmem::Error::WrongState {
+                    found: State::Prepared,
+                    ..
+                })
+            ) && r.used(12 * ps, 2 * ps).is_ok()
+        } else {
+            r.map(12 * ps, 2 * ps).is_ok() && r.used(12 * ps, 2 * ps).is_ok()
+        };
+        let ok = back
             && r.state(12 * ps) == Some(State::Ready)
             && unsafe { *r.as_ptr().add(12 * ps) } == 0;
         out.push(u64::from(ok));
+        out.push(u64::from(states_true));
         0
     };
     let (exit, rep) = if prog.is_empty() {
@@ -172,6 +192,7 @@ fn at_max_map_count_faults_fall_to_guard_markers() {
     );
     assert_eq!(v[13], 1, "one unprotected harddecommit counted");
     assert_eq!(v[14], 1, "faulted range usable again");
+    assert_eq!(v[15], 1, "each range's state says whether it traps");
 }
 
 #[test]
@@ -191,6 +212,10 @@ fn at_max_map_count_without_guards_faults_are_released_only() {
     assert_eq!(v[11], 4, "four released-only faults counted");
     assert_eq!(v[13], 1, "one unprotected harddecommit counted");
     assert_eq!(v[14], 1, "released-only range usable again");
+    assert_eq!(
+        v[15], 1,
+        "released-only ranges read Prepared, trapping ones Faulted"
+    );
 }
 
 #[test]
