@@ -169,6 +169,18 @@
 //! being dropped waits for calls through its [`ReservationId`] on other threads to end; one on
 //! its own thread (a handler) finds it gone ([`Error::Gone`]).
 //!
+//! ## Locked memory (`mlock`, `mlockall`)
+//!
+//! The kernel refuses `MADV_FREE`, `MADV_DONTNEED`, guard markers and `process_madvise` on
+//! mlocked pages. osmem releases them with `MADV_DONTNEED_LOCKED` (Linux ≥ 5.18), which keeps
+//! the lock ([`UnusedHow::DontNeedLocked`]); a fault there takes the `PROT_NONE` link; a
+//! [`Batch`] over locked memory releases it in the batched call. Under
+//! `mlockall(MCL_FUTURE)` the kernel locks, and so faults in, whatever becomes accessible:
+//! [`Reservation::map`] then makes its range **resident** although it is Prepared (osmem's
+//! byte counts say Prepared; the process's RSS includes it), and a remap (the last link of
+//! `unused` and `fault`) faults its new pages in again, so `unused` reports such a range as
+//! not released. Plan the address space you map accordingly under `MCL_FUTURE`.
+//!
 //! ## Cost model
 //!
 //! **Per reservation.** A slot in osmem's registry (about 300 bytes: the page-state map's

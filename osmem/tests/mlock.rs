@@ -97,6 +97,11 @@ fn releases_under_mlockall_keep_the_lock() {
         unsafe { core::ptr::write_bytes(r.as_ptr(), 0x5a, 48 * ps) };
         let resident_before = tk::resident_pages(base, 48 * ps);
         let (lo_before, _) = locked(base);
+        // map alone (never used, never touched): under MCL_FUTURE the kernel locks, and so
+        // faults in, what becomes accessible, so these Prepared pages are resident.
+        r.map(48 * ps, 16 * ps).unwrap();
+        let map_res = tk::resident_pages(base + 48 * ps, 16 * ps);
+        let map_state = r.state(48 * ps);
 
         // unused: DONTNEED refused (locked) → DONTNEED_LOCKED.
         let u = unsafe { r.unused(0, 8 * ps) }.unwrap();
@@ -132,6 +137,7 @@ fn releases_under_mlockall_keep_the_lock() {
         let s = osmem::stats();
         format!(
             "mlockall={rc} resident_before={resident_before} lo_before={lo_before} \
+             map_res={map_res} map_state={map_state:?} \
              unused_how={:?} released={} unused_res={unused_res} unused_lo={unused_lo} \
              reads_zero={reads_zero} fault_how={:?} fault_res={fault_res} touch={touch:?} \
              fault_lo={fault_lo} batch_ranges={} batch_per_range={} batch_calls={} batch_failed={} \
@@ -161,6 +167,8 @@ fn releases_under_mlockall_keep_the_lock() {
         // MCL_FUTURE: the map made the pages resident and locked.
         ("resident_before", "48".to_string()),
         ("lo_before", "true".to_string()),
+        ("map_res", "16".to_string()),
+        ("map_state", "Some(Prepared)".to_string()),
         ("unused_how", "DontNeedLocked".to_string()),
         ("released", "true".to_string()),
         ("unused_res", "0".to_string()),
