@@ -194,7 +194,8 @@
 //! subtree, or one with a single run in another state, is a single entry: it costs nothing for
 //! memory whose state is uniform however large the reservation (1 TiB reserved and used: no
 //! metadata), grows with the number of state changes between neighbouring pages (about 50 bytes
-//! per isolated faulted page), and shrinks back when states become uniform again. The nodes
+//! per isolated faulted page), and shrinks back when states become uniform again (to nothing:
+//! a reservation whose pages are uniform again gives all of its nodes back). The nodes
 //! live in one process-wide arena ([`metadata_range`]); [`Stats::metadata_bytes`] counts what
 //! reservations hold of it.
 //!

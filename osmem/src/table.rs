@@ -440,9 +440,9 @@ impl Guard<'_> {
         }
         let s = self.t.seq.load(Ordering::Relaxed);
         self.t.seq.store(s.wrapping_add(1), Ordering::Release);
-        // No node left: keep one chunk, give the others back. After the count moved, so a
-        // reader still walking a node of this section reads again (and the tree has no node
-        // for a new one to walk).
+        // No node left: give every chunk back. After the count moved, so a reader still
+        // walking a node of this section reads again (and the tree has no node for a new one
+        // to walk).
         if self.live == 0 && self.chunks != NONE {
             self.trim();
         }
@@ -1328,35 +1328,31 @@ impl Guard<'_> {
         self.pending_n += 1;
     }
 
-    /// When no node is in use, keep one chunk (reused by the next mixed update without a
-    /// system call) and give the others back to the arena.
+    /// When no node is in use, give every chunk back to the arena: a map whose states are
+    /// uniform again holds no metadata (a pool of slots that were mixed once used to keep a
+    /// chunk each for ever). The arena keeps a few free chunks resident, so a map that turns
+    /// mixed again soon takes one back without a system call.
     #[inline(always)]
     fn trim(&mut self) {
         if self.live != 0 || self.chunks == NONE {
             return;
         }
-        // SAFETY: the chunks are ours.
-        let rest = unsafe { *arena::link(self.chunks) };
-        if rest != NONE {
-            self.trim_rest(rest);
-        }
+        self.trim_all();
     }
 
     #[cold]
     #[inline(never)]
-    fn trim_rest(&mut self, rest: u32) {
-        unsafe { *arena::link(self.chunks) = NONE };
-        if arena::give_back(rest).is_err() {
+    fn trim_all(&mut self) {
+        if arena::give_back(self.chunks).is_err() {
             // The arena is held across a fork (or by this thread, in a signal handler): keep
             // them until a later section.
-            unsafe { *arena::link(self.chunks) = rest };
             return;
         }
-        let per = arena::chunk_nodes();
+        self.chunks = NONE;
         self.free = NONE;
-        self.bump = self.chunks * per + 1;
-        self.bump_end = (self.chunks + 1) * per;
-        self.spare = per - 1;
+        self.bump = 0;
+        self.bump_end = 0;
+        self.spare = 0;
     }
 
     /// The recursive update of entry `e` (span `s`) over `[lo, hi)` (relative, non-empty).
