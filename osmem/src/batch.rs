@@ -112,7 +112,9 @@ const DONE: usize = 1;
 const LOCKED: usize = 2;
 /// Checked mode: settled, but the kernel does not show it (the note has the error).
 const UNVERIFIED: usize = 4;
-const BASE_TAGS: usize = DONE | LOCKED | UNVERIFIED;
+/// Its release failed and left it Reserved (the error says `changed`): settled there.
+const HOLE: usize = 8;
+const BASE_TAGS: usize = DONE | LOCKED | UNVERIFIED | HOLE;
 
 // Tags in a queued range's length, once its outcome is known.
 /// The range's new code.
@@ -200,7 +202,9 @@ pub struct BatchReport {
     /// earlier range of the same flush that overlaps them) or not Ready: nothing changed for
     /// them. See `error`.
     pub refused: usize,
-    /// Ranges whose release failed; they are Ready again, unchanged. See `error`.
+    /// Ranges whose release failed; they are Ready again, unchanged, unless the range's error
+    /// says it changed (the last link's remap left a hole, taken back: the range is Reserved
+    /// now). See `error`.
     pub failed: usize,
     /// Checked mode: ranges settled whose effect the kernel does not show. See `error`.
     pub unverified: usize,
@@ -964,7 +968,14 @@ impl<'r, const N: usize> Batch<'r, N> {
                         v.len |= OPEN;
                     }
                 }
-                Err(err) => report.failed(v, i, &mut regs, r, err),
+                Err(err) => {
+                    let hole = err.changed();
+                    report.failed(v, i, &mut regs, r, err);
+                    // (After `failed`, which reads the untagged address.)
+                    if hole {
+                        v.base |= HOLE;
+                    }
+                }
             }
         }
         stats::add(Counter::UnusedOps, (report.ranges - before) as u64);
@@ -1295,6 +1306,8 @@ impl Job for SettleJob<'_, '_> {
                     if !m.is_some_and(|(w, m)| s.set_word(w << 4, m, len as u64, c)) {
                         s.set(base, len, c);
                     }
+                } else if v.len & FAILED != 0 && v.base & HOLE != 0 {
+                    s.set(base, len, region::RESERVED_CODE);
                 } else if v.len & FAILED != 0 {
                     s.unclaim(base, len);
                 } else {

@@ -87,6 +87,8 @@ const PREPARED_NONE: u8 = 2;
 const READY: u8 = 3;
 /// `READY`, for the batch's word claims.
 pub(crate) const READY_CODE: u8 = READY;
+/// `RESERVED`, for a batched range whose failed release left it Reserved.
+pub(crate) const RESERVED_CODE: u8 = RESERVED;
 /// Faulted with guard markers (protection RW).
 const FAULT_GUARD: u8 = 4;
 /// Faulted with PROT_NONE (by mprotect or by a PROT_NONE remap). (A fault that could only
@@ -967,13 +969,25 @@ impl Reservation {
         let c = self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
         let (how, released) = unused::release(addr, len, offset, advice, self.remap_with(k))
-            .inspect_err(|_| self.unclaim(first, n, c))?;
+            .inspect_err(|e| self.release_failed(first, n, e, c))?;
         let protected = k.harddecommit() && self.protect_released(addr, len);
         let u = self.finish_unused(first, n, how, released, protected, c);
         if k.checked() {
             self.verify_unused(first, n, &u)?;
         }
         Ok(u)
+    }
+
+    /// A release failed: the range is let go of unchanged, or, if the error says it changed
+    /// (the remap link left a hole, taken back as `PROT_NONE`: see `unused::remap_failed`),
+    /// settled Reserved, which is what it is now.
+    #[cold]
+    fn release_failed(&self, first: usize, n: usize, e: &Error, c: Claim) {
+        if e.changed() {
+            self.settle_ready(first, n, RESERVED, c);
+        } else {
+            self.unclaim(first, n, c);
+        }
     }
 
     /// Checked mode's question after an unused (asked where checked mode is on): a range said

@@ -165,6 +165,13 @@ counters! {
     /// unused: the remap link left the range resident (the new pages were locked and faulted
     /// in again, under `mlockall(MCL_FUTURE)`): reported as not released.
     unused_not_released => UnusedNotReleased,
+    /// unused: the remap link failed after the kernel had cleared the old mapping, leaving a
+    /// hole in the region; osmem took the address space back (`PROT_NONE`), and the range is
+    /// Reserved.
+    remap_holes => RemapHoles,
+    /// Of those, holes osmem could not take back (another mapping took the address, or no
+    /// memory): the range reads Reserved but nothing is mapped there.
+    remap_holes_left => RemapHolesLeft,
     /// Transient errors (EAGAIN, EINTR) retried.
     transient_retries => TransientRetries,
     /// Zero-length madvise probes issued to tell "advice unknown" from "bad argument".

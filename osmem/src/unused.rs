@@ -148,11 +148,54 @@ pub(crate) fn release(
             op: Op::Unused,
             call: Syscall::Mmap,
             errno,
-            // A failed MAP_FIXED mmap restores the old mapping (Linux ≥ 6.12 aborts the
-            // munmap it gathered); on older kernels it may leave a hole, but no data that the
-            // caller still wanted is involved: the range was being discarded.
-            changed: false,
+            // `changed`: the range is Reserved now (see `remap_failed`); the caller settles it
+            // there. No data the caller still wanted is involved either way: the range was
+            // being discarded.
+            changed: remap_failed(addr, len) != Left::Intact,
         }),
+    }
+}
+
+/// What a failed `MAP_FIXED` remap left of the range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Left {
+    /// The old mapping, as it was (still Ready, contents intact).
+    Intact,
+    /// A hole, taken back as a `PROT_NONE` mapping: the range is Reserved.
+    Reserved,
+    /// A hole osmem could not take back: nothing is mapped there.
+    Hole,
+}
+
+/// A `MAP_FIXED` mmap first gathers the old mapping for unmapping; if it fails before clearing
+/// its page tables (the address-space and overcommit checks), the kernel puts the old
+/// mapping back as it was; if it fails after (allocating the new VMA or the tree's nodes), it
+/// cannot, and leaves a hole the size of the call (`vms_abort_munmap_vmas` in mm/vma.c, Linux
+/// ≥ 6.12; older kernels left a hole for any failure past the unmap). mincore tells which: it
+/// fails with ENOMEM on an unmapped page. A hole is taken back at once with a `PROT_NONE`
+/// `MAP_FIXED_NOREPLACE` mapping, which replaces nothing of anyone else's: the range is then
+/// Reserved, as a reservation's unused address space is. If even that fails, another mapping
+/// got there first or memory is short; the hole is counted (`remap_holes_left`) and the range
+/// reads Reserved all the same (osmem has no state for address space it does not hold; a
+/// later `map` remaps it with `MAP_FIXED`).
+#[cold]
+#[inline(never)]
+fn remap_failed(addr: usize, len: usize) -> Left {
+    let ps = crate::probe::page_size();
+    let mapped = |a: usize| {
+        let mut v = [0u8; 1];
+        sys::mincore(a, ps, &mut v, ps).is_ok()
+    };
+    if mapped(addr) && mapped(addr + len - ps) {
+        return Left::Intact;
+    }
+    stats::bump(Counter::RemapHoles);
+    match sys::mmap_noreplace(addr, len) {
+        Ok(_) => Left::Reserved,
+        Err(_) => {
+            stats::bump(Counter::RemapHolesLeft);
+            Left::Hole
+        }
     }
 }
 

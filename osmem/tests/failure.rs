@@ -15,6 +15,9 @@
 //! | 5 | `dontneed_eagain_retried_then_remap` | DONTNEED→EAGAIN | 1 + 4 retries (transient_retries +4), then `Remap`, released, no downgrade; the next call tries DONTNEED again |
 //! | 6 | `dontneed_eintr_retried_then_remap` | DONTNEED→EINTR | same as 5 |
 //! | 7 | `unused_all_links_fail_loses_nothing` | every madvise→ENOSYS, mmap→ENOMEM | `Error::Os { Unused, Mmap, ENOMEM, changed: false }`; data intact and resident, state Ready, byte accounting unchanged |
+//! | 7b | `remap_hole_is_taken_back_and_reserved` | mmap(RW, MAP_FIXED) unmaps, then → ENOMEM (a trap: the kernel failing past clearing the old page tables) | `Error::Os { Unused, Mmap, ENOMEM, changed: true }`; the hole taken back `PROT_NONE` (`---p`, SEGV_ACCERR), state Reserved, bytes Ready → Reserved, remap_holes 1; map + used work |
+//! | 7c | `remap_hole_that_cannot_be_taken_back_is_counted` | as 7b, and mmap(MAP_FIXED_NOREPLACE) → ENOMEM | same error; nothing mapped (SEGV_MAPERR), state Reserved, remap_holes_left 1; map (its remap) + used work |
+//! | 7d | `remap_hole_in_a_batch_is_settled_reserved` | as 7b, through a batch's per-range chain | the range reported failed with that error, settled Reserved |
 //! | 8 | `guard_install_einval_falls_to_protect` | GUARD_INSTALL→EINVAL | `fault(Guard)` → `Protect`, touch → SEGV_ACCERR, released, fallback_fault_guard 1, downgrade_guard 1; `selected().fault` = Protect; `map` makes it usable |
 //! | 9 | `protect_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL (no VMA-free way to trap) | `fault(Protect)` → `ReleasedOnly`, `traps()` false, touch succeeds, released, reads 0, fallback_fault_open 1; state Prepared (as the kernel has it): `map` refused before any syscall, `used` works |
 //! | 10 | `go_at_vma_limit_released_only` | mprotect(PROT_NONE)→ENOMEM, GUARD_INSTALL→EINVAL | `fault(Go)`: same as 9 |
@@ -43,15 +46,17 @@ use common::{
     all_bytes, call_code, fault_code, op_code, perms_code, play_role_if, ps, slot_len, spawn_role,
     touch_code, unused_code, Slots, F_GUARD, F_PROTECT, F_RELEASED_ONLY, F_REMAP, MADV_COLLAPSE,
     MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, P_NONE,
-    P_RW, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK, U_DONTNEED, U_DONTNEED_LOCKED, U_FREE, U_REMAP,
+    P_RW, P_UNMAPPED, SLOT_PAGES, T_ACCERR, T_MAPERR, T_OK, U_DONTNEED, U_DONTNEED_LOCKED, U_FREE,
+    U_REMAP,
 };
 use osmem::{
     Config, Error, FaultStrategy, Op, Reservation, State, Stats, Syscall, Unused, UnusedAdvice,
     UnusedHow,
 };
 use osmem_testkit::{
-    apply_filter_in_child, build_filter, in_child_filtered, in_child_report, is_zero,
-    resident_pages, smaps_at, ChildExit, Inject, Report, ReportBuf, REPORT_CAP,
+    apply_filter_in_child, build_filter, build_trap_filter, in_child_filtered, in_child_report,
+    in_child_trapped, is_zero, resident_pages, smaps_at, ChildExit, Inject, Report, ReportBuf,
+    Trap, REPORT_CAP,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -974,6 +979,155 @@ fn unused_all_links_fail_loses_nothing() {
         ("again_same_error", 1),
         ("again_madvise_calls", 0),
         ("again_data_intact", 1),
+    ]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7b. The remap link fails after the kernel cleared the old mapping: a hole
+
+/// `unused(Remap)` whose `mmap(RW, MAP_FIXED)` fails with ENOMEM after unmapping its range
+/// (a trap: the handler unmaps, then fails the call, as the kernel does when it fails past
+/// clearing the old page tables). With `retake`, osmem's `PROT_NONE` `MAP_FIXED_NOREPLACE`
+/// that takes the hole back goes through; without, it fails too (ENOMEM) and the hole stays.
+fn remap_hole(test: &'static str, retake: bool, batch: bool) -> Fields {
+    let s = Slots::new(1);
+    let fixed = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u32;
+    let noreplace =
+        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE)
+            as u32;
+    // The remap carries MAP_NORESERVE if the region was reserved with it: trap both.
+    let mut rules = vec![
+        Trap::new(libc::SYS_mmap)
+            .when(3, fixed)
+            .errno(libc::ENOMEM)
+            .unmap_on_fail(),
+        Trap::new(libc::SYS_mmap)
+            .when(3, fixed | libc::MAP_NORESERVE as u32)
+            .errno(libc::ENOMEM)
+            .unmap_on_fail(),
+    ];
+    if !retake {
+        rules.push(
+            Trap::new(libc::SYS_mmap)
+                .when(3, noreplace)
+                .errno(libc::ENOMEM),
+        );
+    }
+    let filter = build_trap_filter(&rules); // allocates: parent only
+    let (exit, buf) = in_child_trapped(&filter, |rep| {
+        osmem::configure(Config::new());
+        let mut o = Out::new();
+        o.flag("setup", s.ready(0, 0x3c));
+        let (a, u, b) = measured(|| {
+            if batch {
+                // The per-range chain of a batch (Remap: no batched call).
+                let mut b: osmem::Batch<'_, 4> =
+                    osmem::Batch::new(osmem::BatchKind::Unused(UnusedAdvice::Remap));
+                unsafe { b.push(&s.r, s.off(0), slot_len()) }.unwrap();
+                let rep = b.finish();
+                match rep.error {
+                    Some(e) if rep.failed == 1 && rep.ranges == 0 => Err(e),
+                    _ => Ok(()),
+                }
+            } else {
+                unsafe { s.r.unused_with(s.off(0), slot_len(), UnusedAdvice::Remap) }.map(|_| ())
+            }
+        });
+        put_result(&mut o, u);
+        o.put("state", state(s.r.state(s.off(0))));
+        o.put("s0_perms", perms_code(s.addr(0)));
+        o.put("touch", touch_code(s.addr(0), false));
+        o.flag(
+            "ready_down",
+            b.ready_bytes + slot_len() as u64 == a.ready_bytes,
+        );
+        o.flag(
+            "reserved_up",
+            a.reserved_bytes + slot_len() as u64 == b.reserved_bytes,
+        );
+        delta!(o, a, b, remap_holes, remap_holes_left, unused_ops);
+        // Usable again through map + used, data round-trips.
+        let m = s.r.map(s.off(0), slot_len()).is_ok() && s.r.used(s.off(0), slot_len()).is_ok();
+        o.flag("map_used", m);
+        if m {
+            unsafe { core::ptr::write_bytes(s.addr(0) as *mut u8, 0x3d, slot_len()) };
+            o.flag("roundtrip", all_bytes(s.addr(0), slot_len(), 0x3d));
+        }
+        o.send(rep)
+    });
+    assert_eq!(
+        exit,
+        ChildExit::Code(0),
+        "{test}: child did not finish ({buf:?})"
+    );
+    Fields::decode(test, &buf)
+}
+
+#[test]
+fn remap_hole_is_taken_back_and_reserved() {
+    let f = remap_hole("remap_hole_retaken", true, false);
+    f.expect(&[
+        ("setup", 1),
+        ("is_err", 1),
+        ("err_op", op_code(Op::Unused)),
+        ("err_call", call_code(Syscall::Mmap)),
+        ("err_errno", libc::ENOMEM as u64),
+        // The state changed: the range is Reserved, as its VMA (PROT_NONE) says.
+        ("err_changed", 1),
+        ("state", S_RESERVED),
+        ("s0_perms", P_NONE),
+        ("touch", T_ACCERR),
+        ("ready_down", 1),
+        ("reserved_up", 1),
+        ("d_remap_holes", 1),
+        ("d_remap_holes_left", 0),
+        ("d_unused_ops", 0),
+        ("map_used", 1),
+        ("roundtrip", 1),
+    ]);
+}
+
+#[test]
+fn remap_hole_in_a_batch_is_settled_reserved() {
+    let f = remap_hole("remap_hole_batch", true, true);
+    f.expect(&[
+        ("setup", 1),
+        ("is_err", 1),
+        ("err_call", call_code(Syscall::Mmap)),
+        ("err_errno", libc::ENOMEM as u64),
+        ("err_changed", 1),
+        ("state", S_RESERVED),
+        ("s0_perms", P_NONE),
+        ("touch", T_ACCERR),
+        ("ready_down", 1),
+        ("reserved_up", 1),
+        ("d_remap_holes", 1),
+        ("d_remap_holes_left", 0),
+        ("map_used", 1),
+        ("roundtrip", 1),
+    ]);
+}
+
+#[test]
+fn remap_hole_that_cannot_be_taken_back_is_counted() {
+    let f = remap_hole("remap_hole_left", false, false);
+    f.expect(&[
+        ("setup", 1),
+        ("is_err", 1),
+        ("err_errno", libc::ENOMEM as u64),
+        ("err_changed", 1),
+        ("state", S_RESERVED),
+        // Nothing mapped there: an access faults with MAPERR.
+        ("s0_perms", P_UNMAPPED),
+        ("touch", T_MAPERR),
+        ("ready_down", 1),
+        ("reserved_up", 1),
+        ("d_remap_holes", 1),
+        ("d_remap_holes_left", 1),
+        // map's mprotect(RW) fails on the hole; its MAP_FIXED remap maps it (the trap has
+        // spent its one failure).
+        ("map_used", 1),
+        ("roundtrip", 1),
     ]);
 }
 

@@ -81,6 +81,8 @@ pub struct Trap {
     errno: i32,
     /// Bits cleared in one argument of every re-issued call: (argument, mask).
     clear: (u8, u64),
+    /// A failing `mmap` first unmaps its range (see [`Trap::unmap_on_fail`]).
+    unmap: bool,
 }
 
 impl Trap {
@@ -94,7 +96,27 @@ impl Trap {
             fail: 1,
             errno: libc::EAGAIN,
             clear: (0, 0),
+            unmap: false,
         }
+    }
+
+    /// The failing calls of an `mmap` rule first unmap their range (a real `munmap` of
+    /// arguments 0 and 1), then fail: emulates a `MAP_FIXED` mmap that failed after the
+    /// kernel had cleared the old mapping's page tables, which cannot be undone and leaves a
+    /// hole (`vms_abort_munmap_vmas` in mm/vma.c). A seccomp errno rule cannot: it fails the
+    /// call before the kernel does anything.
+    ///
+    /// ```no_run
+    /// use osmem_testkit::Trap;
+    /// let hole = Trap::new(libc::SYS_mmap)
+    ///     .when(3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u32)
+    ///     .errno(libc::ENOMEM)
+    ///     .unmap_on_fail();
+    /// # let _ = hole;
+    /// ```
+    pub const fn unmap_on_fail(mut self) -> Trap {
+        self.unmap = true;
+        self
     }
 
     /// Re-issue the calls that go through with `mask` cleared in argument `arg`: emulates a
@@ -259,6 +281,7 @@ struct Slot {
     nconds: AtomicU8,
     clear_arg: AtomicU8,
     clear_mask: AtomicU64,
+    unmap: AtomicU8,
     left: AtomicU32,
     errno: AtomicI32,
     trapped: AtomicU32,
@@ -273,6 +296,7 @@ const EMPTY: Slot = Slot {
     nconds: AtomicU8::new(0),
     clear_arg: AtomicU8::new(0),
     clear_mask: AtomicU64::new(0),
+    unmap: AtomicU8::new(0),
     left: AtomicU32::new(0),
     errno: AtomicI32::new(0),
     trapped: AtomicU32::new(0),
@@ -361,6 +385,9 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
                 .is_ok();
             if fail {
                 s.failed.fetch_add(1, Ordering::Relaxed);
+                if nr == libc::SYS_mmap && s.unmap.load(Ordering::Relaxed) != 0 {
+                    raw_syscall6(libc::SYS_munmap, [args[0], args[1], 0, 0, 0, TRAP_MAGIC]);
+                }
                 g[libc::REG_RAX as usize] = -(s.errno.load(Ordering::Relaxed) as i64);
                 return;
             }
@@ -394,6 +421,7 @@ pub fn apply_trap_filter_in_child(f: &TrapFilter) {
         s.nconds.store(t.conds().len() as u8, Ordering::Relaxed);
         s.clear_arg.store(t.clear.0, Ordering::Relaxed);
         s.clear_mask.store(t.clear.1, Ordering::Relaxed);
+        s.unmap.store(t.unmap as u8, Ordering::Relaxed);
         s.left.store(t.fail, Ordering::Relaxed);
         s.errno.store(t.errno, Ordering::Relaxed);
         s.trapped.store(0, Ordering::Relaxed);
