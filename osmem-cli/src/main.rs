@@ -403,6 +403,10 @@ fn problem_hint(kind: ProblemKind, item: &str) -> String {
                 None => keys,
             }
         }
+        ProblemKind::RepeatedKey => {
+            let key = item.split('=').next().unwrap_or("").trim();
+            format!("{key} is given more than once; the last value holds")
+        }
         _ => keys,
     }
 }
@@ -412,6 +416,7 @@ fn problem_kind_name(k: ProblemKind) -> &'static str {
         ProblemKind::UnknownKey => "unknown_key",
         ProblemKind::BadValue => "bad_value",
         ProblemKind::Malformed => "malformed",
+        ProblemKind::RepeatedKey => "repeated_key",
         _ => "other",
     }
 }

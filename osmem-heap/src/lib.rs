@@ -377,12 +377,12 @@ pub struct HeapStats {
 ///
 /// # As `std::io::Error`
 ///
-/// With the `std` feature, `?` converts a `HeapError` into a [`std::io::Error`]. A failed
-/// system call keeps its errno ([`raw_os_error`](std::io::Error::raw_os_error), and the kind
-/// the standard library derives from it); every other error becomes an `io::Error` of a
-/// fitting kind (`InvalidInput` for a bad argument, `OutOfMemory` for a full heap,
-/// `Unsupported` for what the kernel lacks, `Other` otherwise) that carries the `HeapError`
-/// itself, for [`get_ref`](std::io::Error::get_ref) and `downcast_ref`.
+/// With the `std` feature, `?` converts a `HeapError` into a [`std::io::Error`] that carries
+/// the `HeapError` itself (its message names the operation; [`get_ref`](std::io::Error::get_ref)
+/// and `downcast_ref` give it back, with the errno of a failed system call), of a fitting
+/// kind: the standard library's kind for a failed system call's errno, `InvalidInput` for a
+/// bad argument, `OutOfMemory` for a full heap, `Unsupported` for what the kernel lacks,
+/// `Other` otherwise.
 ///
 /// ```
 /// use std::io::ErrorKind;
@@ -474,7 +474,7 @@ impl core::fmt::Display for HeapError {
                     "{pages} pages at {addr:#x} are not all in use (double free?)"
                 )
             }
-            HeapError::Os(e) => write!(f, "osmem: {e}"),
+            HeapError::Os(e) => write!(f, "{e}"),
             HeapError::TooManyHeaps => write!(f, "64 heaps already live in this process"),
             HeapError::Busy => write!(
                 f,
@@ -487,8 +487,8 @@ impl core::fmt::Display for HeapError {
 #[cfg(feature = "std")]
 impl std::error::Error for HeapError {}
 
-/// See [`HeapError`'s documentation](HeapError#as-stdioerror): OS errors keep their errno,
-/// others carry the `HeapError`.
+/// See [`HeapError`'s documentation](HeapError#as-stdioerror): the `io::Error` carries the
+/// `HeapError`.
 ///
 /// ```
 /// let e = std::io::Error::from(osmem_heap::HeapError::TooManyHeaps);
@@ -500,10 +500,11 @@ impl From<HeapError> for std::io::Error {
         use std::io::ErrorKind;
         let kind = match e {
             HeapError::Os(os) => match os.errno() {
-                Some(errno) => return std::io::Error::from_raw_os_error(errno),
+                Some(errno) => std::io::Error::from_raw_os_error(errno).kind(),
                 None => match os {
                     osmem::Error::Unsupported { .. } => ErrorKind::Unsupported,
                     osmem::Error::Unaligned { .. }
+                    | osmem::Error::Alignment { .. }
                     | osmem::Error::ZeroLength { .. }
                     | osmem::Error::Overflow { .. }
                     | osmem::Error::OutOfRange { .. } => ErrorKind::InvalidInput,

@@ -108,8 +108,11 @@ fn heap_errors_convert_to_io_errors() {
     };
     assert_eq!(errno, libc::ENOMEM, "{he:?}");
     let e = std::io::Error::from(he);
-    assert_eq!(e.raw_os_error(), Some(libc::ENOMEM));
     assert_eq!(e.kind(), ErrorKind::OutOfMemory);
+    // The heap error itself travels inside, with its errno; the message names the operation.
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<HeapError>());
+    assert_eq!(inner, Some(&he));
+    assert!(e.to_string().contains("ENOMEM"), "{e}");
 
     // SAFETY: nothing uses the heap any more.
     unsafe { Heap::destroy(heap) };

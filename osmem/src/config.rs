@@ -16,6 +16,7 @@
 //! finish under the knobs they started with.
 
 use crate::once::Once;
+use crate::sys::linux as sys;
 use core::sync::atomic::Ordering;
 
 /// Which advice `unused` starts its chain with: the `unused` knob ([`Config::unused`],
@@ -114,7 +115,7 @@ pub enum Thp {
 /// assert_eq!(cfg.unused_advice(), UnusedAdvice::Free);
 /// osmem::configure(Config::from_env()); // back to the defaults plus whatever OSMEM says
 /// ```
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, PartialEq, Eq)]
 pub struct Config {
     unused: UnusedAdvice,
     fault: FaultStrategy,
@@ -160,7 +161,8 @@ impl Config {
         }
     }
 
-    /// The defaults with the `OSMEM` environment variable applied (as parsed at first use).
+    /// The defaults with the `OSMEM` environment variable applied (as the process started
+    /// with it; see the crate docs' "Knobs").
     ///
     /// ```
     /// let cfg = osmem::Config::from_env();
@@ -306,13 +308,18 @@ impl Config {
     }
 
     /// Parse an `OSMEM`-style string (`key=value,key=value`) on top of the defaults, without
-    /// allocating. Problems are reported, and the offending item leaves its knob unchanged.
+    /// allocating. Problems are reported, and the offending item leaves its knob unchanged. A
+    /// key given twice takes the later value and is reported ([`ProblemKind::RepeatedKey`]).
     ///
     /// ```
     /// let (cfg, report) = osmem::Config::parse(b"unused=free,bogus=1,thp=sometimes");
     /// assert_eq!(cfg.unused_advice(), osmem::UnusedAdvice::Free);
     /// assert_eq!(report.problems().len(), 2);
     /// assert_eq!(report.problems()[0].item(), "bogus=1");
+    ///
+    /// let (cfg, report) = osmem::Config::parse(b"unused=free,unused=dontneed");
+    /// assert_eq!(cfg.unused_advice(), osmem::UnusedAdvice::DontNeed);
+    /// assert_eq!(report.problems()[0].kind(), osmem::ProblemKind::RepeatedKey);
     /// ```
     pub fn parse(s: &[u8]) -> (Config, EnvReport) {
         let mut cfg = Config::new();
@@ -339,10 +346,14 @@ impl Config {
                     continue;
                 }
             };
-            if ok {
-                cfg.set |= bit;
-            } else {
+            if !ok {
                 report.push(ProblemKind::BadValue, item);
+            } else if cfg.set & bit != 0 {
+                // Said twice: the later value holds, and the repetition is a problem (a
+                // launcher appending to a variable a user already set, for example).
+                report.push(ProblemKind::RepeatedKey, item);
+            } else {
+                cfg.set |= bit;
             }
         }
         (cfg, report)
@@ -583,6 +594,8 @@ pub enum ProblemKind {
     BadValue,
     /// The item has no `=`.
     Malformed,
+    /// The key was given before in the same string: this later value holds.
+    RepeatedKey,
 }
 
 const ITEM_MAX: usize = 48;
@@ -595,7 +608,7 @@ const PROBLEMS_MAX: usize = 8;
 /// let p = r.problems()[0];
 /// assert_eq!((p.kind(), p.item()), (osmem::ProblemKind::BadValue, "fault=fast"));
 /// ```
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, PartialEq, Eq)]
 pub struct Problem {
     kind: ProblemKind,
     len: u8,
@@ -636,7 +649,7 @@ impl Problem {
 /// assert_eq!((r.problems().len(), r.dropped()), (1, 0));
 /// ```
 #[must_use = "problems in the environment are only said here"]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, PartialEq, Eq)]
 pub struct EnvReport {
     problems: [Problem; PROBLEMS_MAX],
     len: usize,
@@ -688,6 +701,73 @@ impl EnvReport {
     }
 }
 
+/// Every knob's value, and which keys were set explicitly (by name).
+///
+/// ```
+/// let c = osmem::Config::new().harddecommit(true);
+/// let d = format!("{c:?}");
+/// assert!(d.contains("harddecommit: true") && d.contains(r#"set: ["harddecommit"]"#), "{d}");
+/// ```
+impl core::fmt::Debug for Config {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Set(u8);
+        impl core::fmt::Debug for Set {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_list()
+                    .entries(
+                        KEYS.iter()
+                            .enumerate()
+                            .filter(|&(i, _)| self.0 & (1 << i) != 0)
+                            .map(|(_, k)| k),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("Config")
+            .field("unused", &self.unused)
+            .field("fault", &self.fault)
+            .field("harddecommit", &self.harddecommit)
+            .field("thp", &self.thp)
+            .field("prefault", &self.prefault)
+            .field("checked", &self.checked)
+            .field("set", &Set(self.set))
+            .finish()
+    }
+}
+
+/// The kind and the item as written.
+///
+/// ```
+/// let (_, r) = osmem::Config::parse(b"fault=fast");
+/// assert_eq!(format!("{:?}", r.problems()[0]), r#"Problem { kind: BadValue, item: "fault=fast" }"#);
+/// ```
+impl core::fmt::Debug for Problem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Problem")
+            .field("kind", &self.kind)
+            .field("item", &self.item())
+            .finish()
+    }
+}
+
+/// The problems kept and how many were dropped.
+///
+/// ```
+/// let (_, r) = osmem::Config::parse(b"unused=free,bogus=1");
+/// assert_eq!(
+///     format!("{r:?}"),
+///     r#"EnvReport { problems: [Problem { kind: UnknownKey, item: "bogus=1" }], dropped: 0 }"#
+/// );
+/// ```
+impl core::fmt::Debug for EnvReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EnvReport")
+            .field("problems", &self.problems())
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
 struct EnvInit {
     config: Config,
     report: EnvReport,
@@ -704,7 +784,7 @@ fn global_word() -> &'static core::sync::atomic::AtomicU32 {
     crate::stats::word(crate::stats::Word::Knobs)
 }
 
-/// The process-wide knob word, reading `OSMEM` on first use.
+/// The process-wide knob word (`OSMEM` applied, see "reading OSMEM" below).
 #[inline]
 fn global() -> u32 {
     let w = global_word().load(Ordering::Relaxed);
@@ -721,23 +801,136 @@ pub(crate) fn knobs() -> Knobs {
     Knobs(global())
 }
 
-fn env_init() -> &'static EnvInit {
-    ENV.get_or_init(
-        || {
-            // SAFETY: getenv returns a pointer into the environment block or NULL; it is read
-            // at first use, before a program can be expected to call setenv concurrently.
-            let raw = unsafe { libc::getenv(c"OSMEM".as_ptr()) };
-            let (config, report) = if raw.is_null() {
-                (Config::new(), EnvReport::EMPTY)
+// ----- reading OSMEM
+//
+// Not with `getenv` at first use: that may run on any thread, inside an allocator, while
+// another thread calls `setenv` (`std::env::set_var`), and libc's environment is not
+// thread-safe: undefined behaviour. (`std::env::var_os` takes std's lock, which libc's
+// `setenv` from C code does not, and allocates.) The variable is read once, from the
+// environment the process started with, where nobody can be writing:
+//
+// - with glibc, by a constructor in `.init_array`, which glibc runs before `main` with
+//   `(argc, argv, envp)` (std captures `argv` the same way): one thread, before any code of
+//   the program runs. A library loaded with `dlopen` reads it when it is loaded (glibc passes
+//   the environment of that moment);
+// - with other C libraries (or if the constructor did not run), from `/proc/self/environ` at
+//   first use: the environment as the process started, read with `open`/`read`, never
+//   through libc's environment. Without `/proc`, the defaults hold.
+//
+// Either way `setenv("OSMEM", ...)` after the start has no effect: use `configure`.
+
+/// The `OSMEM` value among NUL-separated `KEY=value` entries, fed in chunks (the entries of
+/// `/proc/self/environ`); values longer than the buffer are cut (and then reported by the
+/// parse as whatever they read as).
+struct EnvScan {
+    entry: [u8; 1024],
+    len: usize,
+    found: Option<usize>,
+}
+
+impl EnvScan {
+    const NAME: &'static [u8] = b"OSMEM=";
+
+    fn new() -> Self {
+        EnvScan {
+            entry: [0; 1024],
+            len: 0,
+            found: None,
+        }
+    }
+
+    /// Feed bytes; `false` once the variable is found.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if b == 0 {
+                if self.entry[..self.len.min(Self::NAME.len())] == *Self::NAME
+                    && self.len >= Self::NAME.len()
+                {
+                    self.found = Some(self.len.min(self.entry.len()));
+                    return false;
+                }
+                self.len = 0;
             } else {
-                // SAFETY: getenv returned a NUL-terminated string.
-                Config::parse(unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes())
-            };
-            EnvInit { config, report }
-        },
-        // Only the published parse sets the knobs, and before `configure` can run after it.
-        |e| store(e.config),
-    )
+                if self.len < self.entry.len() {
+                    self.entry[self.len] = b;
+                }
+                self.len += 1;
+            }
+        }
+        true
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.found.map(|n| &self.entry[Self::NAME.len()..n])
+    }
+}
+
+/// `OSMEM` from `/proc/self/environ` (see above), parsed.
+fn from_proc_environ() -> EnvInit {
+    let mut scan = EnvScan::new();
+    let mut buf = [0u8; 512];
+    sys::read_chunks(c"/proc/self/environ", &mut buf, |c| scan.feed(c));
+    parsed(scan.value())
+}
+
+fn parsed(v: Option<&[u8]>) -> EnvInit {
+    let (config, report) = match v {
+        Some(v) => Config::parse(v),
+        None => (Config::new(), EnvReport::EMPTY),
+    };
+    EnvInit { config, report }
+}
+
+/// Publish what was read (once: the first of the constructor and a first use wins).
+fn env_set(init: impl FnOnce() -> EnvInit) -> &'static EnvInit {
+    // Only the published parse sets the knobs, and before `configure` can run after it.
+    ENV.get_or_init(init, |e| store(e.config))
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod capture {
+    use core::ffi::{c_char, c_int, CStr};
+
+    /// Run by glibc before `main` (see above).
+    #[used]
+    #[link_section = ".init_array.00099"]
+    pub(super) static CAPTURE_ENV: extern "C" fn(
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) = capture_env;
+
+    extern "C" fn capture_env(
+        _argc: c_int,
+        _argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) {
+        let mut value = None;
+        if !envp.is_null() {
+            let mut p = envp;
+            // SAFETY: glibc passes the NULL-terminated array of NUL-terminated strings the
+            // process started with; nothing else runs yet.
+            unsafe {
+                while !(*p).is_null() {
+                    if let Some(v) = CStr::from_ptr(*p).to_bytes().strip_prefix(b"OSMEM=") {
+                        value = Some(v);
+                        break;
+                    }
+                    p = p.add(1);
+                }
+            }
+        }
+        super::env_set(|| super::parsed(value));
+    }
+}
+
+fn env_init() -> &'static EnvInit {
+    // Keep the constructor linked in with this code (an unreferenced object of an archive may
+    // be left out).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: reading a function pointer from a static.
+    let _ = unsafe { core::ptr::read_volatile(&capture::CAPTURE_ENV) };
+    env_set(from_proc_environ)
 }
 
 fn index_of<T: PartialEq + Copy>(table: &[(&str, T)], v: T) -> u8 {
@@ -783,4 +976,41 @@ pub fn config() -> Config {
 /// ```
 pub fn env_report() -> &'static EnvReport {
     &env_init().report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EnvScan;
+
+    #[test]
+    fn the_environ_scan_finds_the_variable_across_any_chunking() {
+        let env = b"A=1\0OSMEMX=no\0XOSMEM=no\0OSMEM=unused=free,thp=never\0OSMEM=second\0B=2\0";
+        for cut in 1..env.len() {
+            let mut s = EnvScan::new();
+            let mut more = true;
+            for chunk in env.chunks(cut) {
+                if !more {
+                    break;
+                }
+                more = s.feed(chunk);
+            }
+            assert_eq!(
+                s.value(),
+                Some(&b"unused=free,thp=never"[..]),
+                "chunks of {cut}"
+            );
+        }
+        let mut s = EnvScan::new();
+        s.feed(b"A=1\0B=2\0");
+        assert_eq!(s.value(), None);
+        // Empty value; a value longer than the entry buffer is cut, not overrun.
+        let mut s = EnvScan::new();
+        s.feed(b"OSMEM=\0");
+        assert_eq!(s.value(), Some(&b""[..]));
+        let mut s = EnvScan::new();
+        s.feed(b"OSMEM=");
+        s.feed(&[b'x'; 5000]);
+        s.feed(b"\0");
+        assert_eq!(s.value().map(<[u8]>::len), Some(1024 - 6));
+    }
 }

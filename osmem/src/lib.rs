@@ -227,12 +227,18 @@
 //! [`selected`] what it resolves to on this kernel. A reservation can have its own
 //! ([`Reservation::with_config`]): the keys its `Config` sets override the process-wide ones.
 //!
-//! Like Go's `GODEBUG`, the `OSMEM` environment variable sets the knobs without a rebuild, read
-//! once at first use: `OSMEM=unused=free,harddecommit=1,thp=never`. The keys are [`KEYS`]
-//! (`unused`, `fault`, `harddecommit`, `thp`, `prefault`, `checked`) and their values
-//! [`UNUSED_VALUES`], [`FAULT_VALUES`], [`THP_VALUES`] and [`BOOL_VALUES`]. Unknown keys and
-//! values are never taken silently: they leave the default in place and are listed by
-//! [`env_report`]. An explicit [`configure`] wins over the variable.
+//! Like Go's `GODEBUG`, the `OSMEM` environment variable sets the knobs without a rebuild:
+//! `OSMEM=unused=free,harddecommit=1,thp=never`. It is the only variable osmem reads, and it
+//! is read once, from the environment the process started with: with glibc before `main`
+//! (by a constructor, when the process has one thread; a library loaded with `dlopen` reads
+//! it when it is loaded), elsewhere from `/proc/self/environ` at first use. osmem never calls
+//! `getenv` later, so its first use — on any thread, inside an allocator — cannot race with
+//! `std::env::set_var` on another; and setting `OSMEM` after the start changes nothing (use
+//! [`configure`]). The keys are [`KEYS`] (`unused`, `fault`, `harddecommit`, `thp`,
+//! `prefault`, `checked`) and their values [`UNUSED_VALUES`], [`FAULT_VALUES`],
+//! [`THP_VALUES`] and [`BOOL_VALUES`]. Unknown keys and values, and keys given twice (the
+//! last value holds), are never taken silently: they are listed by [`env_report`]. An
+//! explicit [`configure`] wins over the variable.
 //!
 //! ## Cargo features
 //!
@@ -316,7 +322,7 @@ pub use config::{
     config, configure, env_report, Config, EnvReport, FaultStrategy, Problem, ProblemKind, Thp,
     UnusedAdvice, BOOL_VALUES, FAULT_VALUES, KEYS, THP_VALUES, UNUSED_VALUES,
 };
-pub use error::{Errno, Error, Op, Syscall};
+pub use error::{advice_name, Errno, Error, Op, Syscall};
 pub use fault::{FaultHow, Faulted};
 pub use probe::{page_size, probe, Advices, Overcommit, Probe, ProcessMadvise, ThpMode};
 pub use region::{lookup, Lookup, Reservation, ReservationId, State};

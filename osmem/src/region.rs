@@ -380,10 +380,10 @@ impl Reservation {
         let ps = page_size_checked();
         check_len(op, len, ps)?;
         if !align.is_power_of_two() || align < ps {
-            return Err(Error::Unaligned {
+            return Err(Error::Alignment {
                 op,
-                offset: align,
-                len,
+                align,
+                page: ps,
             });
         }
         check_addr(op, hint, len, ps)?;

@@ -110,9 +110,9 @@ const CASES: &[Case] = &[
     case!("alloc: unaligned length", |r, ps| Reservation::alloc(100), Unaligned { op: Alloc, offset: 0, len: 100 }),
     case!("reserve_aligned: zero length", |r, ps| Reservation::reserve_aligned(0, HUGE), ZeroLength { op: Reserve }),
     case!("reserve_aligned: unaligned length", |r, ps| Reservation::reserve_aligned(ps + 1, HUGE), Unaligned { op: Reserve, offset: 0, len: ps + 1 }),
-    case!("reserve_aligned: align not a power of two", |r, ps| Reservation::reserve_aligned(ps, 3 * ps), Unaligned { op: Reserve, offset: 3 * ps, len: ps }),
-    case!("reserve_aligned: align below the page size", |r, ps| Reservation::reserve_aligned(ps, ps / 2), Unaligned { op: Reserve, offset: ps / 2, len: ps }),
-    case!("reserve_aligned: align zero", |r, ps| Reservation::reserve_aligned(ps, 0), Unaligned { op: Reserve, offset: 0, len: ps }),
+    case!("reserve_aligned: align not a power of two", |r, ps| Reservation::reserve_aligned(ps, 3 * ps), Alignment { op: Reserve, align: 3 * ps, page: ps }),
+    case!("reserve_aligned: align below the page size", |r, ps| Reservation::reserve_aligned(ps, ps / 2), Alignment { op: Reserve, align: ps / 2, page: ps }),
+    case!("reserve_aligned: align zero", |r, ps| Reservation::reserve_aligned(ps, 0), Alignment { op: Reserve, align: 0, page: ps }),
     case!("reserve_aligned: len + align overflows", |r, ps| Reservation::reserve_aligned(maxp(ps), HUGE), Overflow { op: Reserve, offset: HUGE, len: maxp(ps) }),
 ];
 

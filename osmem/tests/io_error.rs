@@ -99,15 +99,20 @@ fn unverified_is_other() {
 }
 
 #[test]
-fn an_os_error_keeps_its_errno() {
+fn an_os_error_keeps_its_operation_kind_and_errno() {
     // A real failure: MAP_FIXED_NOREPLACE over a range that is taken.
     let ps = osmem::page_size();
     let r = Reservation::reserve(ps).unwrap();
     let e = Reservation::reserve_fixed(r.as_ptr() as usize, ps).unwrap_err();
     assert_eq!(e.errno(), Some(libc::EEXIST));
     let io: io::Error = e.into();
-    assert_eq!(io.raw_os_error(), Some(libc::EEXIST));
     assert_eq!(io.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        io.to_string(),
+        "osmem reserve: mmap: EEXIST (file exists); nothing changed"
+    );
+    let back = io.get_ref().and_then(|i| i.downcast_ref::<Error>());
+    assert_eq!(back.and_then(Error::errno), Some(libc::EEXIST));
 
     // Built by hand: each errno gives std's kind for it.
     for (errno, kind) in [
@@ -122,8 +127,8 @@ fn an_os_error_keeps_its_errno() {
             changed: false,
         };
         let io = io::Error::from(e);
-        assert_eq!(io.raw_os_error(), Some(errno));
         assert_eq!(io.kind(), kind, "errno {errno}");
+        assert!(io.to_string().starts_with("osmem map: mprotect: E"), "{io}");
     }
 }
 

@@ -418,6 +418,33 @@ pub(crate) fn set_anon_name(addr: usize, len: usize, name: &'static [u8]) -> Res
     Ok(())
 }
 
+/// Read a file (procfs) in chunks of `buf` without allocating, giving each to `f` until it
+/// returns `false` or the file ends; `false` if the file cannot be opened.
+pub(crate) fn read_chunks(
+    path: &core::ffi::CStr,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    // SAFETY: path is NUL-terminated; the buffer bounds are passed to read.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        loop {
+            let r = libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len());
+            if r < 0 && last_errno() == Errno::EINTR {
+                continue;
+            }
+            if r <= 0 || !f(&buf[..r as usize]) {
+                break;
+            }
+        }
+        libc::close(fd);
+        true
+    }
+}
+
 /// Read a small file (procfs/sysfs) into `buf` without allocating; returns the bytes read.
 pub(crate) fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: path is NUL-terminated; the buffer bounds are passed to read.
