@@ -67,6 +67,7 @@ mod scale;
 mod sibling;
 mod syscalls;
 mod trace;
+mod untouched;
 mod vma;
 
 pub use batch::{
@@ -89,6 +90,7 @@ pub use trace::{
     find_go, go_trace, trace_events, trace_figures, trace_run, trace_schedule, EventHash, GoRun,
     Phase, SplitMix, TraceEvent, TraceFigures, TraceRun, TraceSample, TICK_MS,
 };
+pub use untouched::{untouched_unused, Untouched};
 pub use vma::{footprint, vma_growth, Footprint, VmaGrowth};
 
 use std::time::Duration;

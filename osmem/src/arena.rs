@@ -252,9 +252,17 @@ fn create(s: &mut State) -> Result<(), NoMemory> {
     }
     let mut last = Errno::ENOMEM;
     for len in RESERVE_TRIES {
-        // SAFETY: a fresh mapping.
-        match advise::retry(|| unsafe { sys::mmap_anon(0, len, sys::PROT_NONE, false, false) }) {
-            Ok(base) => {
+        // On a page-table-page boundary where it is that large: its touched nodes (at its
+        // start) then share no page-table page with a region placed beside it, whose releases
+        // would otherwise walk that page (see `advise::pmd_table_span`).
+        let span = advise::pmd_table_span();
+        let align = if len >= span {
+            span
+        } else {
+            probe::page_size()
+        };
+        match advise::map_aligned(0, len, align, false, true) {
+            Ok((base, _, _)) => {
                 let first = COMMIT_STEP.min(len);
                 // SAFETY: the start of the mapping just made.
                 if let Err(e) = advise::retry(|| unsafe {
@@ -277,7 +285,8 @@ fn create(s: &mut State) -> Result<(), NoMemory> {
                 ARENA.committed.store(first, Ordering::Release);
                 return Ok(());
             }
-            Err(e) => last = e,
+            Err(advise::MapAligned::Os(e)) => last = e,
+            Err(advise::MapAligned::Overflow) => {}
         }
     }
     Err(NoMemory::Os(Syscall::Mmap, last))

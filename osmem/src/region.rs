@@ -302,6 +302,9 @@ pub struct Reservation {
     index: u32,
     gen: u32,
     page_shift: u32,
+    /// Pages of `PROT_NONE` slack the mapping has before `base` and after the end (an aligned
+    /// `reserve` keeps them rather than trimming: see `reserve`), unmapped with it.
+    slack: (u32, u32),
 }
 
 impl core::fmt::Debug for Reservation {
@@ -324,7 +327,13 @@ fn os(op: Op, call: Syscall, errno: Errno, changed: bool) -> Error {
 
 impl Reservation {
     /// Reserve `len` bytes of address space: `PROT_NONE`, `MAP_NORESERVE`, no footprint
-    /// (None → Reserved). The OS picks the address.
+    /// (None → Reserved). The OS picks the address. A reservation of 1 GiB or more starts on a
+    /// 1 GiB boundary (with 4 KiB pages; the span of one page-table page of PMD entries), so
+    /// it shares no page-table page with a neighbour and releasing its untouched parts walks
+    /// no page tables (measured: `unused` of an untouched 1 GiB range 0.57 µs beside a touched
+    /// neighbour, 0.20 µs on its own). Still one `mmap`: it maps up to 1 GiB more address
+    /// space, `PROT_NONE` with nothing behind it, and keeps it until it is dropped (one
+    /// `munmap` for all).
     ///
     /// ```
     /// let r = osmem::Reservation::reserve(1 << 30)?; // 1 GiB of address space, no memory
@@ -333,7 +342,23 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn reserve(len: usize) -> Result<Self, Error> {
-        Self::reserve_aligned_at(0, len, page_size_checked())
+        let ps = page_size_checked();
+        let span = advise::pmd_table_span();
+        if len < span {
+            return Self::reserve_aligned_at(0, len, ps);
+        }
+        // 1 GiB or more: on a 1 GiB boundary, so it shares no page-table page with a
+        // neighbour (see `advise::pmd_table_span`). The slack is kept, not trimmed: still one
+        // mmap here and one munmap at drop (a pool's reserve + drop costs what a raw one
+        // does), for at most 1 GiB of address space with nothing behind it.
+        let op = Op::Reserve;
+        check_len(op, len, ps)?;
+        let (base, head, tail) = advise::map_aligned(0, len, span, true, false)
+            .map_err(|e| aligned_error(op, e, span, len))?;
+        let slack = ((head / ps) as u32, (tail / ps) as u32);
+        let r = Self::adopt(op, base, len, RESERVED, true, slack)?;
+        stats::bump(Counter::ReserveOps);
+        Ok(r)
     }
 
     /// Like [`reserve`](Self::reserve), with the start aligned to `align` (a power of two, at
@@ -387,29 +412,9 @@ impl Reservation {
             });
         }
         check_addr(op, hint, len, ps)?;
-        let extra = align - ps;
-        let total = len.checked_add(extra).ok_or(Error::Overflow {
-            op,
-            offset: align,
-            len,
-        })?;
-        // SAFETY: a fresh mapping (without MAP_FIXED the hint never replaces anything).
-        let raw =
-            advise::retry(|| unsafe { sys::mmap_anon(hint, total, sys::PROT_NONE, false, true) })
-                .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let base = (raw + extra) & !(align - 1);
-        // SAFETY: head and tail are parts of the mapping just created, not handed out. A
-        // trim refused for good (a sandbox) leaves PROT_NONE address space with no memory.
-        unsafe {
-            if base > raw {
-                let _ = advise::retry(|| sys::munmap(raw, base - raw));
-            }
-            let tail = raw + total - (base + len);
-            if tail > 0 {
-                let _ = advise::retry(|| sys::munmap(base + len, tail));
-            }
-        }
-        let r = Self::adopt(op, base, len, RESERVED, true)?;
+        let (base, _, _) = advise::map_aligned(hint, len, align, true, true)
+            .map_err(|e| aligned_error(op, e, align, len))?;
+        let r = Self::adopt(op, base, len, RESERVED, true, (0, 0))?;
         stats::bump(Counter::ReserveOps);
         Ok(r)
     }
@@ -438,7 +443,7 @@ impl Reservation {
         check_addr(op, addr, len, ps)?;
         let base = advise::retry(|| sys::mmap_noreplace(addr, len))
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let r = Self::adopt(op, base, len, RESERVED, true)?;
+        let r = Self::adopt(op, base, len, RESERVED, true, (0, 0))?;
         stats::bump(Counter::ReserveOps);
         Ok(r)
     }
@@ -457,7 +462,7 @@ impl Reservation {
         // SAFETY: a fresh mapping.
         let base = advise::retry(|| unsafe { sys::mmap_anon(0, len, sys::PROT_RW, false, false) })
             .map_err(|e| os(op, Syscall::Mmap, e, false))?;
-        let r = Self::adopt(op, base, len, READY, false)?;
+        let r = Self::adopt(op, base, len, READY, false, (0, 0))?;
         r.name_once();
         stats::bump(Counter::AllocOps);
         Ok(r)
@@ -466,7 +471,14 @@ impl Reservation {
     /// Take ownership of `[base, base+len)` (just mapped) with every page in `code`: give it
     /// a slot in the registry. If no slot can be had, the mapping is unmapped again and the
     /// error says nothing changed.
-    fn adopt(op: Op, base: usize, len: usize, code: u8, noreserve: bool) -> Result<Self, Error> {
+    fn adopt(
+        op: Op,
+        base: usize,
+        len: usize,
+        code: u8,
+        noreserve: bool,
+        slack: (u32, u32),
+    ) -> Result<Self, Error> {
         let ps = probe::page_size();
         // Metadata memory exists before the process can reach the VMA limit (see arena.rs).
         arena::ensure();
@@ -490,8 +502,9 @@ impl Reservation {
         let (index, gen) = match r {
             Ok(r) => r,
             Err(e) => {
+                let (from, n) = mapping(base, len, slack, ps);
                 // SAFETY: the mapping just made, not handed out.
-                let _ = advise::retry(|| unsafe { sys::munmap(base, len) });
+                let _ = advise::retry(|| unsafe { sys::munmap(from, n) });
                 return Err(match e {
                     NoSlot::Busy => Error::Busy { op, offset: 0 },
                     NoSlot::Os(call, errno) => os(op, call, errno, false),
@@ -505,6 +518,7 @@ impl Reservation {
             index,
             gen,
             page_shift: ps.trailing_zeros(),
+            slack,
         };
         stats::created(state_of(code) as usize, len as u64);
         // (A new reservation has no knobs of its own yet: the process-wide thp knob.)
@@ -1695,8 +1709,9 @@ impl Drop for Reservation {
         // finding it, before the address range is unmapped and can be reused.
         registry::begin_drop(self.index);
         registry::unpublish(self.index);
+        let (from, n) = mapping(self.base, self.len, self.slack, 1 << self.page_shift);
         // SAFETY: we own the mapping and `&mut self` proves no transition is running.
-        if advise::retry(|| unsafe { sys::munmap(self.base, self.len) }).is_err() {
+        if advise::retry(|| unsafe { sys::munmap(from, n) }).is_err() {
             // Unmapping refused (a sandbox policy: munmap has no other failure on a range we
             // own). The address space stays taken, but the memory must not: drop the pages
             // and make the range inaccessible. Counted in munmap_errors.
@@ -1760,6 +1775,7 @@ impl ReservationId {
             index: self.index,
             gen: self.gen,
             page_shift: probe::page_size().trailing_zeros(),
+            slack: (0, 0),
         });
         let r = f(&view);
         registry::unpin(slot);
@@ -1958,6 +1974,25 @@ pub(crate) unsafe fn touch_write(addr: usize) {
 
 fn page_size_checked() -> usize {
     probe::page_size()
+}
+
+/// The whole mapping of a reservation of `[base, base+len)` with `slack` pages before and
+/// after it: (start, length).
+fn mapping(base: usize, len: usize, slack: (u32, u32), ps: usize) -> (usize, usize) {
+    let (head, tail) = (slack.0 as usize * ps, slack.1 as usize * ps);
+    (base - head, head + len + tail)
+}
+
+/// The error of an aligned reservation's mapping.
+fn aligned_error(op: Op, e: advise::MapAligned, align: usize, len: usize) -> Error {
+    match e {
+        advise::MapAligned::Overflow => Error::Overflow {
+            op,
+            offset: align,
+            len,
+        },
+        advise::MapAligned::Os(e) => os(op, Syscall::Mmap, e, false),
+    }
 }
 
 /// An address given for a reservation: page-aligned, and the range must not wrap around.

@@ -213,3 +213,60 @@ fn reserve_fixed_on_a_kernel_without_noreplace() {
     // SAFETY: ours (still mapped in the parent).
     unsafe { libc::munmap(occ as *mut _, len) };
 }
+
+/// Reservations of 1 GiB or more, and osmem's metadata arena, start on a 1 GiB boundary and
+/// are mapped there (`/proc/self/maps`), so none shares a page-table page with a neighbour;
+/// smaller ones are placed wherever the kernel puts them.
+#[test]
+fn large_reservations_start_on_a_page_table_page_boundary() {
+    const G: usize = 1 << 30;
+    let span = osmem::page_size().pow(3) / 64;
+    assert_eq!(span, if osmem::page_size() == 4096 { G } else { span });
+    for len in [G, 3 * G + 5 * osmem::page_size()] {
+        let r = Reservation::reserve(len).unwrap();
+        let base = r.as_ptr() as usize;
+        assert_eq!(base % span, 0, "{len:#x} at {base:#x}");
+        // The kernel holds the whole range there (its VMA may have merged with a neighbour
+        // reserved the same way by another test).
+        let v = tk::vma_at(base).expect("a mapping");
+        assert!(v.start <= base && v.end >= base + len, "{v:?}");
+    }
+    let m = osmem::metadata_range().expect("the arena");
+    if m.end - m.start >= span {
+        assert_eq!(m.start % span, 0, "the arena: {m:?}");
+        assert!(tk::vma_at(m.start).is_some(), "the arena mapping");
+    }
+}
+
+/// An aligned `reserve` keeps its slack (one mmap, no trim) and gives all of it back at drop
+/// (one munmap): in a forked child (one thread, so the maps are exactly its own), the mapping
+/// covers the reservation, and after the drop nothing of it is left in the kernel's view.
+#[test]
+fn an_aligned_reserve_gives_back_its_slack() {
+    const G: usize = 1 << 30;
+    // osmem's first use (probe, metadata arena, registry) before the child measures.
+    drop(Reservation::reserve(G).unwrap());
+    let (exit, rep) = tk::in_child_report(|out| {
+        let before = tk::maps_line_count();
+        let s0 = osmem::stats();
+        let r = Reservation::reserve(G).unwrap();
+        let base = r.as_ptr() as usize;
+        let s1 = osmem::stats();
+        let v = tk::vma_at(base).unwrap();
+        out.push((base % G == 0) as u64);
+        out.push((v.start <= base && v.end >= base + G) as u64);
+        // The slack is at most 1 GiB in all, and inside the same mapping.
+        out.push((v.end - v.start <= 2 * G) as u64);
+        out.push(s1.mmap_calls - s0.mmap_calls);
+        out.push(s1.munmap_calls - s0.munmap_calls);
+        let (lo, hi) = (v.start, v.end);
+        drop(r);
+        let s2 = osmem::stats();
+        out.push(s2.munmap_calls - s1.munmap_calls);
+        out.push(tk::vmas_in(lo, hi) as u64);
+        out.push((tk::maps_line_count() == before) as u64);
+        0
+    });
+    assert!(exit.is_success(), "{exit:?}");
+    assert_eq!(rep.as_slice(), &[1, 1, 1, 1, 0, 1, 0, 1]);
+}
