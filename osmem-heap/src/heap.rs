@@ -18,6 +18,7 @@ use crate::lock::Lock;
 use crate::{HeapError, HeapStats, Mode};
 use core::cell::UnsafeCell;
 use core::mem::{size_of, ManuallyDrop};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use osmem::{Batch, BatchKind, Reservation, State, UnusedAdvice};
 
 /// Summary levels: chunks, then groups of 64, 64², …: 5 levels cover 2^30 chunks.
@@ -163,6 +164,11 @@ pub struct Heap {
     max_chunks: usize,
     mode: Mode,
     inner: UnsafeCell<Inner>,
+    /// The scavenger's wake word (see `wake.rs`): bumped by what it should see at once.
+    pub(crate) wake: AtomicU32,
+    /// 0 while the scavenger is awake (or there is none); while it sleeps, the goal in bytes
+    /// that is worth waking it for (`usize::MAX`: only a cycle, a limit change or a stop).
+    pub(crate) wake_at: AtomicUsize,
 }
 
 // SAFETY: `inner` is only touched with `lock` held; the reservations are Sync.
@@ -306,6 +312,8 @@ impl Heap {
                 max_chunks,
                 mode: config.mode,
                 inner: UnsafeCell::new(inner),
+                wake: AtomicU32::new(0),
+                wake_at: AtomicUsize::new(0),
             });
             &*heap
         };
@@ -509,6 +517,7 @@ impl Heap {
         }
         let pages = bytes >> self.shift;
         self.locked(|i| i.limit = pages);
+        self.changed();
     }
 
     /// Take the memory limit from the process's cgroup (v2 `memory.max` / `memory.high`, or
@@ -576,6 +585,7 @@ impl Heap {
             // their next allocation or free, as Go's scavChunkData does).
             i.gen = i.gen.wrapping_add(1);
         });
+        self.changed();
     }
 
     /// Bytes the scavenger should release now to meet the tighter of the two goals: the
@@ -596,22 +606,39 @@ impl Heap {
         if self.lock.held_by_me() {
             return 0;
         }
-        self.locked(|i| {
-            let ready = i.grown * CHUNK_PAGES - i.released;
-            let retain = if i.retain_goal > 0 {
-                i.retain_goal
-            } else {
-                i.in_use + i.in_use / 100 * RETAIN_EXTRA_PERCENT
-            };
-            let by_retain = ready.saturating_sub(retain);
-            let by_limit = if i.limit > 0 {
-                ready.saturating_sub(i.limit - i.limit / 100 * REDUCE_EXTRA_PERCENT)
-            } else {
-                0
-            };
-            let free_unreleased = (i.grown * CHUNK_PAGES).saturating_sub(i.in_use + i.released);
-            by_retain.max(by_limit).min(free_unreleased) << self.shift
-        })
+        self.locked(|i| self.goal_of(i))
+    }
+
+    /// [`scavenge_goal`](Self::scavenge_goal), in a locked section.
+    fn goal_of(&self, i: &Inner) -> usize {
+        let ready = i.grown * CHUNK_PAGES - i.released;
+        let retain = if i.retain_goal > 0 {
+            i.retain_goal
+        } else {
+            i.in_use + i.in_use / 100 * RETAIN_EXTRA_PERCENT
+        };
+        let by_retain = ready.saturating_sub(retain);
+        let by_limit = if i.limit > 0 {
+            ready.saturating_sub(i.limit - i.limit / 100 * REDUCE_EXTRA_PERCENT)
+        } else {
+            0
+        };
+        let free_unreleased = (i.grown * CHUNK_PAGES).saturating_sub(i.in_use + i.released);
+        by_retain.max(by_limit).min(free_unreleased) << self.shift
+    }
+
+    /// Wake a sleeping scavenger now (a cycle, a limit change, a free worth its while, a
+    /// stop).
+    pub(crate) fn wake_scavenger(&self) {
+        self.wake.fetch_add(1, Ordering::SeqCst);
+        crate::wake::futex_wake(&self.wake);
+    }
+
+    /// After a change that may give a sleeping scavenger work: wake it if it sleeps.
+    fn changed(&self) {
+        if self.wake_at.load(Ordering::SeqCst) != 0 {
+            self.wake_scavenger();
+        }
     }
 
     /// Release toward the goal: at most `max_bytes`, and no more than
@@ -782,7 +809,15 @@ impl Heap {
             i.in_use -= pages;
             Self::candidates_at(i, p, pages);
             self.resummarize(i, p, p + pages);
-            Ok(())
+            // A sleeping scavenger is woken only when this free gives it work it acts on
+            // (one load while it is awake). SeqCst with its announcement: see `wake.rs`.
+            let at = self.wake_at.load(Ordering::SeqCst);
+            Ok(at != 0 && self.goal_of(i) >= at)
+        })
+        .map(|wake| {
+            if wake {
+                self.wake_scavenger();
+            }
         })
     }
 

@@ -280,6 +280,7 @@ mod lock;
 mod pace;
 #[cfg(feature = "std")]
 mod scavenger;
+mod wake;
 
 pub use cgroup::{cgroup_memory_limit, CgroupLimit, CgroupSource};
 pub use heap::{Heap, HeapConfig, Released, Run};

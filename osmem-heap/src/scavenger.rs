@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How often an idle scavenger looks at the goal again (Go parks until the next GC; a heap
-/// without a GC has to look).
-const IDLE_POLL: Duration = Duration::from_millis(10);
+/// The longest an idle scavenger sleeps: work (a free past what it acts on, a cycle, a limit
+/// change) wakes it at once (see `wake.rs`); the timeout only bounds what it can miss (an
+/// excess below an episode's start that lasts, see SETTLE). At most one wakeup a second with
+/// nothing to do (it was every 10 ms, 100 a second).
+const IDLE_SLEEP: Duration = Duration::from_secs(1);
 /// Go's `scavengeQuantum`.
 const QUANTUM: usize = 64 << 10;
 /// The least excess over the goal that starts the default scavenger (see `run_budget`).
@@ -37,6 +39,7 @@ const BATCH_STEP: usize = 256 << 20;
 /// # Ok::<(), osmem_heap::HeapError>(())
 /// ```
 pub struct Scavenger {
+    heap: &'static Heap,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -56,8 +59,9 @@ impl Scavenger {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            self.heap.wake_scavenger();
             t.thread().unpark();
             let _ = t.join();
         }
@@ -96,6 +100,7 @@ impl Heap {
                 Mode::GoFaithful => self.run_go(&flag, GoPacer::new(fraction), cpus),
             })?;
         Ok(Scavenger {
+            heap: self,
             stop,
             thread: Some(thread),
         })
@@ -137,7 +142,15 @@ impl Heap {
             let want = episode.min(goal);
             if want == 0 {
                 episode = 0;
-                std::thread::park_timeout(IDLE_POLL);
+                // Asleep until a free takes the goal to an episode's start, a cycle or a
+                // limit change; or, with an excess that may last (SETTLE), until then.
+                let at = (self.stats().mapped_ready_bytes / 4).max(MIN_EPISODE);
+                let timeout = over_since.map_or(IDLE_SLEEP, |t| {
+                    SETTLE
+                        .saturating_sub(now - t)
+                        .clamp(Duration::from_millis(1), IDLE_SLEEP)
+                });
+                self.park(stop, at, timeout, || self.scavenge_goal() >= at);
                 continue;
             }
             if pacer.available_ns() <= 0.0 {
@@ -160,9 +173,24 @@ impl Heap {
                 episode = 0;
             }
             if r.bytes == 0 {
-                std::thread::park_timeout(IDLE_POLL);
+                // Nothing releasable now (dense chunks, or allocated again): what changes
+                // that is a free or a cycle.
+                let at = goal.saturating_add(MIN_EPISODE);
+                self.park(stop, at, IDLE_SLEEP, || self.scavenge_goal() >= at);
             }
         }
+    }
+
+    /// Sleep until `ready()` (checked after saying what is worth a wake, so nothing done
+    /// meanwhile is missed), a wake (a free taking the goal to `at` bytes or more — `usize::MAX`:
+    /// none —, a cycle, a limit change, a stop) or `timeout`. See `wake.rs`.
+    fn park(&self, stop: &AtomicBool, at: usize, timeout: Duration, ready: impl Fn() -> bool) {
+        self.wake_at.store(at.max(1), Ordering::SeqCst);
+        let w = self.wake.load(Ordering::SeqCst);
+        if !stop.load(Ordering::SeqCst) && !ready() {
+            crate::wake::futex_wait(&self.wake, w, timeout);
+        }
+        self.wake_at.store(0, Ordering::SeqCst);
     }
 
     fn run_go(&self, stop: &AtomicBool, mut pacer: GoPacer, cpus: usize) {
@@ -205,36 +233,47 @@ impl Heap {
             // Sleep, unless a stop request or a GC's wake comes first: Go's `scavenger.wake`
             // cuts the timed sleep short too (the scavenger parks on its timer), and the
             // controller then sees the shorter sleep.
-            let sleep = if gc_woke { sleep.min(IDLE_POLL) } else { sleep };
+            // (Go's sysmon notices a finished sweep within 10 ms.)
+            let sleep = if gc_woke {
+                sleep.min(Duration::from_millis(10))
+            } else {
+                sleep
+            };
             gc_woke = self.wait_for_gc(stop, Some(sleep));
             pacer.update(worked, t1.elapsed().as_nanos() as f64, cpus);
         }
     }
 
     /// Go parks its scavenger until the sweep after the next GC is done (`scavenger.wake`, or
-    /// sysmon within 10 ms of `scavenger.ready`): here, until the next [`Heap::cycle`]. A heap
-    /// that has never had a cycle has no GC to wait for, so it looks again every 10 ms.
-    /// Returns whether a GC woke it.
+    /// sysmon within 10 ms of `scavenger.ready`): here, until the next [`Heap::cycle`] (or a
+    /// limit change), which wakes it at once. A heap that has never had a cycle has no GC to
+    /// wait for: a free that gives it a goal wakes it. Returns whether a GC woke it.
     fn park_go(&self, stop: &AtomicBool) -> bool {
-        self.wait_for_gc(stop, None)
+        let gen = self.generation();
+        let at = if gen == 0 { 1 } else { usize::MAX };
+        self.park(stop, at, IDLE_SLEEP, || {
+            self.generation() != gen || (gen == 0 && self.scavenge_goal() > 0)
+        });
+        self.generation() != gen
     }
 
-    /// Sleep until `limit` has passed (`None`: no limit, but one poll only on a heap that has
-    /// never had a cycle), a stop request, or the next GC (a [`Heap::cycle`], seen within
-    /// 10 ms as sysmon sees a finished sweep). Returns whether a GC woke the thread.
+    /// Sleep until `limit` has passed, a stop request, or the next GC (a [`Heap::cycle`],
+    /// which wakes it at once). Returns whether a GC woke the thread.
     fn wait_for_gc(&self, stop: &AtomicBool, limit: Option<Duration>) -> bool {
         let gen = self.generation();
         let t0 = Instant::now();
         loop {
-            let left = limit.map(|l| l.saturating_sub(t0.elapsed()));
-            if left == Some(Duration::ZERO) || stop.load(Ordering::Relaxed) {
+            let left = limit.map_or(IDLE_SLEEP, |l| l.saturating_sub(t0.elapsed()));
+            if left == Duration::ZERO || stop.load(Ordering::Relaxed) {
                 return false;
             }
-            std::thread::park_timeout(left.map_or(IDLE_POLL, |l| l.min(IDLE_POLL)));
+            self.park(stop, usize::MAX, left.min(IDLE_SLEEP), || {
+                self.generation() != gen
+            });
             if self.generation() != gen {
                 return true;
             }
-            if limit.is_none() && gen == 0 {
+            if limit.is_none() {
                 return false;
             }
         }
