@@ -85,7 +85,7 @@ pub use rank::{tiers, tiers_text, Estimate, COST_GAP, THROUGHPUT_GAP};
 pub use residency::{residency_costs, ResidencyCost, ResidencyPlan};
 pub use scale::{metadata_rss, scale, Scale, ScalePlan};
 pub use sibling::Sibling;
-pub use syscalls::{monotonic_s, parse_script, perf_works, tlb_shootdowns, traced, MadviseTrace};
+pub use syscalls::{monotonic_s, parse_script, perf_works, traced, MadviseTrace};
 pub use trace::{
     find_go, go_trace, trace_events, trace_figures, trace_run, trace_schedule, EventHash, GoRun,
     Phase, SplitMix, TraceEvent, TraceFigures, TraceRun, TraceSample, TICK_MS,

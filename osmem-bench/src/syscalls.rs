@@ -2,8 +2,9 @@
 //! (Debian's `linux-perf`), which do not slow the traced process the way `strace` does
 //! (measured on the Go runtime: strace halves its madvise calls and disturbs its pacing).
 //! Counts madvise-family calls (`madvise`, `process_madvise`), the bytes each advised and the
-//! time inside them, and TLB-shootdown interrupts (the `TLB` line of `/proc/interrupts`,
-//! system-wide) over the process's life.
+//! time inside them, and the TLB shootdowns the process sent (the `tlb:tlb_flush`
+//! tracepoint with reason "remote IPI send", recorded for that process only: a machine-wide
+//! count such as `/proc/interrupts` counts whatever else runs too) over the process's life.
 
 use std::process::{Command, Output};
 
@@ -23,8 +24,10 @@ pub struct MadviseTrace {
     pub bytes: u64,
     /// Time inside the calls, seconds (enter to exit, per thread).
     pub time_s: f64,
-    /// TLB-shootdown interrupts on all CPUs while the process ran (system-wide: other
-    /// processes' shootdowns count too).
+    /// TLB shootdowns the traced process sent: the kernel's `tlb:tlb_flush` tracepoint with
+    /// reason "remote IPI send" (`TLB_REMOTE_SEND_IPI`), recorded for that process only
+    /// (`perf record` of the command). Other processes' flushes, and the process's own
+    /// local and context-switch flushes, do not count.
     pub tlb_shootdowns: u64,
     /// Each release call: (CLOCK_MONOTONIC seconds at entry, seconds inside, bytes, whether
     /// it was `process_madvise`), for [`within`](Self::within).
@@ -90,24 +93,8 @@ pub fn monotonic_s() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// The sum of the `TLB` line of /proc/interrupts.
-pub fn tlb_shootdowns() -> u64 {
-    std::fs::read_to_string("/proc/interrupts")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.trim_start().starts_with("TLB:"))?;
-            Some(
-                line.split_whitespace()
-                    .skip(1)
-                    .map_while(|x| x.parse::<u64>().ok())
-                    .sum(),
-            )
-        })
-        .unwrap_or(0)
-}
-
 const EVENTS: &str = "syscalls:sys_enter_madvise,syscalls:sys_exit_madvise,\
-syscalls:sys_enter_process_madvise,syscalls:sys_exit_process_madvise";
+syscalls:sys_enter_process_madvise,syscalls:sys_exit_process_madvise,tlb:tlb_flush";
 
 /// Whether `perf` can read the syscall tracepoints here.
 pub fn perf_works() -> bool {
@@ -153,17 +140,16 @@ pub fn traced(mut cmd: Command) -> std::io::Result<(Output, Option<MadviseTrace>
     if let Some(d) = cmd.get_current_dir() {
         perf.current_dir(d);
     }
-    let tlb0 = tlb_shootdowns();
     let out = perf.output()?;
-    let tlb = tlb_shootdowns() - tlb0;
     let script = Command::new("perf")
         .args(["script", "-F", "tid,time,event,trace", "-i"])
         .arg(&data)
         .output()?;
     let _ = std::fs::remove_file(&data);
-    let mut t = parse_script(&String::from_utf8_lossy(&script.stdout));
-    t.tlb_shootdowns = tlb;
-    Ok((out, Some(t)))
+    Ok((
+        out,
+        Some(parse_script(&String::from_utf8_lossy(&script.stdout))),
+    ))
 }
 
 /// MADV_DONTNEED, MADV_FREE, MADV_DONTNEED_LOCKED.
@@ -199,6 +185,8 @@ pub fn parse_script(text: &str) -> MadviseTrace {
                 })
         };
         match event.trim_end_matches(':') {
+            // `pages:N reason:remote IPI send (4)`: a shootdown this process sent.
+            "tlb:tlb_flush" if rest.last() == Some(&"(4)") => t.tlb_shootdowns += 1,
             "syscalls:sys_enter_madvise" => {
                 let release = hex("behavior:").is_some_and(releases);
                 pending.insert(tid, (time, hex("len_in:").unwrap_or(0), release));
@@ -244,9 +232,14 @@ mod tests {
 23283 18197.511920:          syscalls:sys_exit_madvise: 0x0
 23283 18197.511938: syscalls:sys_enter_process_madvise: pidfd: 0xffffd8ef, vec: 0x7fffa83f85b0, vlen: 0x00000002, behavior: 0x00000004, flags: 0x00000000
 23283 18197.511948:  syscalls:sys_exit_process_madvise: 0x3000
+23283 18197.511949:                      tlb:tlb_flush: pages:-1 reason:remote IPI send (4)
+23283 18197.511950:                      tlb:tlb_flush: pages:-1 reason:local MM shootdown (3)
+23284 18197.511951:                      tlb:tlb_flush: pages:-1 reason:remote shootdown (1)
+23283 18197.511952:                      tlb:tlb_flush: pages:0 reason:flush on task switch (0)
 ";
         let t = super::parse_script(text);
         assert_eq!((t.calls, t.process_madvise_calls, t.bytes), (2, 1, 0x4000));
+        assert_eq!(t.tlb_shootdowns, 1, "only the remote IPIs it sent");
         assert_eq!(t.other_calls, 1, "MADV_NOHUGEPAGE is not a release");
         assert!((t.time_s - 0.000023).abs() < 1e-9, "{}", t.time_s);
     }
