@@ -2,7 +2,7 @@
 //! errno and say whether anything changed, so a caller never has to guess whether memory was
 //! released, protected or lost.
 
-use crate::region::State;
+use crate::state::State;
 pub use crate::sys::linux::{Errno, Syscall};
 use core::fmt;
 

@@ -303,6 +303,7 @@ mod error;
 mod fault;
 mod fork;
 mod huge;
+mod id;
 mod lock;
 mod names;
 mod once;
@@ -310,6 +311,7 @@ mod probe;
 mod region;
 mod registry;
 mod residency;
+mod state;
 mod stats;
 mod sys;
 mod table;
@@ -324,11 +326,13 @@ pub use config::{
 };
 pub use error::{advice_name, Errno, Error, Op, Syscall};
 pub use fault::{FaultHow, Faulted};
+pub use id::{lookup, Lookup, ReservationId};
 pub use probe::{page_size, probe, Advices, Overcommit, Probe, ProcessMadvise, ThpMode};
-pub use region::{lookup, Lookup, Reservation, ReservationId, State};
+pub use region::Reservation;
 pub use residency::{
     residency_method, PageRun, Residence, Residency, ResidencyMethod, ResidencyProbe, Tells,
 };
+pub use state::State;
 pub use stats::{stats, Stats};
 pub use unused::{Unused, UnusedHow};
 

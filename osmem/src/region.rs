@@ -29,11 +29,13 @@ use crate::error::{Error, Op, Syscall};
 use crate::fault::{self, FaultHow, Faulted};
 use crate::fork;
 use crate::huge;
+use crate::id::ReservationId;
 use crate::lock::Held;
 use crate::names;
 use crate::probe;
 use crate::registry::{self, NoSlot, Slot};
 use crate::residency::{self, PageRun, QueryError, Residency, ResidencyMethod};
+use crate::state::State;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 use crate::table::{Deferred, Guard, Job, Upd, BUSY};
@@ -42,42 +44,6 @@ use crate::unused::{self, Unused, UnusedHow};
 use crate::verify;
 use core::mem::{ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicU8, Ordering};
-
-/// The state of a page of a [`Reservation`]. (Memory outside any reservation is in the
-/// state "None", which needs no variant: [`Reservation::state`] returns `None` there.)
-///
-/// These are the states of the Go runtime's memory system plus `Faulted`, and a transition
-/// between them is a change in what the program may do with the memory, so code that
-/// matches on a `State` is expected to handle each one: this enum is deliberately *not*
-/// `#[non_exhaustive]`. A new state would change the meaning of the transitions and be a
-/// breaking release of its own.
-///
-/// ```
-/// use osmem::{Reservation, State};
-/// let ps = osmem::page_size();
-/// let r = Reservation::reserve(2 * ps)?;
-/// r.map(0, ps)?;
-/// let usable = |s: State| match s {
-///     State::Ready => "read and write",
-///     State::Prepared => "call used() first",
-///     State::Reserved | State::Faulted => "call map() first",
-/// };
-/// assert_eq!(usable(r.state(0).unwrap()), "call used() first");
-/// assert_eq!(usable(r.state(ps).unwrap()), "call map() first");
-/// # Ok::<(), osmem::Error>(())
-/// ```
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Owned; any access faults; no footprint.
-    Reserved,
-    /// Meant to have no physical backing; cheap to make Ready; contents undefined.
-    Prepared,
-    /// Safe to read and write.
-    Ready,
-    /// Was Ready, then `fault` dropped its pages and (normally) made it trap. Go calls this
-    /// Reserved; osmem keeps it apart because undoing it depends on how it was faulted.
-    Faulted,
-}
 
 // Per-page codes in the page-state map (4 bits with `BUSY`). 0 must be RESERVED.
 const RESERVED: u8 = 0;
@@ -252,7 +218,7 @@ const STATES: [State; 4] = [
     State::Faulted,
 ];
 
-fn state_of(code: u8) -> State {
+pub(crate) fn state_of(code: u8) -> State {
     match code & !BUSY {
         RESERVED => State::Reserved,
         PREPARED | PREPARED_NONE | PREPARED_FREE | PREPARED_NONE_FREE => State::Prepared,
@@ -1606,10 +1572,22 @@ impl Reservation {
     /// # Ok::<(), osmem::Error>(())
     /// ```
     pub fn id(&self) -> ReservationId {
-        ReservationId {
-            index: self.index,
-            gen: self.gen,
-        }
+        ReservationId::new(self.index, self.gen)
+    }
+
+    /// A view of the live reservation in registry slot `index` (generation `gen`), for calls
+    /// through its id: never dropped (its owner unmaps it).
+    pub(crate) fn view(index: u32, gen: u32, slot: &'static Slot) -> ManuallyDrop<Reservation> {
+        let (base, len) = registry::span(index);
+        ManuallyDrop::new(Reservation {
+            base,
+            len,
+            slot,
+            index,
+            gen,
+            page_shift: probe::page_size().trailing_zeros(),
+            slack: (0, 0),
+        })
     }
 }
 
@@ -1729,199 +1707,6 @@ impl Drop for Reservation {
         }
         registry::release(self.index);
         stats::bump(Counter::FreeOps);
-    }
-}
-
-/// A reservation named from anywhere: from a signal handler that knows only a faulting
-/// address ([`lookup`]), or from code whose memory functions are static and take bare
-/// addresses. It is `Copy`, and it stays valid until the [`Reservation`] is dropped; after
-/// that every call through it returns [`Error::Gone`] (an id is never reused for another
-/// reservation). While a call through an id runs, dropping the reservation waits for it.
-///
-/// Its transitions are the [`Reservation`]'s, with the same arguments, errors and safety
-/// contracts, and the same rules for signal handlers (see the crate docs, "Threads, fork and
-/// signals").
-///
-/// ```
-/// let ps = osmem::page_size();
-/// let r = osmem::Reservation::reserve(16 * ps)?;
-/// let id = r.id();
-/// id.map(0, 4 * ps)?;
-/// id.used(0, 4 * ps)?;
-/// assert_eq!(id.state(0)?, osmem::State::Ready);
-/// assert_eq!(id.span()?, (r.as_ptr() as usize, 16 * ps));
-/// drop(r);
-/// assert!(matches!(id.state(0), Err(osmem::Error::Gone { .. })));
-/// # Ok::<(), osmem::Error>(())
-/// ```
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ReservationId {
-    index: u32,
-    gen: u32,
-}
-
-impl ReservationId {
-    /// Run `f` on a view of the reservation, pinned so it cannot be dropped meanwhile.
-    fn with<T>(self, op: Op, f: impl FnOnce(&Reservation) -> Result<T, Error>) -> Result<T, Error> {
-        let Some(slot) = registry::pin(self.index, self.gen) else {
-            return Err(Error::Gone { op });
-        };
-        let (base, len) = registry::span(self.index);
-        // A view that is never dropped: the owner unmaps, not us.
-        let view = ManuallyDrop::new(Reservation {
-            base,
-            len,
-            slot,
-            index: self.index,
-            gen: self.gen,
-            page_shift: probe::page_size().trailing_zeros(),
-            slack: (0, 0),
-        });
-        let r = f(&view);
-        registry::unpin(slot);
-        r
-    }
-
-    /// The reservation's range: (start address, length in bytes).
-    ///
-    /// ```
-    /// let r = osmem::Reservation::reserve(1 << 16)?;
-    /// assert_eq!(r.id().span()?, (r.as_ptr() as usize, 1 << 16));
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub fn span(self) -> Result<(usize, usize), Error> {
-        self.with(Op::Residency, |r| Ok((r.base, r.len)))
-    }
-
-    /// [`Reservation::state`]; `Error::OutOfRange` outside the region. Async-signal-safe, and
-    /// never waits.
-    ///
-    /// ```
-    /// let r = osmem::Reservation::reserve(1 << 16)?;
-    /// assert_eq!(r.id().state(0)?, osmem::State::Reserved);
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub fn state(self, offset: usize) -> Result<State, Error> {
-        self.with(Op::Residency, |r| {
-            r.state(offset).ok_or(Error::OutOfRange {
-                op: Op::Residency,
-                offset,
-                len: 0,
-                size: r.len,
-            })
-        })
-    }
-
-    /// [`Reservation::map`].
-    ///
-    /// ```
-    /// let r = osmem::Reservation::reserve(1 << 16)?;
-    /// r.id().map(0, 1 << 16)?;
-    /// assert_eq!(r.state(0), Some(osmem::State::Prepared));
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub fn map(self, offset: usize, len: usize) -> Result<(), Error> {
-        self.with(Op::Map, |r| r.map(offset, len))
-    }
-
-    /// [`Reservation::used`].
-    ///
-    /// ```
-    /// let r = osmem::Reservation::reserve(1 << 16)?;
-    /// r.map(0, 1 << 16)?;
-    /// r.id().used(0, 1 << 16)?;
-    /// assert_eq!(r.state(0), Some(osmem::State::Ready));
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub fn used(self, offset: usize, len: usize) -> Result<(), Error> {
-        self.with(Op::Used, |r| r.used(offset, len))
-    }
-
-    /// [`Reservation::unused`].
-    ///
-    /// # Safety
-    /// As for [`Reservation::unused`].
-    ///
-    /// ```
-    /// let r = osmem::Reservation::alloc(1 << 16)?;
-    /// unsafe { r.id().unused(0, 1 << 16)? };
-    /// assert_eq!(r.state(0), Some(osmem::State::Prepared));
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub unsafe fn unused(self, offset: usize, len: usize) -> Result<Unused, Error> {
-        // SAFETY: the caller's contract.
-        self.with(Op::Unused, |r| unsafe { r.unused(offset, len) })
-    }
-
-    /// [`Reservation::fault`].
-    ///
-    /// # Safety
-    /// As for [`Reservation::fault`].
-    ///
-    /// ```
-    /// let r = osmem::Reservation::alloc(1 << 16)?;
-    /// let f = unsafe { r.id().fault(0, 4096)? };
-    /// assert!(f.traps());
-    /// # Ok::<(), osmem::Error>(())
-    /// ```
-    pub unsafe fn fault(self, offset: usize, len: usize) -> Result<Faulted, Error> {
-        // SAFETY: the caller's contract.
-        self.with(Op::Fault, |r| unsafe { r.fault(offset, len) })
-    }
-}
-
-/// What [`lookup`] found at an address.
-#[must_use = "a lookup has no other effect"]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Lookup {
-    /// The reservation containing the address.
-    pub id: ReservationId,
-    /// Its start address.
-    pub base: usize,
-    /// Its length in bytes.
-    pub len: usize,
-    /// The state of the page containing the address.
-    pub state: State,
-}
-
-/// The reservation containing `addr`, its range and the state of `addr`'s page, from osmem's
-/// process-wide registry: `None` if no live reservation contains it. Async-signal-safe and
-/// lock-free: it never waits, so a `SIGSEGV` handler can classify a fault with it (a guard
-/// region, a page a GC protected, memory that is not osmem's) without a registry of its own,
-/// and act on it through [`Lookup::id`]. A reservation being created or dropped at this
-/// instant by another thread may be found or not; the page's state is its state before or
-/// after any transition in progress on it (see the crate docs, "Threads, fork and signals").
-///
-/// It searches every live reservation: about 1 ns per reservation alive.
-///
-/// ```
-/// use osmem::{lookup, Reservation, State};
-/// let ps = osmem::page_size();
-/// let r = Reservation::reserve(8 * ps)?;
-/// r.map(0, ps)?;
-/// let found = lookup(r.as_ptr() as usize + 100).unwrap();
-/// assert_eq!((found.base, found.len), (r.as_ptr() as usize, 8 * ps));
-/// assert_eq!(found.state, State::Prepared);
-/// assert_eq!(lookup(r.as_ptr() as usize + ps).unwrap().state, State::Reserved);
-/// let x = 0u8;
-/// assert!(lookup(&x as *const u8 as usize).is_none()); // not osmem's
-/// # Ok::<(), osmem::Error>(())
-/// ```
-pub fn lookup(addr: usize) -> Option<Lookup> {
-    loop {
-        let (index, gen, base, len) = registry::find(addr)?;
-        let ps = probe::page_size();
-        let code = registry::slot(index).table.code((addr - base) / ps);
-        // Dropped (and maybe reused) while we read its map: look again.
-        if registry::alive(index, gen) {
-            return Some(Lookup {
-                id: ReservationId { index, gen },
-                base,
-                len,
-                state: state_of(code),
-            });
-        }
     }
 }
 
