@@ -910,6 +910,14 @@ impl<'r, const N: usize> Batch<'r, N> {
         let (iov, mut regs) = self.queued();
         let iov = &mut iov[..nc];
         let knobs = regs.knobs();
+        if knobs.iter().any(|k| k.is_some_and(|k| k.harddecommit())) {
+            // Harddecommit protects after releasing: see `Reservation::before_split`.
+            for (i, v) in iov.iter().enumerate() {
+                if knobs[regs.index(i)].is_some_and(|k| k.harddecommit()) {
+                    regs.get(i).before_split(v.base);
+                }
+            }
+        }
         let done = match madv {
             Some(madv) => submit(iov, madv, pidfd, &mut report.batch_calls),
             None => 0,
@@ -999,6 +1007,11 @@ impl<'r, const N: usize> Batch<'r, N> {
         let (iov, mut regs) = self.queued();
         let iov = &mut iov[..nc];
         let knobs = regs.knobs();
+        if matches!(strategy, FaultStrategy::Protect | FaultStrategy::Go) {
+            for (i, v) in iov.iter().enumerate() {
+                regs.get(i).before_split(v.base & !BASE_TAGS);
+            }
+        }
         let mut emptied = 0;
         let mut guarded_all = false;
         if batched {

@@ -464,6 +464,7 @@ impl Reservation {
             s.named.store(false, Ordering::Relaxed);
             s.noreserve.store(noreserve, Ordering::Relaxed);
             s.fork_taken.store(false, Ordering::Relaxed);
+            s.anon.store(false, Ordering::Relaxed);
         });
         let (index, gen) = match r {
             Ok(r) => r,
@@ -948,6 +949,9 @@ impl Reservation {
         let (first, n) = self.range(op, offset, len)?;
         let c = self.claim_pages(op, first, n, |c| c == READY)?;
         let addr = self.addr(first);
+        if k.harddecommit() {
+            self.before_split(addr);
+        }
         let (how, released) = unused::release(addr, len, offset, advice, self.remap_with(k))
             .inspect_err(|e| self.release_failed(first, n, e, c))?;
         let protected = k.harddecommit() && self.protect_released(addr, len);
@@ -1081,6 +1085,12 @@ impl Reservation {
         let op = Op::Fault;
         let (first, n) = self.range(op, offset, len)?;
         let c = self.claim_pages(op, first, n, |c| c == READY)?;
+        if matches!(
+            fault::resolve(strategy),
+            FaultStrategy::Protect | FaultStrategy::Go
+        ) {
+            self.before_split(self.addr(first));
+        }
         let how = fault::fault(self.addr(first), len, strategy, self.remap_with(k))
             .inspect_err(|_| self.unclaim(first, n, c))?;
         let f = self.finish_fault(first, n, how, c);
@@ -1088,6 +1098,23 @@ impl Reservation {
             self.verify_fault(first, n, &f)?;
         }
         Ok(f)
+    }
+
+    /// Before the first step that may split this reservation's VMA (the `PROT_NONE` of a
+    /// fault or of harddecommit), write one byte of `addr`'s page — Ready, claimed, about to
+    /// be released — once per reservation, without changing it ([`touch_write`], so a
+    /// release that then fails has lost nothing). The write gives
+    /// the VMA its `anon_vma` while it is still whole, so every piece a split makes shares
+    /// it. Otherwise each piece gets its own at its first write, and pieces with different
+    /// ones never merge again: mapping everything back would leave the region in many VMAs
+    /// (measured: 3000 faulted pages of a Ready region, a page written beside every other
+    /// one, all mapped back: 1500 VMAs where there was 1).
+    pub(crate) fn before_split(&self, addr: usize) {
+        if !self.slot.anon.load(Ordering::Relaxed) {
+            self.slot.anon.store(true, Ordering::Relaxed);
+            // SAFETY: a Ready page this call holds: read-write and ours.
+            unsafe { touch_write(addr) };
+        }
     }
 
     /// The common tail of every fault (direct or batched): map and accounting.

@@ -45,6 +45,9 @@ pub(crate) struct Slot {
     pub(crate) noreserve: AtomicBool,
     /// The fork handlers took this map's lock (and let go of it after the fork).
     pub(crate) fork_taken: AtomicBool,
+    /// A page was written before the first step that may split the region's VMA (see
+    /// `Reservation::before_split`).
+    pub(crate) anon: AtomicBool,
     /// Calls through a `ReservationId` in progress, and `DYING` once the owner drops it.
     pins: AtomicU32,
     /// The free list's link, under the pool's lock.

@@ -7,7 +7,9 @@ mod common;
 
 use common::STRATEGIES;
 use osmem::{Config, FaultHow, FaultStrategy, Reservation, State, UnusedAdvice};
-use osmem_testkit::{in_child_report, maps_line_count, resident_pages, touch_in_child, Touch};
+use osmem_testkit::{
+    in_child_report, maps_line_count, resident_pages, touch_in_child, vmas_in, Touch,
+};
 
 const FAULTS: usize = 10_000;
 
@@ -257,4 +259,48 @@ fn prefault_makes_used_ranges_resident() {
     });
     assert!(exit.is_success(), "{exit:?}");
     assert_eq!(rep.as_slice(), &[0, 32]);
+}
+
+/// Faults that split a region's VMA (`PROT_NONE`), pages written beside them meanwhile (each
+/// piece's first write), then everything mapped back: the region is one VMA again, as before
+/// the faults. (Pieces that got their own `anon_vma` at their first write could never merge
+/// again; osmem gives the VMA one before its first split.) The same with harddecommit.
+#[test]
+fn mapping_back_after_split_faults_and_writes_leaves_one_vma() {
+    let ps = osmem::page_size();
+    for harddecommit in [false, true] {
+        let pages = 2048;
+        let r = Reservation::alloc(pages * ps).unwrap();
+        let base = r.as_ptr() as usize;
+        if harddecommit {
+            r.set_config(Config::new().harddecommit(true));
+        }
+        assert_eq!(vmas_in(base, base + pages * ps), 1);
+        let faulted: Vec<usize> = (0..200).map(|i| 3 + i * 10).collect();
+        for &p in &faulted {
+            if harddecommit {
+                let u = unsafe { r.unused(p * ps, ps) }.unwrap();
+                assert!(u.protected, "{u:?}");
+            } else {
+                let f = unsafe { r.fault_with(p * ps, ps, FaultStrategy::Protect) }.unwrap();
+                assert_eq!(f.how, osmem::FaultHow::Protect);
+            }
+        }
+        assert_eq!(vmas_in(base, base + pages * ps), 2 * faulted.len() + 1);
+        // The program writes to its memory between the pieces.
+        for &p in &faulted {
+            unsafe { ((base + (p + 2) * ps) as *mut u8).write_volatile(7) };
+        }
+        for &p in &faulted {
+            if !harddecommit {
+                r.map(p * ps, ps).unwrap();
+            }
+            r.used(p * ps, ps).unwrap();
+        }
+        assert_eq!(
+            vmas_in(base, base + pages * ps),
+            1,
+            "harddecommit {harddecommit}: the region did not merge back"
+        );
+    }
 }
