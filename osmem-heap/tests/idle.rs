@@ -56,22 +56,8 @@ fn child(mode: Mode) -> String {
 }
 
 fn run(test: &str, mode: &str) -> (u64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, mode)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-        .unwrap_or_else(|| panic!("no result in {stdout}"));
-    let kv: std::collections::HashMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    eprintln!("{mode}: {line}");
+    let kv = osmem_testkit::rerun_self(test, &[(ROLE, mode)]);
+    eprintln!("{mode}: {kv:?}");
     (
         kv["idle_wakeups"].parse().unwrap(),
         kv["woke_ms"].parse().unwrap(),

@@ -42,6 +42,13 @@ static OWNER: AtomicUsize = AtomicUsize::new(0);
 static NESTED: AtomicUsize = AtomicUsize::new(0);
 /// The process whose thread `OWNER` is: a child made without fork handlers (`_Fork`, a raw
 /// `clone`) while that thread was forking inherits `OWNER` set, by a thread it does not have.
+/// Set to this process's pid when the handlers are registered and in every child made with
+/// them, not only by `prepare` once it holds `OWNER`: a thread that sees `OWNER` taken by
+/// another thread of this process a moment before `prepare` stored it must not read the
+/// previous value (0 at the process's first fork) and take that fork for another
+/// process's. (It did: at the first forks of a test process, made at once by several
+/// threads, one thread stole `OWNER` from another, and both their children found locks
+/// orphaned — `Busy` on their own reservations.)
 static OWNER_PID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
 
 /// Whether the fork in progress is another process's (this one was made without fork
@@ -112,6 +119,17 @@ pub(crate) fn owner() -> usize {
 /// Register the handlers (once, at first use).
 pub(crate) fn init() {
     crate::lock::refresh_pid();
+    if REGISTERED.load(Ordering::Acquire) {
+        return;
+    }
+    // Before the handlers can run (see `OWNER_PID`).
+    // SAFETY: getpid has no preconditions.
+    let _ = OWNER_PID.compare_exchange(
+        0,
+        unsafe { libc::getpid() },
+        Ordering::SeqCst,
+        Ordering::Relaxed,
+    );
     if REGISTERED.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -121,6 +139,13 @@ pub(crate) fn init() {
 
 extern "C" fn prepare() {
     let me = thread::me();
+    // No fork in progress: none of another process can appear any more (one is only ever
+    // inherited, at this process's start), so this process's pid is the owner's from now on
+    // (a child made without handlers starts with its parent's: see `OWNER_PID`).
+    if OWNER.load(Ordering::SeqCst) == 0 {
+        // SAFETY: getpid has no preconditions.
+        OWNER_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+    }
     // One fork at a time: glibc lets go of its own lock around each handler, so two threads
     // that fork at once run their handlers at the same time, and what one took the other
     // must not release. A fork from a signal handler that interrupted this thread's own
@@ -179,6 +204,9 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     crate::lock::refresh_pid();
+    // This process's own, before `after` lets `OWNER` go (see `OWNER_PID`).
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() }, Ordering::SeqCst);
     after();
 }
 

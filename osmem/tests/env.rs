@@ -67,27 +67,11 @@ fn osmem_is_read_at_start_and_never_through_getenv() {
         );
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "osmem_is_read_at_start_and_never_through_getenv",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "1")
-        .env("OSMEM", "unused=free,fault=protect,fault=go")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-        .unwrap_or_else(|| panic!("no result in {stdout}"));
-    let kv: std::collections::HashMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
+    let kv = osmem_testkit::rerun_self(
+        "osmem_is_read_at_start_and_never_through_getenv",
+        &[(ROLE, "1"), ("OSMEM", "unused=free,fault=protect,fault=go")],
+    );
+    let line = format!("{kv:?}");
     assert_eq!(kv["getenv_before"], "0", "{line}");
     assert_eq!(kv["getenv_after"], "0", "getenv(OSMEM) was called: {line}");
     // The variable as the process started with it; the later set_var changed nothing.

@@ -372,3 +372,52 @@ fn children_forked_beside_transitions_find_every_page_consistent_and_usable() {
     assert!(n >= forks_wanted(), "{n} forks");
     let _ = vma_at(world.regions[0].as_ptr() as usize);
 }
+
+/// The first forks of a process, made at once by several threads (a test harness starting
+/// its tests): every child finds its own reservation usable. (A thread used to read the fork
+/// owner's pid before the forking thread had stored it, take that fork for another
+/// process's and steal it; the children then found their locks orphaned and answered
+/// `Busy`.) Each round is a fresh process of this test binary, so its forks are its first.
+#[test]
+fn first_forks_at_once_from_many_threads_leave_every_child_usable() {
+    const ROLE: &str = "OSMEM_FIRST_FORKS_ROLE";
+    const THREADS: usize = 8;
+    if std::env::var_os(ROLE).is_some() {
+        let ps = osmem::page_size();
+        let rs: Vec<Reservation> = (0..THREADS)
+            .map(|_| Reservation::reserve(16 * ps).unwrap())
+            .collect();
+        let barrier = std::sync::Barrier::new(THREADS);
+        let bad = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in &rs {
+                let (barrier, bad, rs) = (&barrier, &bad, &rs);
+                s.spawn(move || {
+                    barrier.wait();
+                    // Every reservation of the process, not only this thread's: a lock left
+                    // orphaned by the race is on any of them.
+                    let exit = osmem_testkit::in_child(|| {
+                        i32::from(
+                            rs.iter()
+                                .any(|r| r.map(0, 4 * ps).is_err() || r.used(0, 4 * ps).is_err()),
+                        )
+                    });
+                    if exit != osmem_testkit::ChildExit::Code(0) {
+                        bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        println!("RESULT bad={}", bad.into_inner());
+        return;
+    }
+    let mut bad = 0;
+    for _ in 0..100 {
+        let kv = osmem_testkit::rerun_self(
+            "first_forks_at_once_from_many_threads_leave_every_child_usable",
+            &[(ROLE, "1")],
+        );
+        bad += kv["bad"].parse::<usize>().unwrap();
+    }
+    assert_eq!(bad, 0, "children that found their own reservation unusable");
+}

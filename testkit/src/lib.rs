@@ -39,9 +39,9 @@ mod seccomp;
 mod trap; // x86_64 only (SIGSYS handler edits ucontext registers)
 
 pub use child::{
-    in_child, in_child_report, touch_in_child, ChildExit, Report, ReportBuf, Touch, BUS_ADRALN,
-    BUS_ADRERR, BUS_OBJERR, CHILD_PANIC_EXIT, CHILD_TIMEOUT_SECS, FILTER_FAILED_EXIT, REPORT_CAP,
-    SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR,
+    in_child, in_child_report, rerun_self, touch_in_child, ChildExit, Report, ReportBuf, Touch,
+    BUS_ADRALN, BUS_ADRERR, BUS_OBJERR, CHILD_PANIC_EXIT, CHILD_TIMEOUT_SECS, FILTER_FAILED_EXIT,
+    REPORT_CAP, SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR,
 };
 pub use mem::{
     drain_lru_batches, is_zero, map_rw, page_size, page_tag, page_tag_intact, pagemap_entries,
