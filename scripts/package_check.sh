@@ -7,6 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' osmem/Cargo.toml | head -1)
+# `cargo publish --workspace` verifies each package against the others through a local
+# registry overlay, whose sources it extracts under $CARGO_HOME/registry/src once per
+# name-version and then reuses: with the version unchanged, a source extracted by an earlier
+# run (an older osmem) would be verified instead of this one's. Remove ours first (only from
+# the overlays: crates.io's index directory holds none of them).
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+for dir in "$cargo_home"/registry/src/*/; do
+    case "$(basename "$dir")" in index.crates.io-*) continue ;; esac
+    for c in osmem osmem-heap osmem-testkit osmem-bench osmem-cli; do
+        rm -rf "$dir$c-$version"
+    done
+done
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo publish --workspace --dry-run "$@" 2>&1 | tee "$log"
@@ -16,7 +30,6 @@ if grep '^warning' "$log" | grep -vq 'aborting upload due to dry run'; then
     exit 1
 fi
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' osmem/Cargo.toml | head -1)
 work=$(mktemp -d)
 trap 'rm -f "$log"; rm -rf "$work"' EXIT
 for c in osmem osmem-heap osmem-testkit; do

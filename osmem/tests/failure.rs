@@ -200,12 +200,17 @@ fn run(test: &'static str, rules: &[Inject], body: impl FnOnce(&mut Out)) -> Fie
         let prog = build_filter(rules); // allocates: parent only
         in_child_filtered(&prog, child)
     };
+    finished(test, exit, &buf)
+}
+
+/// The child's report, once it has finished (exit 0).
+fn finished(test: &'static str, exit: ChildExit, buf: &ReportBuf) -> Fields {
     assert_eq!(
         exit,
         ChildExit::Code(0),
         "{test}: child did not finish (report so far: {buf:?})"
     );
-    Fields::decode(test, &buf)
+    Fields::decode(test, buf)
 }
 
 /// Like [`run`], but the filter is installed only after `setup` ran in the child, for
@@ -225,12 +230,7 @@ fn run_filter_after(
         body(&mut o);
         o.send(rep)
     });
-    assert_eq!(
-        exit,
-        ChildExit::Code(0),
-        "{test}: child did not finish (report so far: {buf:?})"
-    );
-    Fields::decode(test, &buf)
+    finished(test, exit, &buf)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1055,12 +1055,7 @@ fn remap_hole(test: &'static str, retake: bool, batch: bool) -> Fields {
         }
         o.send(rep)
     });
-    assert_eq!(
-        exit,
-        ChildExit::Code(0),
-        "{test}: child did not finish ({buf:?})"
-    );
-    Fields::decode(test, &buf)
+    finished(test, exit, &buf)
 }
 
 /// What every remap-hole case shows: the error says the range changed, the range is
