@@ -21,6 +21,14 @@ for dir in "$cargo_home"/registry/src/*/; do
     done
 done
 
+# Cargo also takes a registry crate's build for immutable: the verification builds of a
+# same-version osmem from the overlay would be reused too. They get a target directory of
+# their own, kept between runs for the third-party crates, with our crates' builds removed.
+export CARGO_TARGET_DIR=target/publish-check
+for p in debug/.fingerprint debug/deps; do
+    rm -rf "$CARGO_TARGET_DIR/$p"/osmem* "$CARGO_TARGET_DIR/$p"/libosmem*
+done
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo publish --workspace --dry-run "$@" 2>&1 | tee "$log"
@@ -35,8 +43,8 @@ trap 'rm -f "$log"; rm -rf "$work"' EXIT
 for c in osmem osmem-heap osmem-testkit; do
     # `cargo publish --dry-run` leaves the .crate files in target/package/tmp-crate
     # (`cargo package`, in target/package).
-    crate="target/package/tmp-crate/$c-$version.crate"
-    [ -f "$crate" ] || crate="target/package/$c-$version.crate"
+    crate="$CARGO_TARGET_DIR/package/tmp-crate/$c-$version.crate"
+    [ -f "$crate" ] || crate="$CARGO_TARGET_DIR/package/$c-$version.crate"
     tar -xzf "$crate" -C "$work"
 done
 cat >"$work/Cargo.toml" <<TOML
