@@ -20,7 +20,6 @@
 //! A downgrade is a bit in one atomic word, set with `fetch_or` so it is counted exactly once
 //! even when several threads hit the same failure at the same time.
 
-use crate::probe;
 use crate::stats::{self, Counter};
 use crate::sys::linux::{self as sys, Errno};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -165,7 +164,7 @@ fn on_error(e: Errno, bit: u32, addr: usize, advice: i32) {
         }
         Errno::ENOSYS if bit != 0 => downgrade(bit),
         Errno::EPERM | Errno::EACCES if bit != 0 => downgrade(bit),
-        Errno::EINVAL if bit != 0 && !probe::advice_known(addr, advice) => downgrade(bit),
+        Errno::EINVAL if bit != 0 && !advice_known(addr, advice) => downgrade(bit),
         _ => {}
     }
 }
@@ -238,7 +237,7 @@ pub(crate) fn map_aligned(
     noreserve: bool,
     trim: bool,
 ) -> Result<(usize, usize, usize), MapAligned> {
-    let ps = crate::probe::page_size();
+    let ps = sys::page_size();
     let extra = align - ps;
     let total = len.checked_add(extra).ok_or(MapAligned::Overflow)?;
     // SAFETY: a fresh mapping (without MAP_FIXED the hint never replaces anything).
@@ -270,6 +269,13 @@ pub(crate) enum MapAligned {
     Os(Errno),
 }
 
+/// Is `advice` known to the kernel? The tie-breaker of the EINVAL rule: EINVAL from a real
+/// call may mean "unknown advice" or "bad argument for this range"; a zero-length call at the
+/// same (aligned) address fails only in the first case.
+fn advice_known(addr: usize, advice: i32) -> bool {
+    sys::madvise_known(addr, advice).is_ok()
+}
+
 /// The span of memory one page-table page of PMD entries maps (`page³/64`: 1 GiB with 4 KiB
 /// pages). A mapping that starts on such a boundary and is a multiple of it long shares no
 /// page-table page with its neighbours: the kernel then finds its untouched parts empty at
@@ -279,7 +285,7 @@ pub(crate) enum MapAligned {
 /// 1 GiB range 134 ns on a mapping of its own, 455 ns on one beside osmem's touched metadata
 /// arena).
 pub(crate) fn pmd_table_span() -> usize {
-    let ps = crate::probe::page_size();
+    let ps = sys::page_size();
     ps.saturating_mul(ps / 8).saturating_mul(ps / 8)
 }
 

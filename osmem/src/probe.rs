@@ -344,10 +344,3 @@ fn read_number(path: &core::ffi::CStr) -> Option<u64> {
     }
     any.then_some(v)
 }
-
-/// Is `advice` known to the kernel? The tie-breaker of the EINVAL rule (advise.rs): EINVAL
-/// from a real call may mean "unknown advice" or "bad argument for this range"; a zero-length
-/// call at the same (aligned) address fails only in the first case.
-pub(crate) fn advice_known(addr: usize, advice: i32) -> bool {
-    sys::madvise_known(addr, advice).is_ok()
-}
