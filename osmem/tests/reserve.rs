@@ -239,8 +239,8 @@ fn large_reservations_start_on_a_page_table_page_boundary() {
 }
 
 /// An aligned `reserve` keeps its slack (one mmap, no trim) and gives all of it back at drop
-/// (one munmap): in a forked child (one thread, so the maps are exactly its own), the mapping
-/// covers the reservation, and after the drop nothing of it is left in the kernel's view.
+/// (one munmap): in a forked child (one thread: nothing else maps meanwhile), the mapping
+/// covers the reservation, and after the drop the maps are as they were before it.
 #[test]
 fn an_aligned_reserve_gives_back_its_slack() {
     const G: usize = 1 << 30;
@@ -254,19 +254,19 @@ fn an_aligned_reserve_gives_back_its_slack() {
         let s1 = osmem::stats();
         let v = tk::vma_at(base).unwrap();
         out.push((base % G == 0) as u64);
+        // (Its VMA may have merged with a neighbour reserved the same way by another test's
+        // thread before the fork: only the range is checked, and the maps as a whole.)
         out.push((v.start <= base && v.end >= base + G) as u64);
-        // The slack is at most 1 GiB in all, and inside the same mapping.
-        out.push((v.end - v.start <= 2 * G) as u64);
         out.push(s1.mmap_calls - s0.mmap_calls);
         out.push(s1.munmap_calls - s0.munmap_calls);
-        let (lo, hi) = (v.start, v.end);
         drop(r);
         let s2 = osmem::stats();
         out.push(s2.munmap_calls - s1.munmap_calls);
-        out.push(tk::vmas_in(lo, hi) as u64);
+        // Nothing of it is left: not the range, not the slack (the maps are as before).
+        out.push(tk::vma_at(base).is_none() as u64);
         out.push((tk::maps_line_count() == before) as u64);
         0
     });
     assert!(exit.is_success(), "{exit:?}");
-    assert_eq!(rep.as_slice(), &[1, 1, 1, 1, 0, 1, 0, 1]);
+    assert_eq!(rep.as_slice(), &[1, 1, 1, 0, 1, 1, 1]);
 }
