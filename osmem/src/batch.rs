@@ -910,14 +910,8 @@ impl<'r, const N: usize> Batch<'r, N> {
         let (iov, mut regs) = self.queued();
         let iov = &mut iov[..nc];
         let knobs = regs.knobs();
-        if knobs.iter().any(|k| k.is_some_and(|k| k.harddecommit())) {
-            // Harddecommit protects after releasing: see `Reservation::before_split`.
-            for (i, v) in iov.iter().enumerate() {
-                if knobs[regs.index(i)].is_some_and(|k| k.harddecommit()) {
-                    regs.get(i).before_split(v.base);
-                }
-            }
-        }
+        // Harddecommit protects after releasing.
+        before_split(iov, &regs, |k| knobs[k].is_some_and(|k| k.harddecommit()));
         let done = match madv {
             Some(madv) => submit(iov, madv, pidfd, &mut report.batch_calls),
             None => 0,
@@ -1008,9 +1002,7 @@ impl<'r, const N: usize> Batch<'r, N> {
         let iov = &mut iov[..nc];
         let knobs = regs.knobs();
         if matches!(strategy, FaultStrategy::Protect | FaultStrategy::Go) {
-            for (i, v) in iov.iter().enumerate() {
-                regs.get(i).before_split(v.base & !BASE_TAGS);
-            }
+            before_split(iov, &regs, |_| true);
         }
         let mut emptied = 0;
         let mut guarded_all = false;
@@ -1606,6 +1598,26 @@ fn claim_group(
         true
     } else {
         false
+    }
+}
+
+/// [`Reservation::before_split`] for each reservation of the flush whose VMA `splits(k)` says
+/// may be split: once, at its first range (it acts once per reservation anyway; this spares
+/// the usual batch a call per range).
+fn before_split(iov: &[Iov], regs: &Regions<'_, '_>, splits: impl Fn(usize) -> bool) {
+    let live = regs.regions.iter().filter(|r| r.is_some()).count();
+    let mut seen = 0u32;
+    for (i, v) in iov.iter().enumerate() {
+        let k = regs.index(i);
+        if seen & 1 << k == 0 {
+            seen |= 1 << k;
+            if splits(k) {
+                regs.get(i).before_split(v.base & !BASE_TAGS);
+            }
+            if seen.count_ones() as usize == live {
+                break;
+            }
+        }
     }
 }
 
