@@ -289,6 +289,18 @@ pub(crate) fn pmd_table_span() -> usize {
     ps.saturating_mul(ps / 8).saturating_mul(ps / 8)
 }
 
+/// Where a mapping of `len` bytes should start: on a [`pmd_table_span`] boundary if it is at
+/// least that long (it then shares no page-table page with a neighbour), else anywhere (the
+/// page size).
+pub(crate) fn placement_align(len: usize) -> usize {
+    let span = pmd_table_span();
+    if len >= span {
+        span
+    } else {
+        sys::page_size()
+    }
+}
+
 /// `mmap(prot, MAP_FIXED)` over `[addr, addr+len)`, a range inside a mapping osmem owns whose
 /// contents the caller gave up, retrying transient errors. `thp=never` is put back (Go
 /// re-applies it after its MAP_FIXED in sysMapOS too), so the knob holds whatever link of a

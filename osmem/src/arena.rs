@@ -255,13 +255,7 @@ fn create(s: &mut State) -> Result<(), NoMemory> {
         // On a page-table-page boundary where it is that large: its touched nodes (at its
         // start) then share no page-table page with a region placed beside it, whose releases
         // would otherwise walk that page (see `advise::pmd_table_span`).
-        let span = advise::pmd_table_span();
-        let align = if len >= span {
-            span
-        } else {
-            probe::page_size()
-        };
-        match advise::map_aligned(0, len, align, false, true) {
+        match advise::map_aligned(0, len, advise::placement_align(len), false, true) {
             Ok((base, _, _)) => {
                 let first = COMMIT_STEP.min(len);
                 // SAFETY: the start of the mapping just made.

@@ -309,8 +309,8 @@ impl Reservation {
     /// ```
     pub fn reserve(len: usize) -> Result<Self, Error> {
         let ps = page_size_checked();
-        let span = advise::pmd_table_span();
-        if len < span {
+        let align = advise::placement_align(len);
+        if align == ps {
             return Self::reserve_aligned_at(0, len, ps);
         }
         // 1 GiB or more: on a 1 GiB boundary, so it shares no page-table page with a
@@ -319,8 +319,8 @@ impl Reservation {
         // does), for at most 1 GiB of address space with nothing behind it.
         let op = Op::Reserve;
         check_len(op, len, ps)?;
-        let (base, head, tail) = advise::map_aligned(0, len, span, true, false)
-            .map_err(|e| aligned_error(op, e, span, len))?;
+        let (base, head, tail) = advise::map_aligned(0, len, align, true, false)
+            .map_err(|e| aligned_error(op, e, align, len))?;
         let slack = ((head / ps) as u32, (tail / ps) as u32);
         let r = Self::adopt(op, base, len, RESERVED, true, slack)?;
         stats::bump(Counter::ReserveOps);
