@@ -42,8 +42,9 @@ static OWNER: AtomicUsize = AtomicUsize::new(0);
 static NESTED: AtomicUsize = AtomicUsize::new(0);
 /// The process whose thread `OWNER` is: a child made without fork handlers (`_Fork`, a raw
 /// `clone`) while that thread was forking inherits `OWNER` set, by a thread it does not have.
-/// Set to this process's pid when the handlers are registered and in every child made with
-/// them, not only by `prepare` once it holds `OWNER`: a thread that sees `OWNER` taken by
+/// Set to this process's pid by `prepare` whenever no fork is in progress, before it takes
+/// `OWNER` (and again once it holds it, for an owner of another process it took over), and
+/// in every child made with the handlers: a thread that sees `OWNER` taken by
 /// another thread of this process a moment before `prepare` stored it must not read the
 /// previous value (0 at the process's first fork) and take that fork for another
 /// process's. (It did: at the first forks of a test process, made at once by several
@@ -119,17 +120,6 @@ pub(crate) fn owner() -> usize {
 /// Register the handlers (once, at first use).
 pub(crate) fn init() {
     crate::lock::refresh_pid();
-    if REGISTERED.load(Ordering::Acquire) {
-        return;
-    }
-    // Before the handlers can run (see `OWNER_PID`).
-    // SAFETY: getpid has no preconditions.
-    let _ = OWNER_PID.compare_exchange(
-        0,
-        unsafe { libc::getpid() },
-        Ordering::SeqCst,
-        Ordering::Relaxed,
-    );
     if REGISTERED.swap(true, Ordering::AcqRel) {
         return;
     }
