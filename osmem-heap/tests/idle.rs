@@ -56,7 +56,7 @@ fn child(mode: Mode) -> String {
 }
 
 fn run(test: &str, mode: &str) -> (u64, f64) {
-    let kv = osmem_testkit::rerun_self(test, &[(ROLE, mode)]);
+    let kv = osmem_testkit::rerun_self(test, &[(ROLE, mode)], &[]);
     eprintln!("{mode}: {kv:?}");
     (
         kv["idle_wakeups"].parse().unwrap(),

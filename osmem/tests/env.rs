@@ -70,6 +70,7 @@ fn osmem_is_read_at_start_and_never_through_getenv() {
     let kv = osmem_testkit::rerun_self(
         "osmem_is_read_at_start_and_never_through_getenv",
         &[(ROLE, "1"), ("OSMEM", "unused=free,fault=protect,fault=go")],
+        &[],
     );
     let line = format!("{kv:?}");
     assert_eq!(kv["getenv_before"], "0", "{line}");

@@ -416,6 +416,7 @@ fn first_forks_at_once_from_many_threads_leave_every_child_usable() {
         let kv = osmem_testkit::rerun_self(
             "first_forks_at_once_from_many_threads_leave_every_child_usable",
             &[(ROLE, "1")],
+            &[],
         );
         bad += kv["bad"].parse::<usize>().unwrap();
     }

@@ -427,23 +427,36 @@ pub fn touch_in_child(addr: usize, write: bool) -> Touch {
 }
 
 /// Run test `test` of this test binary again in a process of its own (one test, one thread
-/// of the harness), with `env` set, and return the `key=value` pairs of the line it printed
-/// after `RESULT ` (for checks that need a fresh process: an environment at exec, a thread
-/// of which only one may exist). Panics if it fails or prints no such line.
+/// of the harness), with `env` set and the variables in `unset` removed, and return the
+/// `key=value` pairs of the line it printed after `RESULT ` (for checks that need a fresh
+/// process: an environment at exec, a thread of which only one may exist). Panics if it fails
+/// or prints no such line.
 ///
 /// ```no_run
-/// let kv = osmem_testkit::rerun_self("my_test", &[("MY_ROLE", "child")]);
+/// let kv = osmem_testkit::rerun_self("my_test", &[("MY_ROLE", "child")], &["OSMEM"]);
 /// assert_eq!(kv["answer"], "42");
 /// ```
-pub fn rerun_self(test: &str, env: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+pub fn rerun_self(
+    test: &str,
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> std::collections::HashMap<String, String> {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
+    for k in unset {
+        cmd.env_remove(k);
+    }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{test}: {out:?}");
+    assert!(
+        out.status.success(),
+        "{test}: subprocess failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))

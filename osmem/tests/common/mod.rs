@@ -868,7 +868,6 @@ pub fn check_cycle_final(r: &Reservation, trap_page: usize) {
 // (`mlockall` would lock and populate other tests' regions).
 
 const ROLE_ENV: &str = "OSMEM_TEST_ROLE";
-const ROLE_MARK: &str = "OSMEM-ROLE-RESULT";
 
 /// In the re-executed process: install `rules`, run `body`, print its line, exit. (Called
 /// first thing in a test, so in the re-executed process nothing of osmem has run yet.)
@@ -881,32 +880,13 @@ pub fn play_role_if(role: &str, rules: &[tk::Inject], body: impl FnOnce() -> Str
     let line = body();
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{ROLE_MARK} {line}");
+    let _ = writeln!(out, "RESULT {line}");
     let _ = out.flush();
     std::process::exit(0);
 }
 
-/// In the test process: re-execute this binary for `test` in `role`; returns key=value pairs.
+/// In the test process: re-execute this binary for `test` in `role` (without the `OSMEM`
+/// variable); returns key=value pairs.
 pub fn spawn_role(test: &str, role: &str) -> std::collections::HashMap<String, String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE_ENV, role)
-        .env_remove("OSMEM")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{role}: subprocess failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once(ROLE_MARK).map(|(_, rest)| rest))
-        .unwrap_or_else(|| panic!("{role}: no result line in:\n{stdout}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    tk::rerun_self(test, &[(ROLE_ENV, role)], &["OSMEM"])
 }
